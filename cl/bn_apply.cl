@@ -1,0 +1,96 @@
+/* Elementwise passes over a (B, C, S) NCHW tensor, one coefficient set per map c:
+ *   forward:  y  = (x - mean) * a + c0          a = scale * invstd, c0 = bias
+ *   backward: dx = k1 * dy + k2 * (x - mean) + k3  (F_DX with F_COEF4: (mean, k1, k2, k3) from coef)
+ * and the per-activation kernels (bn_peract.cl does the work). */
+
+typedef struct {
+    float mean, k1, k2, k3;
+} coef_t;
+
+inline coef_t map_coef(ulong c, __global const float *scale, __global const float *bias,
+                       __global const float *mean, __global const float *var, float eps, uint flags) {
+    coef_t k;
+    if (flags & F_COEF4) {
+        k.mean = mean[4 * c];
+        k.k1 = mean[4 * c + 1];
+        k.k2 = mean[4 * c + 2];
+        k.k3 = mean[4 * c + 3];
+        return k;
+    }
+    float invstd = (flags & F_HAS_INVSTD) ? var[c] : rsqrt(var[c] + eps);
+    k.mean = mean[c];
+    k.k1 = 0.0f;
+    k.k2 = (flags & F_AFFINE) ? scale[c] * invstd : invstd;
+    k.k3 = (flags & F_AFFINE) ? bias[c] : 0.0f;
+    return k;
+}
+
+/* out = k2 * (x - mean) + k3 (+ k1 * dy with F_DX). CPU: each work-item a contiguous chunk of the flat tensor,
+ * walked a row run at a time with float16 vectors; GPU: one element per work-item, grid-stride. */
+__kernel void bn_apply(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
+                       __global stype *out, ulong ooff, ulong C, ulong S, ulong total, ulong chunk,
+                       __global const float *scale, __global const float *bias, __global const float *mean,
+                       __global const float *var, float eps, uint flags) {
+    __global const stype *xp = x + xoff;
+    __global stype *op = out + ooff;
+    int use_dy = (flags & F_DX) != 0;
+    __global const stype *gp = use_dy ? dy + dyoff : xp;
+#if defined(STRATEGY_CPU)
+    ulong e = get_global_id(0) * chunk, e1 = min(e + chunk, total);
+    while (e < e1) {
+        ulong row = e / S, s = e - row * S;
+        ulong run = min(S - s, e1 - e);
+        coef_t k = map_coef(row % C, scale, bias, mean, var, eps, flags);
+        __global const stype *xr = xp + e;
+        __global const stype *gr = gp + e;
+        __global stype *orow = op + e;
+        ulong i = 0;
+        if (use_dy) {
+            for (; i + 16 <= run; i += 16)
+                STORE16(fma(k.k1, LOAD16(gr, i), fma(k.k2, LOAD16(xr, i) - k.mean, k.k3)), orow, i);
+            for (; i < run; ++i)
+                STORE1(fma(k.k1, LOAD1(gr, i), fma(k.k2, LOAD1(xr, i) - k.mean, k.k3)), orow, i);
+        } else {
+            for (; i + 16 <= run; i += 16)
+                STORE16(fma(LOAD16(xr, i) - k.mean, k.k2, k.k3), orow, i);
+            for (; i < run; ++i)
+                STORE1(fma(LOAD1(xr, i) - k.mean, k.k2, k.k3), orow, i);
+        }
+        e += run;
+    }
+#else
+    (void)chunk;
+    for (ulong e = get_global_id(0); e < total; e += get_global_size(0)) {
+        coef_t k = map_coef((e / S) % C, scale, bias, mean, var, eps, flags);
+        float v = fma(LOAD1(xp, e) - k.mean, k.k2, k.k3);
+        if (use_dy)
+            v = fma(k.k1, LOAD1(gp, e), v);
+        STORE1(v, op, e);
+    }
+#endif
+}
+
+/* Per-activation forward (training with F_STATS, else inference): CPU 16 columns per work-item, GPU one. */
+__kernel void bn_pa_forward(__global const stype *x, ulong xoff, __global stype *y, ulong yoff, ulong B, ulong K,
+                            __global const float *scale, __global const float *bias, __global const float *mean_in,
+                            __global const float *var_in, __global float *rmean, __global float *rvar,
+                            __global float *smean, __global float *sinvstd, float factor, float eps, float unbias,
+                            uint flags) {
+    ulong j = get_global_id(0);
+#if defined(STRATEGY_CPU)
+    ulong k0 = j * 16;
+    if (k0 >= K)
+        return;
+    if (k0 + 16 <= K) {
+        pa_forward_w16(x + xoff + k0, y + yoff + k0, B, K, k0, scale, bias, mean_in, var_in, rmean, rvar, smean,
+                       sinvstd, factor, eps, unbias, flags);
+        return;
+    }
+    for (ulong k = k0; k < K; ++k)
+#else
+    ulong k = j;
+    if (k < K)
+#endif
+        pa_forward_w1(x + xoff + k, y + yoff + k, B, K, k, scale, bias, mean_in, var_in, rmean, rvar, smean,
+                      sinvstd, factor, eps, unbias, flags);
+}

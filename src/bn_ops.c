@@ -1,0 +1,377 @@
+/* The functional operations: validate everything, plan, then enqueue. A refused call enqueues nothing.
+ *
+ * A tensor is viewed as (B, C, S): B = batch, C = maps, S = d*h*w (1 for ndim 2). SPATIAL has C statistics of
+ * B*S values each; PER_ACTIVATION has C*S statistics of B values each. SPATIAL with S == 1 is the same
+ * computation as PER_ACTIVATION and takes its column kernels. */
+#include "bn_ops.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct plan {
+    size_t B, C, S;   /* the (B, C, S) view */
+    size_t groups;    /* statistics (length of every parameter vector) */
+    size_t M;         /* values per statistic */
+    int columns;      /* per-activation column kernels (PER_ACTIVATION, or SPATIAL with S == 1) */
+    size_t numel;
+} plan;
+
+/* ---- validation ------------------------------------------------------------------------------- */
+
+static clnorm_status check_mode(clnorm_bn_mode mode) {
+    if (mode != CLNORM_BN_SPATIAL && mode != CLNORM_BN_PER_ACTIVATION)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "mode: %d is not a clnorm_bn_mode", (int)mode);
+    return CLNORM_SUCCESS;
+}
+
+static clnorm_status check_epsilon(double eps) {
+    if (!(eps > 0.0) || !isfinite(eps))
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "epsilon must be finite and > 0, got %g", eps);
+    return CLNORM_SUCCESS;
+}
+
+static clnorm_status make_plan(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x, const char *name,
+                               plan *p) {
+    if (!ctx)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "ctx is NULL");
+    clnorm_status st = check_mode(mode);
+    if (st == CLNORM_SUCCESS)
+        st = cn_check_tensor(ctx, x, name, &p->numel);
+    if (st != CLNORM_SUCCESS)
+        return st;
+    p->B = x->shape[0];
+    p->C = x->shape[1];
+    p->S = 1;
+    for (int i = 2; i < x->ndim; ++i)
+        p->S *= x->shape[i];
+    p->groups = mode == CLNORM_BN_SPATIAL ? p->C : p->C * p->S;
+    p->M = mode == CLNORM_BN_SPATIAL ? p->B * p->S : p->B;
+    p->columns = mode == CLNORM_BN_PER_ACTIVATION || p->S == 1;
+    return CLNORM_SUCCESS;
+}
+
+static void shape_text(const clnorm_tensor *t, char *buf, size_t n) {
+    size_t used = (size_t)snprintf(buf, n, "(");
+    for (int i = 0; i < t->ndim && used < n; ++i)
+        used += (size_t)snprintf(buf + used, n - used, i ? ", %zu" : "%zu", t->shape[i]);
+    if (used < n)
+        snprintf(buf + used, n - used, ")");
+}
+
+/* t (when given) must be a valid view with x's shape and dtype */
+static clnorm_status check_like(clnorm_context *ctx, const clnorm_tensor *x, const clnorm_tensor *t,
+                                const char *name) {
+    size_t numel;
+    clnorm_status st = cn_check_tensor(ctx, t, name, &numel);
+    if (st != CLNORM_SUCCESS)
+        return st;
+    int same = t->ndim == x->ndim;
+    for (int i = 0; same && i < x->ndim; ++i)
+        same = t->shape[i] == x->shape[i];
+    if (!same) {
+        char a[160], b[160];
+        shape_text(x, a, sizeof a);
+        shape_text(t, b, sizeof b);
+        return cn_fail(CLNORM_ERROR_SHAPE, "%s has shape %s but x has %s", name, b, a);
+    }
+    if (t->dtype != x->dtype || t->layout != x->layout)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "%s must have x's dtype and layout", name);
+    return CLNORM_SUCCESS;
+}
+
+/* both or neither; *present = both */
+static clnorm_status check_pair(clnorm_context *ctx, cl_mem a, cl_mem b, const char *na, const char *nb, size_t count,
+                                int *present) {
+    *present = a && b;
+    if (!a != !b)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "%s and %s go together: %s is NULL but %s is not", na, nb,
+                       a ? nb : na, a ? na : nb);
+    if (!*present)
+        return CLNORM_SUCCESS;
+    clnorm_status st = cn_check_param(ctx, a, count, na);
+    return st != CLNORM_SUCCESS ? st : cn_check_param(ctx, b, count, nb);
+}
+
+static clnorm_status check_training_size(const plan *p, const clnorm_tensor *x) {
+    if (p->M < 2) {
+        char s[160];
+        shape_text(x, s, sizeof s);
+        return cn_fail(CLNORM_ERROR_SHAPE, "expected more than 1 value per statistic in training, got input shape %s",
+                       s);
+    }
+    return CLNORM_SUCCESS;
+}
+
+/* ---- launching ------------------------------------------------------------------------------ */
+
+typedef struct {
+    size_t size;
+    const void *ptr;
+} karg;
+#define A_MEM(m) ((karg){sizeof(cl_mem), &(cl_mem){(m)}})
+#define A_U64(v) ((karg){sizeof(cl_ulong), &(cl_ulong){(cl_ulong)(v)}})
+#define A_U32(v) ((karg){sizeof(cl_uint), &(cl_uint){(cl_uint)(v)}})
+#define A_F32(v) ((karg){sizeof(cl_float), &(cl_float){(cl_float)(v)}})
+#define NARGS(a) ((cl_uint)(sizeof(a) / sizeof((a)[0])))
+
+static clnorm_status launch(clnorm_context *ctx, cl_kernel k, cl_uint dims, const size_t *global,
+                            const size_t *local, const karg *args, cl_uint nargs) {
+    for (cl_uint i = 0; i < nargs; ++i) {
+        cl_int err = clSetKernelArg(k, i, args[i].size, args[i].ptr);
+        if (err != CL_SUCCESS)
+            return cn_cl_fail(err, "clSetKernelArg");
+    }
+    cl_int err = clEnqueueNDRangeKernel(ctx->queue, k, dims, NULL, global, local, 0, NULL, NULL);
+    return err == CL_SUCCESS ? CLNORM_SUCCESS : cn_cl_fail(err, "clEnqueueNDRangeKernel");
+}
+
+static size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
+static size_t elem_offset(const clnorm_tensor *t) { return t ? t->offset / cn_dtype_size(t->dtype) : 0; }
+
+/* slices per map for the SPATIAL reductions: enough work-groups to fill the device, none tiny */
+static cl_uint slices_per_map(const clnorm_context *ctx, const plan *p) {
+    size_t N = p->B * p->S;
+    size_t target = 4 * (size_t)ctx->units;
+    size_t min_slice = ctx->strategy == CN_STRATEGY_CPU ? 32768 : ctx->wg * 64;
+    size_t g = (target + p->C - 1) / p->C;
+    size_t gmax = N / min_slice;
+    if (g > gmax)
+        g = gmax;
+    if (g > 1024)
+        g = 1024;
+    return (cl_uint)(g ? g : 1);
+}
+
+/* kernels needed by one call, fetched (and built) before anything is enqueued */
+static clnorm_status kernels(clnorm_context *ctx, clnorm_dtype dt, const cn_kernel_id *ids, cl_kernel *out, int n) {
+    for (int i = 0; i < n; ++i) {
+        clnorm_status st = cn_get_kernel(ctx, dt, ids[i], &out[i]);
+        if (st != CLNORM_SUCCESS)
+            return st;
+    }
+    return CLNORM_SUCCESS;
+}
+
+/* SPATIAL statistics: partials then the per-map finalize (running update when rmean != NULL). */
+static clnorm_status enqueue_stats(clnorm_context *ctx, const plan *p, const clnorm_tensor *x, cl_kernel kpart,
+                                   cl_kernel kfin, cl_mem part, cl_uint G, cl_mem rmean, cl_mem rvar, cl_mem smean,
+                                   cl_mem sinvstd, double factor, double eps) {
+    size_t gp[2] = {G * ctx->wg, p->C}, lp[2] = {ctx->wg, 1};
+    karg a1[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_U64(p->B), A_U64(p->C), A_U64(p->S), A_U32(G),
+                 A_MEM(part)};
+    clnorm_status st = launch(ctx, kpart, 2, gp, lp, a1, NARGS(a1));
+    if (st != CLNORM_SUCCESS)
+        return st;
+    size_t gf = round_up(p->C, 64);
+    double unbias = p->M > 1 ? (double)p->M / (double)(p->M - 1) : 1.0;
+    karg a2[] = {A_MEM(part),  A_U32(G),     A_U64(p->M),   A_U64(p->C),     A_MEM(rmean),
+                 A_MEM(rvar),  A_MEM(smean), A_MEM(sinvstd), A_F32(factor), A_F32(eps),
+                 A_F32(unbias), A_U32(rmean ? F_RUNNING : 0)};
+    return launch(ctx, kfin, 1, &gf, NULL, a2, NARGS(a2));
+}
+
+/* bn_apply over the whole tensor */
+static clnorm_status enqueue_apply(clnorm_context *ctx, const plan *p, cl_kernel k, const clnorm_tensor *x,
+                                   const clnorm_tensor *dy, const clnorm_tensor *out, cl_mem scale, cl_mem bias,
+                                   cl_mem mean, cl_mem var, double eps, unsigned flags) {
+    size_t total = p->numel, chunk = 0, global;
+    if (ctx->strategy == CN_STRATEGY_CPU) {
+        chunk = round_up((total + 8 * ctx->units - 1) / (8 * ctx->units), 16);
+        if (chunk < 16384)
+            chunk = 16384;
+        global = (total + chunk - 1) / chunk;
+    } else {
+        global = round_up(total, 256);
+        if (global > (size_t)ctx->units * 4096)
+            global = (size_t)ctx->units * 4096;
+    }
+    karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy ? dy->buffer : NULL), A_U64(elem_offset(dy)),
+                A_MEM(out->buffer), A_U64(elem_offset(out)), A_U64(p->C), A_U64(p->S), A_U64(total), A_U64(chunk),
+                A_MEM(scale), A_MEM(bias), A_MEM(mean), A_MEM(var), A_F32(eps), A_U32(flags)};
+    return launch(ctx, k, 1, &global, NULL, a, NARGS(a));
+}
+
+static size_t column_items(const clnorm_context *ctx, size_t K) {
+    return ctx->strategy == CN_STRATEGY_CPU ? (K + 15) / 16 : round_up(K, 64);
+}
+
+/* ---- forward ---------------------------------------------------------------------------------- */
+
+clnorm_status cn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
+                                  const clnorm_tensor *y, cl_mem scale, cl_mem bias, double factor, double epsilon,
+                                  cl_mem running_mean, cl_mem running_var, cl_mem save_mean, cl_mem save_invstd) {
+    plan p;
+    int affine, running, save, same;
+    clnorm_status st = make_plan(ctx, mode, x, "x", &p);
+    if (st == CLNORM_SUCCESS)
+        st = check_like(ctx, x, y, "y");
+    if (st == CLNORM_SUCCESS)
+        st = cn_check_overlap(x, "x", y, "y", &same);
+    if (st == CLNORM_SUCCESS)
+        st = check_epsilon(epsilon);
+    if (st == CLNORM_SUCCESS && (!(factor >= 0.0 && factor <= 1.0)))
+        st = cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "factor must be in [0, 1], got %g", factor);
+    if (st == CLNORM_SUCCESS)
+        st = check_pair(ctx, scale, bias, "scale", "bias", p.groups, &affine);
+    if (st == CLNORM_SUCCESS)
+        st = check_pair(ctx, running_mean, running_var, "running_mean", "running_var", p.groups, &running);
+    if (st == CLNORM_SUCCESS)
+        st = check_pair(ctx, save_mean, save_invstd, "save_mean", "save_invstd", p.groups, &save);
+    if (st == CLNORM_SUCCESS)
+        st = check_training_size(&p, x);
+    if (st != CLNORM_SUCCESS)
+        return st;
+
+    unsigned flags = (affine ? F_AFFINE : 0) | (running ? F_RUNNING : 0) | (save ? F_SAVE : 0) | F_STATS;
+    if (p.columns) {
+        cl_kernel k;
+        static const cn_kernel_id ids[] = {K_PA_FORWARD};
+        if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
+            return st;
+        size_t global = column_items(ctx, p.groups);
+        double unbias = (double)p.M / (double)(p.M - 1);
+        karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(y->buffer), A_U64(elem_offset(y)), A_U64(p.B),
+                    A_U64(p.groups), A_MEM(scale), A_MEM(bias), A_MEM(NULL), A_MEM(NULL), A_MEM(running_mean),
+                    A_MEM(running_var), A_MEM(save_mean), A_MEM(save_invstd), A_F32(factor), A_F32(epsilon),
+                    A_F32(unbias), A_U32(flags)};
+        return launch(ctx, k, 1, &global, NULL, a, NARGS(a));
+    }
+    cl_kernel k[3];
+    static const cn_kernel_id ids[] = {K_STATS_PARTIAL, K_STATS_FINALIZE, K_APPLY};
+    cl_uint G = slices_per_map(ctx, &p);
+    cl_mem part, smean = save_mean, sinvstd = save_invstd;
+    if ((st = kernels(ctx, x->dtype, ids, k, 3)) != CLNORM_SUCCESS ||
+        (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS)
+        return st;
+    if (!save && ((st = cn_scratch(ctx, CN_SCRATCH_MEAN, p.C * sizeof(float), &smean)) != CLNORM_SUCCESS ||
+                  (st = cn_scratch(ctx, CN_SCRATCH_INVSTD, p.C * sizeof(float), &sinvstd)) != CLNORM_SUCCESS))
+        return st;
+    st = enqueue_stats(ctx, &p, x, k[0], k[1], part, G, running ? running_mean : NULL, running_var, smean, sinvstd,
+                       factor, epsilon);
+    if (st != CLNORM_SUCCESS)
+        return st;
+    return enqueue_apply(ctx, &p, k[2], x, NULL, y, scale, bias, smean, sinvstd, epsilon,
+                         (affine ? F_AFFINE : 0) | F_HAS_INVSTD);
+}
+
+clnorm_status clnorm_bn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
+                                         const clnorm_tensor *y, cl_mem scale, cl_mem bias, double factor,
+                                         double epsilon, cl_mem running_mean, cl_mem running_var, cl_mem save_mean,
+                                         cl_mem save_invstd) {
+    return cn_forward_training(ctx, mode, x, y, scale, bias, factor, epsilon, running_mean, running_var, save_mean,
+                               save_invstd);
+}
+
+clnorm_status clnorm_bn_forward_inference(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
+                                          const clnorm_tensor *y, cl_mem scale, cl_mem bias, cl_mem mean, cl_mem var,
+                                          double epsilon) {
+    plan p;
+    int affine, stats, same;
+    clnorm_status st = make_plan(ctx, mode, x, "x", &p);
+    if (st == CLNORM_SUCCESS)
+        st = check_like(ctx, x, y, "y");
+    if (st == CLNORM_SUCCESS)
+        st = cn_check_overlap(x, "x", y, "y", &same);
+    if (st == CLNORM_SUCCESS)
+        st = check_epsilon(epsilon);
+    if (st == CLNORM_SUCCESS)
+        st = check_pair(ctx, scale, bias, "scale", "bias", p.groups, &affine);
+    if (st == CLNORM_SUCCESS && (!mean || !var))
+        st = cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "%s is NULL: inference needs the running mean and variance",
+                     !mean ? "mean" : "var");
+    if (st == CLNORM_SUCCESS)
+        st = check_pair(ctx, mean, var, "mean", "var", p.groups, &stats);
+    if (st != CLNORM_SUCCESS)
+        return st;
+    cl_kernel k;
+    static const cn_kernel_id pa[] = {K_PA_FORWARD}, ap[] = {K_APPLY};
+    if ((st = kernels(ctx, x->dtype, p.columns ? pa : ap, &k, 1)) != CLNORM_SUCCESS)
+        return st;
+    unsigned flags = affine ? F_AFFINE : 0;
+    if (!p.columns)
+        return enqueue_apply(ctx, &p, k, x, NULL, y, scale, bias, mean, var, epsilon, flags);
+    size_t global = column_items(ctx, p.groups);
+    karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(y->buffer), A_U64(elem_offset(y)), A_U64(p.B),
+                A_U64(p.groups), A_MEM(scale), A_MEM(bias), A_MEM(mean), A_MEM(var), A_MEM(NULL), A_MEM(NULL),
+                A_MEM(NULL), A_MEM(NULL), A_F32(0.0f), A_F32(epsilon), A_F32(1.0f), A_U32(flags)};
+    return launch(ctx, k, 1, &global, NULL, a, NARGS(a));
+}
+
+/* ---- backward ----------------------------------------------------------------------------------- */
+
+clnorm_status cn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x, const clnorm_tensor *dy,
+                          const clnorm_tensor *dx, cl_mem scale, cl_mem dscale, cl_mem dbias, double epsilon,
+                          cl_mem save_mean, cl_mem save_invstd, double alpha, double beta) {
+    plan p;
+    int grads, saved, same;
+    clnorm_status st = make_plan(ctx, mode, x, "x", &p);
+    if (st == CLNORM_SUCCESS)
+        st = check_like(ctx, x, dy, "dy");
+    if (st == CLNORM_SUCCESS && dx)
+        st = check_like(ctx, x, dx, "dx");
+    if (st == CLNORM_SUCCESS && dx)
+        st = cn_check_overlap(x, "x", dx, "dx", &same);
+    if (st == CLNORM_SUCCESS && dx)
+        st = cn_check_overlap(dy, "dy", dx, "dx", &same);
+    if (st == CLNORM_SUCCESS)
+        st = check_epsilon(epsilon);
+    if (st == CLNORM_SUCCESS && scale)
+        st = cn_check_param(ctx, scale, p.groups, "scale");
+    if (st == CLNORM_SUCCESS)
+        st = check_pair(ctx, dscale, dbias, "dscale", "dbias", p.groups, &grads);
+    if (st == CLNORM_SUCCESS)
+        st = check_pair(ctx, save_mean, save_invstd, "save_mean", "save_invstd", p.groups, &saved);
+    if (st != CLNORM_SUCCESS)
+        return st;
+    if (!dx && !grads)
+        return CLNORM_SUCCESS; /* nothing asked for */
+
+    unsigned flags = (scale ? F_AFFINE : 0) | (grads ? F_GRADS : 0) | (dx ? F_DX : 0) | (beta != 0.0 ? F_ACCUM : 0);
+    if (p.columns) {
+        cl_kernel k;
+        static const cn_kernel_id ids[] = {K_PA_BACKWARD};
+        if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
+            return st;
+        size_t global = column_items(ctx, p.groups);
+        karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy->buffer), A_U64(elem_offset(dy)),
+                    A_MEM(dx ? dx->buffer : NULL), A_U64(elem_offset(dx)), A_U64(p.B), A_U64(p.groups),
+                    A_MEM(scale), A_MEM(save_mean), A_MEM(save_invstd), A_MEM(dscale), A_MEM(dbias), A_F32(alpha),
+                    A_F32(beta), A_F32(epsilon), A_U32(flags | (saved ? 0 : F_STATS))};
+        return launch(ctx, k, 1, &global, NULL, a, NARGS(a));
+    }
+    cl_kernel k[5];
+    static const cn_kernel_id ids[] = {K_STATS_PARTIAL, K_STATS_FINALIZE, K_BWD_PARTIAL, K_BWD_FINALIZE, K_APPLY};
+    cl_uint G = slices_per_map(ctx, &p);
+    cl_mem part, coef = NULL, mean = save_mean, invstd = save_invstd;
+    if ((st = kernels(ctx, x->dtype, ids, k, 5)) != CLNORM_SUCCESS ||
+        (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
+        (dx && (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.C * 4 * sizeof(float), &coef)) != CLNORM_SUCCESS))
+        return st;
+    if (!saved) {
+        if ((st = cn_scratch(ctx, CN_SCRATCH_MEAN, p.C * sizeof(float), &mean)) != CLNORM_SUCCESS ||
+            (st = cn_scratch(ctx, CN_SCRATCH_INVSTD, p.C * sizeof(float), &invstd)) != CLNORM_SUCCESS ||
+            (st = enqueue_stats(ctx, &p, x, k[0], k[1], part, G, NULL, NULL, mean, invstd, 0.0, epsilon)) !=
+                CLNORM_SUCCESS)
+            return st;
+    }
+    size_t gp[2] = {G * ctx->wg, p.C}, lp[2] = {ctx->wg, 1};
+    karg a1[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy->buffer), A_U64(elem_offset(dy)),
+                 A_U64(p.B),       A_U64(p.C),            A_U64(p.S),        A_U32(G),
+                 A_MEM(mean),      A_MEM(part)};
+    if ((st = launch(ctx, k[2], 2, gp, lp, a1, NARGS(a1))) != CLNORM_SUCCESS)
+        return st;
+    size_t gf = round_up(p.C, 64);
+    karg a2[] = {A_MEM(part),  A_U32(G),     A_U64(p.M),   A_U64(p.C),    A_MEM(mean),  A_MEM(invstd),
+                 A_MEM(scale), A_MEM(dscale), A_MEM(dbias), A_MEM(coef), A_F32(alpha), A_F32(beta),
+                 A_U32(flags)};
+    if ((st = launch(ctx, k[3], 1, &gf, NULL, a2, NARGS(a2))) != CLNORM_SUCCESS || !dx)
+        return st;
+    return enqueue_apply(ctx, &p, k[4], x, dy, dx, NULL, NULL, coef, NULL, epsilon, F_DX | F_COEF4);
+}
+
+clnorm_status clnorm_bn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
+                                 const clnorm_tensor *dy, const clnorm_tensor *dx, cl_mem scale, cl_mem dscale,
+                                 cl_mem dbias, double epsilon, cl_mem save_mean, cl_mem save_invstd) {
+    return cn_backward(ctx, mode, x, dy, dx, scale, dscale, dbias, epsilon, save_mean, save_invstd, 1.0, 0.0);
+}

@@ -1,0 +1,162 @@
+/* Context: one device, one in-order queue (ours or the application's), the program cache, scratch buffers. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static clnorm_status fill_device_info(clnorm_context *c, cl_platform_id platform) {
+    cl_int err = clGetDeviceInfo(c->device, CL_DEVICE_TYPE, sizeof c->type, &c->type, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetDeviceInfo(c->device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof c->units, &c->units, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetDeviceInfo(c->device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof c->max_alloc, &c->max_alloc, NULL);
+    size_t max_wg = 1;
+    if (err == CL_SUCCESS)
+        err = clGetDeviceInfo(c->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, NULL);
+    if (err != CL_SUCCESS)
+        return cn_cl_fail(err, "clGetDeviceInfo");
+    if (platform == NULL) {
+        err = clGetDeviceInfo(c->device, CL_DEVICE_PLATFORM, sizeof platform, &platform, NULL);
+        if (err != CL_SUCCESS)
+            return cn_cl_fail(err, "clGetDeviceInfo(CL_DEVICE_PLATFORM)");
+    }
+    c->name = cn_device_full_name(platform, c->device);
+    if (!c->name)
+        return cn_fail(CLNORM_ERROR_HOST_MEMORY, "out of host memory reading the device name");
+    if (c->units == 0)
+        c->units = 1;
+    const char *forced = getenv("CLNORM_STRATEGY");
+    if (forced && (strcmp(forced, "gpu") == 0 || strcmp(forced, "GPU") == 0))
+        c->strategy = CN_STRATEGY_GPU;
+    else if (forced && (strcmp(forced, "cpu") == 0 || strcmp(forced, "CPU") == 0))
+        c->strategy = CN_STRATEGY_CPU;
+    else
+        c->strategy = (c->type & CL_DEVICE_TYPE_CPU) ? CN_STRATEGY_CPU : CN_STRATEGY_GPU;
+    /* the reduction work-group: a power of two the device accepts; 1 item per group on the CPU strategy */
+    size_t wg = c->strategy == CN_STRATEGY_CPU ? 1 : 256;
+    while (wg > max_wg)
+        wg /= 2;
+    c->wg = wg ? wg : 1;
+    return CLNORM_SUCCESS;
+}
+
+clnorm_status clnorm_context_create(const char *device, clnorm_context **out) {
+    cl_platform_id platform = NULL;
+    cl_int err;
+    clnorm_status st;
+    if (!out)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "clnorm_context_create: out is NULL");
+    *out = NULL;
+    clnorm_context *c = calloc(1, sizeof *c);
+    if (!c)
+        return cn_fail(CLNORM_ERROR_HOST_MEMORY, "out of host memory creating a context");
+    st = cn_select_device(device, &platform, &c->device);
+    if (st != CLNORM_SUCCESS)
+        goto fail;
+    cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)platform, 0};
+    c->context = clCreateContext(props, 1, &c->device, NULL, NULL, &err);
+    if (err != CL_SUCCESS) {
+        st = cn_cl_fail(err, "clCreateContext");
+        goto fail;
+    }
+    c->queue = clCreateCommandQueue(c->context, c->device, 0, &err);
+    if (err != CL_SUCCESS) {
+        st = cn_cl_fail(err, "clCreateCommandQueue");
+        goto fail;
+    }
+    st = fill_device_info(c, platform);
+    if (st != CLNORM_SUCCESS)
+        goto fail;
+    *out = c;
+    return CLNORM_SUCCESS;
+fail:
+    clnorm_context_destroy(c);
+    return st;
+}
+
+clnorm_status clnorm_context_create_from_queue(cl_command_queue queue, clnorm_context **out) {
+    clnorm_status st;
+    if (!out)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "clnorm_context_create_from_queue: out is NULL");
+    *out = NULL;
+    if (!queue)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "clnorm_context_create_from_queue: queue is NULL");
+    cl_command_queue_properties props = 0;
+    cl_context cc = NULL;
+    cl_device_id dev = NULL;
+    cl_int err = clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof cc, &cc, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof dev, &dev, NULL);
+    if (err == CL_INVALID_COMMAND_QUEUE)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "queue is not a valid cl_command_queue");
+    if (err != CL_SUCCESS)
+        return cn_cl_fail(err, "clGetCommandQueueInfo");
+    if (props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "queue: an in-order queue is required "
+                                                      "(CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE is set)");
+    clnorm_context *c = calloc(1, sizeof *c);
+    if (!c)
+        return cn_fail(CLNORM_ERROR_HOST_MEMORY, "out of host memory creating a context");
+    c->device = dev;
+    st = fill_device_info(c, NULL);
+    if (st != CLNORM_SUCCESS) {
+        free(c->name);
+        free(c);
+        return st;
+    }
+    clRetainContext(cc);
+    clRetainCommandQueue(queue);
+    c->context = cc;
+    c->queue = queue;
+    *out = c;
+    return CLNORM_SUCCESS;
+}
+
+void clnorm_context_destroy(clnorm_context *c) {
+    if (!c)
+        return;
+    if (c->queue)
+        clFinish(c->queue);
+    for (int i = 0; i < CN_SCRATCH_COUNT; ++i)
+        if (c->scratch[i])
+            clReleaseMemObject(c->scratch[i]);
+    cn_programs_release(c);
+    if (c->queue)
+        clReleaseCommandQueue(c->queue);
+    if (c->context)
+        clReleaseContext(c->context);
+    free(c->name);
+    free(c);
+}
+
+cl_context clnorm_context_cl_context(const clnorm_context *c) { return c ? c->context : NULL; }
+cl_device_id clnorm_context_device(const clnorm_context *c) { return c ? c->device : NULL; }
+cl_command_queue clnorm_context_queue(const clnorm_context *c) { return c ? c->queue : NULL; }
+const char *clnorm_context_device_name(const clnorm_context *c) { return c ? c->name : NULL; }
+
+clnorm_status clnorm_context_finish(clnorm_context *c) {
+    if (!c)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "clnorm_context_finish: ctx is NULL");
+    cl_int err = clFinish(c->queue);
+    return err == CL_SUCCESS ? CLNORM_SUCCESS : cn_cl_fail(err, "clFinish");
+}
+
+clnorm_status cn_scratch(clnorm_context *c, int slot, size_t bytes, cl_mem *out) {
+    if (bytes == 0)
+        bytes = 4;
+    if (c->scratch_size[slot] < bytes) {
+        cl_int err;
+        size_t grow = bytes + bytes / 2;
+        cl_mem m = clCreateBuffer(c->context, CL_MEM_READ_WRITE, grow, NULL, &err);
+        if (err != CL_SUCCESS)
+            return cn_cl_fail(err, "clCreateBuffer(scratch)");
+        if (c->scratch[slot])
+            clReleaseMemObject(c->scratch[slot]); /* freed by OpenCL once the commands using it are done */
+        c->scratch[slot] = m;
+        c->scratch_size[slot] = grow;
+    }
+    *out = c->scratch[slot];
+    return CLNORM_SUCCESS;
+}
