@@ -41,6 +41,28 @@ char *cn_device_full_name(cl_platform_id platform, cl_device_id device) {
     return out;
 }
 
+/* what a substring selector is matched against: "<platform name> <device name>", then the platform vendor and
+ * version and the device vendor, so that "pocl" finds "Portable Computing Language" (version "OpenCL 3.0 PoCL ...") */
+static char *match_text(cl_platform_id platform, cl_device_id device) {
+    char *parts[4] = {cn_device_full_name(platform, device), info_string(platform, NULL, CL_PLATFORM_VENDOR),
+                      info_string(platform, NULL, CL_PLATFORM_VERSION), info_string(NULL, device, CL_DEVICE_VENDOR)};
+    size_t n = 1;
+    for (int i = 0; i < 4; ++i)
+        n += (parts[i] ? strlen(parts[i]) : 0) + 3;
+    char *out = malloc(n);
+    if (out) {
+        out[0] = '\0';
+        for (int i = 0; i < 4; ++i)
+            if (parts[i]) {
+                strcat(out, i ? " | " : "");
+                strcat(out, parts[i]);
+            }
+    }
+    for (int i = 0; i < 4; ++i)
+        free(parts[i]);
+    return out;
+}
+
 static int contains_nocase(const char *hay, const char *needle) {
     size_t n = strlen(needle);
     for (; *hay; ++hay) {
@@ -152,7 +174,7 @@ clnorm_status cn_select_device(const char *selector, cl_platform_id *platform, c
                     pick = &list[i];
         } else {
             for (size_t i = 0; i < n && !pick; ++i) {
-                char *name = cn_device_full_name(list[i].platform, list[i].device);
+                char *name = match_text(list[i].platform, list[i].device);
                 if (name && contains_nocase(name, selector))
                     pick = &list[i];
                 free(name);
