@@ -3,10 +3,6 @@
  *   backward: dx = k1 * dy + k2 * (x - mean) + k3  (F_DX with F_COEF4: (mean, k1, k2, k3) from coef)
  * and the per-activation kernels (bn_peract.cl does the work). */
 
-typedef struct {
-    float mean, k1, k2, k3;
-} coef_t;
-
 inline coef_t map_coef(ulong c, __global const float *scale, __global const float *bias,
                        __global const float *mean, __global const float *var, float eps, uint flags) {
     coef_t k;
@@ -40,22 +36,7 @@ __kernel void bn_apply(__global const stype *x, ulong xoff, __global const stype
     while (e < e1) {
         ulong row = e / S, s = e - row * S;
         ulong run = min(S - s, e1 - e);
-        coef_t k = map_coef(row % C, scale, bias, mean, var, eps, flags);
-        __global const stype *xr = xp + e;
-        __global const stype *gr = gp + e;
-        __global stype *orow = op + e;
-        ulong i = 0;
-        if (use_dy) {
-            for (; i + 16 <= run; i += 16)
-                STORE16(fma(k.k1, LOAD16(gr, i), fma(k.k2, LOAD16(xr, i) - k.mean, k.k3)), orow, i);
-            for (; i < run; ++i)
-                STORE1(fma(k.k1, LOAD1(gr, i), fma(k.k2, LOAD1(xr, i) - k.mean, k.k3)), orow, i);
-        } else {
-            for (; i + 16 <= run; i += 16)
-                STORE16(fma(LOAD16(xr, i) - k.mean, k.k2, k.k3), orow, i);
-            for (; i < run; ++i)
-                STORE1(fma(LOAD1(xr, i) - k.mean, k.k2, k.k3), orow, i);
-        }
+        apply_run(xp + e, use_dy ? gp + e : NULL, op + e, run, map_coef(row % C, scale, bias, mean, var, eps, flags));
         e += run;
     }
 #else

@@ -25,6 +25,21 @@ typedef float stype;
 
 #define BLK 256 /* elements of one contiguous two-pass block (16 float16 vectors) */
 
+/* Non-temporal stores for outputs that are not read back soon (POCL's clang has the builtin; other compilers
+ * fall back to plain stores). They need the natural alignment of float16: callers peel to 64 bytes first. */
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_nontemporal_store) && defined(DTYPE_F32)
+#define HAVE_NT_STORE 1
+#endif
+#endif
+inline void store16_stream(float16 v, __global stype *p) {
+#if defined(HAVE_NT_STORE)
+    __builtin_nontemporal_store(v, (__global float16 *)p);
+#else
+    STORE16(v, p, 0);
+#endif
+}
+
 inline float hsum16(float16 v) {
     float8 a = v.lo + v.hi;
     float4 b = a.lo + a.hi;
@@ -156,6 +171,9 @@ inline void sum2_reduce_local(float *u, float *v, __local float *lu, __local flo
 /* The slice [start, end) of a map's flattened (batch, spatial) extent N that work-group g of G covers */
 inline ulong slice_begin(ulong N, uint g, uint G) { return (ulong)g * N / G; }
 
+/* Merge the values of map c in the slice [start, end) of its flattened (batch, spatial) extent into a.
+ * CPU strategy: each work-item a contiguous piece, walked one row run at a time (blocks of BLK, vectorised).
+ * GPU strategy: neighbouring work-items on neighbouring elements, register blocks of 8 values per item. */
 /* Advance the (batch, spatial) position (b, s) of a map by step elements. */
 inline void advance_bs(ulong *b, ulong *s, ulong step, ulong S) {
     *s += step;
@@ -164,3 +182,127 @@ inline void advance_bs(ulong *b, ulong *s, ulong step, ulong S) {
         *s %= S;
     }
 }
+
+inline void acc_range(acc_t *a, __global const stype *xp, ulong C, ulong S, ulong c, ulong start, ulong end) {
+    uint lid = get_local_id(0);
+#if defined(STRATEGY_CPU)
+    ulong len = end - start;
+    ulong e = start + lid * len / WG, e1 = start + (lid + 1) * len / WG;
+    while (e < e1) {
+        ulong b = e / S, s = e - b * S;
+        ulong run = min(S - s, e1 - e);
+        acc_contig(a, xp + (b * C + c) * S + s, run);
+        e += run;
+    }
+#else
+    ulong e = start + lid;
+    ulong b = e / S, s = e - b * S;
+    while (e < end) {
+        float v[8];
+        uint nv = 0;
+        for (; nv < 8 && e < end; ++nv) {
+            v[nv] = LOAD1(xp, (b * C + c) * S + s);
+            e += WG;
+            advance_bs(&b, &s, WG, S);
+        }
+        TWO_PASS_SCALAR(a, nv, v[i]);
+    }
+#endif
+}
+
+/* Sums of dy and dy * (x - m) over map c's slice [start, end), compensated; same walks as acc_range. */
+inline void dsum_range(float *u, float *v, __global const stype *xp, __global const stype *gp, float m, ulong C,
+                       ulong S, ulong c, ulong start, ulong end) {
+    uint lid = get_local_id(0);
+    float su = 0.0f, suc = 0.0f, sv = 0.0f, svc = 0.0f;
+#if defined(STRATEGY_CPU)
+    ulong len = end - start;
+    ulong e = start + lid * len / WG, e1 = start + (lid + 1) * len / WG;
+    while (e < e1) {
+        ulong b = e / S, s = e - b * S;
+        ulong run = min(S - s, e1 - e);
+        ulong base = (b * C + c) * S + s, i = 0;
+        for (; i + BLK <= run; i += BLK) {
+            float16 bu = (float16)(0.0f), bv = (float16)(0.0f);
+            for (int k = 0; k < BLK; k += 16) {
+                float16 g = LOAD16(gp, base + i + k);
+                bu += g;
+                bv = fma(g, LOAD16(xp, base + i + k) - m, bv);
+            }
+            kahan_add(&su, &suc, hsum16(bu));
+            kahan_add(&sv, &svc, hsum16(bv));
+        }
+        float tu = 0.0f, tv = 0.0f;
+        for (; i < run; ++i) {
+            float g = LOAD1(gp, base + i);
+            tu += g;
+            tv = fma(g, LOAD1(xp, base + i) - m, tv);
+        }
+        kahan_add(&su, &suc, tu);
+        kahan_add(&sv, &svc, tv);
+        e += run;
+    }
+#else
+    ulong e = start + lid;
+    ulong b = e / S, s = e - b * S;
+    for (; e < end; e += WG) {
+        ulong i = (b * C + c) * S + s;
+        float g = LOAD1(gp, i);
+        kahan_add(&su, &suc, g);
+        kahan_add(&sv, &svc, g * (LOAD1(xp, i) - m));
+        advance_bs(&b, &s, WG, S);
+    }
+#endif
+    *u = su - suc;
+    *v = sv - svc;
+}
+
+/* Elementwise coefficients of one map: out = k2 * (x - mean) + k3 (+ k1 * dy in backward). */
+typedef struct {
+    float mean, k1, k2, k3;
+} coef_t;
+
+/* out[i] = k2 * (x[i] - mean) + k3 (+ k1 * g[i] when g) for n contiguous values; float16 vectors with
+ * streaming stores once out is 64-byte aligned. */
+inline void apply_run(__global const stype *x, __global const stype *g, __global stype *o, ulong n, coef_t k) {
+    ulong i = 0;
+    ulong mis = ((ulong)o / sizeof(stype)) & 15;
+    ulong peel = mis ? min(n, (ulong)(16 - mis)) : 0;
+    if (g) {
+        for (; i < peel; ++i)
+            STORE1(fma(k.k1, LOAD1(g, i), fma(k.k2, LOAD1(x, i) - k.mean, k.k3)), o, i);
+        for (; i + 16 <= n; i += 16)
+            store16_stream(fma(k.k1, LOAD16(g, i), fma(k.k2, LOAD16(x, i) - k.mean, k.k3)), o + i);
+        for (; i < n; ++i)
+            STORE1(fma(k.k1, LOAD1(g, i), fma(k.k2, LOAD1(x, i) - k.mean, k.k3)), o, i);
+    } else {
+        for (; i < peel; ++i)
+            STORE1(fma(LOAD1(x, i) - k.mean, k.k2, k.k3), o, i);
+        for (; i + 16 <= n; i += 16)
+            store16_stream(fma(LOAD16(x, i) - k.mean, k.k2, k.k3), o + i);
+        for (; i < n; ++i)
+            STORE1(fma(LOAD1(x, i) - k.mean, k.k2, k.k3), o, i);
+    }
+}
+
+/* The elementwise pass over all of map c (B rows of S values): CPU one row run at a time, GPU strided. */
+inline void apply_map(__global const stype *xp, __global const stype *gp, __global stype *op, ulong B, ulong C,
+                      ulong S, ulong c, coef_t k) {
+#if defined(STRATEGY_CPU)
+    for (ulong b = get_local_id(0); b < B; b += WG) {
+        ulong base = (b * C + c) * S;
+        apply_run(xp + base, gp ? gp + base : gp, op + base, S, k);
+    }
+#else
+    for (ulong b = 0; b < B; ++b) {
+        ulong base = (b * C + c) * S;
+        for (ulong s = get_local_id(0); s < S; s += WG) {
+            float v = fma(LOAD1(xp, base + s) - k.mean, k.k2, k.k3);
+            if (gp)
+                v = fma(k.k1, LOAD1(gp, base + s), v);
+            STORE1(v, op, base + s);
+        }
+    }
+#endif
+}
+

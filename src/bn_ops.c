@@ -192,6 +192,15 @@ static clnorm_status enqueue_apply(clnorm_context *ctx, const plan *p, cl_kernel
     return launch(ctx, k, 1, &global, NULL, a, NARGS(a));
 }
 
+/* One work-group per map (statistics and the elementwise pass in one launch, the map re-read from cache) when
+ * that fills the device: on a CPU enough maps for every core; on a GPU small maps (one group each). */
+static int fused(const clnorm_context *ctx, const plan *p) {
+    size_t u = ctx->units;
+    if (ctx->strategy == CN_STRATEGY_CPU)
+        return p->C >= u && (p->C % u == 0 || p->C >= 4 * u);
+    return p->B * p->S <= 16 * ctx->wg * 16;
+}
+
 static size_t column_items(const clnorm_context *ctx, size_t K) {
     return ctx->strategy == CN_STRATEGY_CPU ? (K + 15) / 16 : round_up(K, 64);
 }
@@ -236,6 +245,19 @@ clnorm_status cn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, cons
                     A_MEM(running_var), A_MEM(save_mean), A_MEM(save_invstd), A_F32(factor), A_F32(epsilon),
                     A_F32(unbias), A_U32(flags)};
         return launch(ctx, k, 1, &global, NULL, a, NARGS(a));
+    }
+    if (fused(ctx, &p)) {
+        cl_kernel k;
+        static const cn_kernel_id ids[] = {K_FUSED_FORWARD};
+        if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
+            return st;
+        size_t global = p.C * ctx->wg, local = ctx->wg;
+        double unbias = (double)p.M / (double)(p.M - 1);
+        karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(y->buffer), A_U64(elem_offset(y)), A_U64(p.B),
+                    A_U64(p.C), A_U64(p.S), A_MEM(scale), A_MEM(bias), A_MEM(running_mean), A_MEM(running_var),
+                    A_MEM(save_mean), A_MEM(save_invstd), A_F32(factor), A_F32(epsilon), A_F32(unbias),
+                    A_U32(flags)};
+        return launch(ctx, k, 1, &global, &local, a, NARGS(a));
     }
     cl_kernel k[3];
     static const cn_kernel_id ids[] = {K_STATS_PARTIAL, K_STATS_FINALIZE, K_APPLY};
@@ -339,6 +361,18 @@ clnorm_status cn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm
                     A_MEM(scale), A_MEM(save_mean), A_MEM(save_invstd), A_MEM(dscale), A_MEM(dbias), A_F32(alpha),
                     A_F32(beta), A_F32(epsilon), A_U32(flags | (saved ? 0 : F_STATS))};
         return launch(ctx, k, 1, &global, NULL, a, NARGS(a));
+    }
+    if (fused(ctx, &p)) {
+        cl_kernel k;
+        static const cn_kernel_id ids[] = {K_FUSED_BACKWARD};
+        if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
+            return st;
+        size_t global = p.C * ctx->wg, local = ctx->wg;
+        karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy->buffer), A_U64(elem_offset(dy)),
+                    A_MEM(dx ? dx->buffer : NULL), A_U64(elem_offset(dx)), A_U64(p.B), A_U64(p.C), A_U64(p.S),
+                    A_MEM(scale), A_MEM(save_mean), A_MEM(save_invstd), A_MEM(dscale), A_MEM(dbias), A_F32(alpha),
+                    A_F32(beta), A_F32(epsilon), A_U32(flags | (saved ? 0 : F_STATS))};
+        return launch(ctx, k, 1, &global, &local, a, NARGS(a));
     }
     cl_kernel k[5];
     static const cn_kernel_id ids[] = {K_STATS_PARTIAL, K_STATS_FINALIZE, K_BWD_PARTIAL, K_BWD_FINALIZE, K_APPLY};

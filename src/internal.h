@@ -45,6 +45,8 @@ typedef enum cn_kernel_id {
     K_BWD_PARTIAL,
     K_BWD_FINALIZE,
     K_PA_BACKWARD,
+    K_FUSED_FORWARD,
+    K_FUSED_BACKWARD,
     K_COUNT
 } cn_kernel_id;
 

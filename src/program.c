@@ -18,7 +18,7 @@ extern const char clnorm_embedded_hash[];
 
 static const char *const kernel_names[K_COUNT] = {
     "bn_stats_partial", "bn_stats_finalize", "bn_apply", "bn_pa_forward",
-    "bn_bwd_partial",   "bn_bwd_finalize",   "bn_pa_backward"};
+    "bn_bwd_partial",   "bn_bwd_finalize",   "bn_pa_backward", "bn_fused_forward", "bn_fused_backward"};
 
 /* the pieces of a program, in order; NULL name: literal text */
 static const struct {
