@@ -56,7 +56,7 @@ __kernel void bn_pa_forward(__global const stype *x, ulong xoff, __global stype 
                             __global const float *scale, __global const float *bias, __global const float *mean_in,
                             __global const float *var_in, __global float *rmean, __global float *rvar,
                             __global float *smean, __global float *sinvstd, float factor, float eps, float unbias,
-                            uint flags) {
+                            ulong pC, ulong pS, uint flags) {
     ulong j = get_global_id(0);
 #if defined(STRATEGY_CPU)
     ulong k0 = j * 16;
@@ -64,7 +64,7 @@ __kernel void bn_pa_forward(__global const stype *x, ulong xoff, __global stype 
         return;
     if (k0 + 16 <= K) {
         pa_forward_w16(x + xoff + k0, y + yoff + k0, B, K, k0, scale, bias, mean_in, var_in, rmean, rvar, smean,
-                       sinvstd, factor, eps, unbias, flags);
+                       sinvstd, factor, eps, unbias, pC, pS, flags);
         return;
     }
     for (ulong k = k0; k < K; ++k)
@@ -73,5 +73,5 @@ __kernel void bn_pa_forward(__global const stype *x, ulong xoff, __global stype 
     if (k < K)
 #endif
         pa_forward_w1(x + xoff + k, y + yoff + k, B, K, k, scale, bias, mean_in, var_in, rmean, rvar, smean,
-                      sinvstd, factor, eps, unbias, flags);
+                      sinvstd, factor, eps, unbias, pC, pS, flags);
 }

@@ -67,7 +67,8 @@ __kernel void bn_bwd_finalize(__global const float *part, uint G, ulong N, ulong
 __kernel void bn_fused_backward(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
                                 __global stype *dx, ulong dxoff, ulong B, ulong C, ulong S, __global const float *scale,
                                 __global const float *smean, __global const float *sinvstd, __global float *dscale,
-                                __global float *dbias, float alpha, float beta, float eps, uint flags) {
+                                __global float *dbias, float alpha, float beta, float eps, ulong pC, ulong pS,
+                             uint flags) {
     __local ulong ln[WG];
     __local float lm[WG], lq[WG];
     __local float lk[4];
@@ -110,7 +111,8 @@ __kernel void bn_fused_backward(__global const stype *x, ulong xoff, __global co
 __kernel void bn_pa_backward(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
                              __global stype *dx, ulong dxoff, ulong B, ulong K, __global const float *scale,
                              __global const float *smean, __global const float *sinvstd, __global float *dscale,
-                             __global float *dbias, float alpha, float beta, float eps, uint flags) {
+                             __global float *dbias, float alpha, float beta, float eps, ulong pC, ulong pS,
+                             uint flags) {
     ulong j = get_global_id(0);
 #if defined(STRATEGY_CPU)
     ulong k0 = j * 16;
@@ -118,7 +120,7 @@ __kernel void bn_pa_backward(__global const stype *x, ulong xoff, __global const
         return;
     if (k0 + 16 <= K) {
         pa_backward_w16(x + xoff + k0, dy + dyoff + k0, dx + dxoff + k0, B, K, k0, scale, smean, sinvstd, dscale,
-                        dbias, alpha, beta, eps, flags);
+                        dbias, alpha, beta, eps, pC, pS, flags);
         return;
     }
     for (ulong k = k0; k < K; ++k)
@@ -127,5 +129,5 @@ __kernel void bn_pa_backward(__global const stype *x, ulong xoff, __global const
     if (k < K)
 #endif
         pa_backward_w1(x + xoff + k, dy + dyoff + k, dx + dxoff + k, B, K, k, scale, smean, sinvstd, dscale, dbias,
-                       alpha, beta, eps, flags);
+                       alpha, beta, eps, pC, pS, flags);
 }

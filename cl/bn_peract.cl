@@ -5,15 +5,15 @@
 
 #if PA_W == 16
 #define VT float16
-#define VLD(p) vload16(0, (p))
-#define VST(v, p) vstore16((v), 0, (p))
+#define PLD(p, k) param_load16((p), (k), pC, pS, flags)
+#define PST(v, p, k) param_store16((v), (p), (k), pC, pS, flags)
 #define XLD(p) LOAD16((p), 0)
 #define XST(v, p) STORE16((v), (p), 0)
 #define FN(name) name##_w16
 #elif PA_W == 1
 #define VT float
-#define VLD(p) (*(p))
-#define VST(v, p) (*(p) = (v))
+#define PLD(p, k) ((p)[param_index((k), pC, pS, flags)])
+#define PST(v, p, k) ((p)[param_index((k), pC, pS, flags)] = (v))
 #define XLD(p) LOAD1((p), 0)
 #define XST(v, p) STORE1((v), (p), 0)
 #define FN(name) name##_w1
@@ -62,12 +62,13 @@ inline void FN(pa_stats)(__global const stype *xp, ulong B, ulong K, VT *mean_ou
 }
 
 /* Forward for columns k0 .. k0+PA_W-1. F_STATS: batch statistics (training), running update (F_RUNNING),
- * saved statistics (F_SAVE); else mean / var come from mean_in / var_in (inference). */
+ * saved statistics (F_SAVE); else mean / var come from mean_in / var_in (inference). Parameter vectors are
+ * indexed through param_index (pC, pS, F_PMAP). */
 inline void FN(pa_forward)(__global const stype *xp, __global stype *yp, ulong B, ulong K, ulong k0,
                            __global const float *scale, __global const float *bias, __global const float *mean_in,
                            __global const float *var_in, __global float *rmean, __global float *rvar,
                            __global float *smean, __global float *sinvstd, float factor, float eps, float unbias,
-                           uint flags) {
+                           ulong pC, ulong pS, uint flags) {
     VT mean, invstd;
     if (flags & F_STATS) {
         VT m2;
@@ -76,25 +77,25 @@ inline void FN(pa_forward)(__global const stype *xp, __global stype *yp, ulong B
         invstd = rsqrt(var + eps);
         if (flags & F_RUNNING) {
             if (factor == 1.0f) {
-                VST(mean, rmean + k0);
-                VST(var * unbias, rvar + k0);
+                PST(mean, rmean, k0);
+                PST(var * unbias, rvar, k0);
             } else {
-                VST((1.0f - factor) * VLD(rmean + k0) + factor * mean, rmean + k0);
-                VST((1.0f - factor) * VLD(rvar + k0) + factor * (var * unbias), rvar + k0);
+                PST((1.0f - factor) * PLD(rmean, k0) + factor * mean, rmean, k0);
+                PST((1.0f - factor) * PLD(rvar, k0) + factor * (var * unbias), rvar, k0);
             }
         }
         if (flags & F_SAVE) {
-            VST(mean, smean + k0);
-            VST(invstd, sinvstd + k0);
+            PST(mean, smean, k0);
+            PST(invstd, sinvstd, k0);
         }
     } else {
-        mean = VLD(mean_in + k0);
-        invstd = rsqrt(VLD(var_in + k0) + eps);
+        mean = PLD(mean_in, k0);
+        invstd = rsqrt(PLD(var_in, k0) + eps);
     }
     VT a = invstd, c = (VT)(0.0f);
     if (flags & F_AFFINE) {
-        a *= VLD(scale + k0);
-        c = VLD(bias + k0);
+        a *= PLD(scale, k0);
+        c = PLD(bias, k0);
     }
     for (ulong b = 0; b < B; ++b)
         XST(fma(XLD(xp + b * K) - mean, a, c), yp + b * K);
@@ -105,15 +106,15 @@ inline void FN(pa_forward)(__global const stype *xp, __global stype *yp, ulong B
 inline void FN(pa_backward)(__global const stype *xp, __global const stype *dyp, __global stype *dxp, ulong B,
                             ulong K, ulong k0, __global const float *scale, __global const float *smean,
                             __global const float *sinvstd, __global float *dscale, __global float *dbias,
-                            float alpha, float beta, float eps, uint flags) {
+                            float alpha, float beta, float eps, ulong pC, ulong pS, uint flags) {
     VT mean, invstd;
     if (flags & F_STATS) {
         VT m2;
         FN(pa_stats)(xp, B, K, &mean, &m2);
         invstd = rsqrt(m2 / (float)B + eps);
     } else {
-        mean = VLD(smean + k0);
-        invstd = VLD(sinvstd + k0);
+        mean = PLD(smean, k0);
+        invstd = PLD(sinvstd, k0);
     }
     VT sdy = (VT)(0.0f), sdyc = (VT)(0.0f), sdx = (VT)(0.0f), sdxc = (VT)(0.0f);
     for (ulong b0 = 0; b0 < B; b0 += 64) {
@@ -130,15 +131,15 @@ inline void FN(pa_backward)(__global const stype *xp, __global const stype *dyp,
     VT gbias = sdy - sdyc, gscale = (sdx - sdxc) * invstd;
     if (flags & F_GRADS) {
         if (flags & F_ACCUM) {
-            VST(alpha * gscale + beta * VLD(dscale + k0), dscale + k0);
-            VST(alpha * gbias + beta * VLD(dbias + k0), dbias + k0);
+            PST(alpha * gscale + beta * PLD(dscale, k0), dscale, k0);
+            PST(alpha * gbias + beta * PLD(dbias, k0), dbias, k0);
         } else {
-            VST(alpha * gscale, dscale + k0);
-            VST(alpha * gbias, dbias + k0);
+            PST(alpha * gscale, dscale, k0);
+            PST(alpha * gbias, dbias, k0);
         }
     }
     if (flags & F_DX) {
-        VT k1 = (flags & F_AFFINE) ? invstd * VLD(scale + k0) : invstd;
+        VT k1 = (flags & F_AFFINE) ? invstd * PLD(scale, k0) : invstd;
         float invB = 1.0f / (float)B;
         VT k2 = -k1 * invstd * gscale * invB, k3 = -k1 * gbias * invB;
         for (ulong b = 0; b < B; ++b)
@@ -147,8 +148,8 @@ inline void FN(pa_backward)(__global const stype *xp, __global const stype *dyp,
 }
 
 #undef VT
-#undef VLD
-#undef VST
+#undef PLD
+#undef PST
 #undef XLD
 #undef XST
 #undef FN

@@ -4,10 +4,41 @@
 
 #if defined(DTYPE_F32)
 typedef float stype;
+#define ESIZE 4
 #define LOAD1(p, i) ((float)(p)[(i)])
 #define STORE1(v, p, i) ((p)[(i)] = (v))
 #define LOAD16(p, i) vload16(0, (p) + (i))
 #define STORE16(v, p, i) vstore16((v), 0, (p) + (i))
+#elif defined(DTYPE_F16)
+/* half storage through the core vload_half / vstore_half_rte: no cl_khr_fp16 needed */
+typedef half stype;
+#define ESIZE 2
+#define LOAD1(p, i) vload_half((i), (p))
+#define STORE1(v, p, i) vstore_half_rte((v), (i), (p))
+#define LOAD16(p, i) vload_half16(0, (p) + (i))
+#define STORE16(v, p, i) vstore_half16_rte((v), 0, (p) + (i))
+#elif defined(DTYPE_BF16)
+/* bfloat16 storage: the high 16 bits of a float; stores round to nearest even, NaN stays a (quiet) NaN */
+typedef ushort stype;
+#define ESIZE 2
+inline float bf16_to_f32(ushort h) { return as_float((uint)h << 16); }
+inline float16 bf16_to_f32_16(ushort16 h) { return as_float16(convert_uint16(h) << 16); }
+inline ushort f32_to_bf16(float f) {
+    uint u = as_uint(f);
+    if (isnan(f))
+        return (ushort)((u >> 16) | 0x40u);
+    return (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+inline ushort16 f32_to_bf16_16(float16 f) {
+    uint16 u = as_uint16(f);
+    uint16 r = (u + (uint16)(0x7fffu) + ((u >> 16) & (uint16)(1u))) >> 16;
+    uint16 q = (u >> 16) | (uint16)(0x40u);
+    return convert_ushort16(select(r, q, isnan(f)));
+}
+#define LOAD1(p, i) bf16_to_f32((p)[(i)])
+#define STORE1(v, p, i) ((p)[(i)] = f32_to_bf16(v))
+#define LOAD16(p, i) bf16_to_f32_16(vload16(0, (p) + (i)))
+#define STORE16(v, p, i) vstore16(f32_to_bf16_16(v), 0, (p) + (i))
 #else
 #error "clnorm: unsupported storage type"
 #endif
@@ -22,6 +53,7 @@ typedef float stype;
 #define F_ACCUM 64u      /* backward: grads = alpha * g + beta * old (else alpha * g) */
 #define F_STATS 128u     /* per-activation: compute the batch statistics from x (training / recompute) */
 #define F_COEF4 256u     /* apply: coefficients (mean, k1, k2, k3) per map come from one buffer (backward) */
+#define F_PMAP 512u      /* columns: parameter index of column j is (j % pC) * pS + j / pC (NHWC per-activation) */
 
 #define BLK 256 /* elements of one contiguous two-pass block (16 float16 vectors) */
 
@@ -257,6 +289,28 @@ inline void dsum_range(float *u, float *v, __global const stype *xp, __global co
     *v = sv - svc;
 }
 
+/* parameter index of column j of a (rows, K) column view: identity, or (j % pC) * pS + j / pC for NHWC
+ * per-activation, whose memory columns are (s, c) while parameters are in (c, s) order */
+inline ulong param_index(ulong j, ulong pC, ulong pS, uint flags) { return (flags & F_PMAP) ? (j % pC) * pS + j / pC : j; }
+inline float16 param_load16(__global const float *p, ulong k0, ulong pC, ulong pS, uint flags) {
+    if (!(flags & F_PMAP))
+        return vload16(0, p + k0);
+    float v[16];
+    for (int l = 0; l < 16; ++l)
+        v[l] = p[param_index(k0 + l, pC, pS, flags)];
+    return vload16(0, v);
+}
+inline void param_store16(float16 x, __global float *p, ulong k0, ulong pC, ulong pS, uint flags) {
+    if (!(flags & F_PMAP)) {
+        vstore16(x, 0, p + k0);
+        return;
+    }
+    float v[16];
+    vstore16(x, 0, v);
+    for (int l = 0; l < 16; ++l)
+        p[param_index(k0 + l, pC, pS, flags)] = v[l];
+}
+
 /* Elementwise coefficients of one map: out = k2 * (x - mean) + k3 (+ k1 * dy in backward). */
 typedef struct {
     float mean, k1, k2, k3;
@@ -266,7 +320,7 @@ typedef struct {
  * streaming stores once out is 64-byte aligned. */
 inline void apply_run(__global const stype *x, __global const stype *g, __global stype *o, ulong n, coef_t k) {
     ulong i = 0;
-    ulong mis = ((ulong)o / sizeof(stype)) & 15;
+    ulong mis = ((ulong)o / ESIZE) & 15;
     ulong peel = mis ? min(n, (ulong)(16 - mis)) : 0;
     if (g) {
         for (; i < peel; ++i)

@@ -62,10 +62,6 @@ static clnorm_status check_config(const clnorm_batchnorm_config *c) {
         return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "cfg.dtype %d is not a clnorm_dtype", (int)c->dtype);
     if (c->layout != CLNORM_NCHW && c->layout != CLNORM_NHWC)
         return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "cfg.layout %d is not a clnorm_layout", (int)c->layout);
-    if (c->dtype != CLNORM_F32)
-        return cn_fail(CLNORM_ERROR_UNSUPPORTED, "cfg.dtype: this build computes on CLNORM_F32 storage only");
-    if (c->layout != CLNORM_NCHW)
-        return cn_fail(CLNORM_ERROR_UNSUPPORTED, "cfg.layout CLNORM_NHWC: this build supports CLNORM_NCHW only");
     return CLNORM_SUCCESS;
 }
 

@@ -1,8 +1,10 @@
 /* The functional operations: validate everything, plan, then enqueue. A refused call enqueues nothing.
  *
  * A tensor is viewed as (B, C, S): B = batch, C = maps, S = d*h*w (1 for ndim 2). SPATIAL has C statistics of
- * B*S values each; PER_ACTIVATION has C*S statistics of B values each. SPATIAL with S == 1 is the same
- * computation as PER_ACTIVATION and takes its column kernels. */
+ * B*S values each; PER_ACTIVATION has C*S statistics of B values each.
+ * NCHW SPATIAL with S > 1 takes the row kernels (per-map slices of contiguous rows). Everything else is a matrix
+ * with one statistic per column and takes the column kernels: NCHW PER_ACTIVATION and SPATIAL with S == 1
+ * ((B, C*S) and (B, C)), NHWC SPATIAL ((B*S, C)) and NHWC PER_ACTIVATION ((B, S*C), parameters permuted). */
 #include "bn_ops.h"
 
 #include <math.h>
@@ -13,7 +15,10 @@ typedef struct plan {
     size_t B, C, S;   /* the (B, C, S) view */
     size_t groups;    /* statistics (length of every parameter vector) */
     size_t M;         /* values per statistic */
-    int columns;      /* per-activation column kernels (PER_ACTIVATION, or SPATIAL with S == 1) */
+    int columns;      /* column kernels: the tensor is a (rows, groups) matrix with one statistic per column */
+    size_t rows;      /* rows of that matrix (== M) */
+    size_t pC, pS;    /* column j's parameter index is (j % pC) * pS + j / pC (NHWC per-activation) */
+    unsigned pmap;    /* F_PMAP when that index is not the identity */
     size_t numel;
 } plan;
 
@@ -47,7 +52,17 @@ static clnorm_status make_plan(clnorm_context *ctx, clnorm_bn_mode mode, const c
         p->S *= x->shape[i];
     p->groups = mode == CLNORM_BN_SPATIAL ? p->C : p->C * p->S;
     p->M = mode == CLNORM_BN_SPATIAL ? p->B * p->S : p->B;
-    p->columns = mode == CLNORM_BN_PER_ACTIVATION || p->S == 1;
+    int nhwc = x->layout == CLNORM_NHWC;
+    p->columns = mode == CLNORM_BN_PER_ACTIVATION || p->S == 1 || nhwc;
+    p->rows = p->M;
+    p->pC = p->groups;
+    p->pS = 1;
+    p->pmap = 0;
+    if (nhwc && mode == CLNORM_BN_PER_ACTIVATION && p->S > 1) {
+        p->pC = p->C;
+        p->pS = p->S;
+        p->pmap = F_PMAP;
+    }
     return CLNORM_SUCCESS;
 }
 
@@ -240,10 +255,10 @@ clnorm_status cn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, cons
             return st;
         size_t global = column_items(ctx, p.groups);
         double unbias = (double)p.M / (double)(p.M - 1);
-        karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(y->buffer), A_U64(elem_offset(y)), A_U64(p.B),
-                    A_U64(p.groups), A_MEM(scale), A_MEM(bias), A_MEM(NULL), A_MEM(NULL), A_MEM(running_mean),
-                    A_MEM(running_var), A_MEM(save_mean), A_MEM(save_invstd), A_F32(factor), A_F32(epsilon),
-                    A_F32(unbias), A_U32(flags)};
+        karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(y->buffer), A_U64(elem_offset(y)),
+                    A_U64(p.rows), A_U64(p.groups), A_MEM(scale), A_MEM(bias), A_MEM(NULL), A_MEM(NULL),
+                    A_MEM(running_mean), A_MEM(running_var), A_MEM(save_mean), A_MEM(save_invstd), A_F32(factor),
+                    A_F32(epsilon), A_F32(unbias), A_U64(p.pC), A_U64(p.pS), A_U32(flags | p.pmap)};
         return launch(ctx, k, 1, &global, NULL, a, NARGS(a));
     }
     if (fused(ctx, &p)) {
@@ -314,9 +329,10 @@ clnorm_status clnorm_bn_forward_inference(clnorm_context *ctx, clnorm_bn_mode mo
     if (!p.columns)
         return enqueue_apply(ctx, &p, k, x, NULL, y, scale, bias, mean, var, epsilon, flags);
     size_t global = column_items(ctx, p.groups);
-    karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(y->buffer), A_U64(elem_offset(y)), A_U64(p.B),
+    karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(y->buffer), A_U64(elem_offset(y)), A_U64(p.rows),
                 A_U64(p.groups), A_MEM(scale), A_MEM(bias), A_MEM(mean), A_MEM(var), A_MEM(NULL), A_MEM(NULL),
-                A_MEM(NULL), A_MEM(NULL), A_F32(0.0f), A_F32(epsilon), A_F32(1.0f), A_U32(flags)};
+                A_MEM(NULL), A_MEM(NULL), A_F32(0.0f), A_F32(epsilon), A_F32(1.0f), A_U64(p.pC), A_U64(p.pS),
+                A_U32(flags | p.pmap)};
     return launch(ctx, k, 1, &global, NULL, a, NARGS(a));
 }
 
@@ -357,9 +373,10 @@ clnorm_status cn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm
             return st;
         size_t global = column_items(ctx, p.groups);
         karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy->buffer), A_U64(elem_offset(dy)),
-                    A_MEM(dx ? dx->buffer : NULL), A_U64(elem_offset(dx)), A_U64(p.B), A_U64(p.groups),
+                    A_MEM(dx ? dx->buffer : NULL), A_U64(elem_offset(dx)), A_U64(p.rows), A_U64(p.groups),
                     A_MEM(scale), A_MEM(save_mean), A_MEM(save_invstd), A_MEM(dscale), A_MEM(dbias), A_F32(alpha),
-                    A_F32(beta), A_F32(epsilon), A_U32(flags | (saved ? 0 : F_STATS))};
+                    A_F32(beta), A_F32(epsilon), A_U64(p.pC), A_U64(p.pS),
+                    A_U32(flags | p.pmap | (saved ? 0 : F_STATS))};
         return launch(ctx, k, 1, &global, NULL, a, NARGS(a));
     }
     if (fused(ctx, &p)) {

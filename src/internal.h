@@ -34,7 +34,8 @@ enum {
     F_DX = 32u,
     F_ACCUM = 64u,
     F_STATS = 128u,
-    F_COEF4 = 256u
+    F_COEF4 = 256u,
+    F_PMAP = 512u
 };
 
 typedef enum cn_kernel_id {
@@ -92,7 +93,7 @@ clnorm_status cn_scratch(clnorm_context *ctx, int slot, size_t bytes, cl_mem *ou
 /* ---- tensor.c ---------------------------------------------------------------------------------- */
 size_t cn_dtype_size(clnorm_dtype d);
 /* Validates a tensor view against ctx: buffer, ndim 2..5, non-zero dims, product without overflow, dtype and
- * layout supported, offset alignment, buffer size. what names it in messages ("x", "dy"...). */
+ * layout enums, offset alignment, buffer context and size. what names it in messages ("x", "dy"...). */
 clnorm_status cn_check_tensor(const clnorm_context *ctx, const clnorm_tensor *t, const char *what, size_t *numel);
 /* A float32 parameter vector of count values at offset 0; NULL allowed when optional. */
 clnorm_status cn_check_param(const clnorm_context *ctx, cl_mem m, size_t count, const char *what);

@@ -73,8 +73,7 @@ static clnorm_status check_mem(const clnorm_context *ctx, cl_mem m, size_t offse
     return CLNORM_SUCCESS;
 }
 
-static clnorm_status check_view(const clnorm_context *ctx, const clnorm_tensor *t, const char *what, int for_compute,
-                                size_t *numel) {
+clnorm_status cn_check_tensor(const clnorm_context *ctx, const clnorm_tensor *t, const char *what, size_t *numel) {
     if (!t)
         return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "%s is NULL", what);
     if (!t->buffer)
@@ -87,19 +86,11 @@ static clnorm_status check_view(const clnorm_context *ctx, const clnorm_tensor *
     clnorm_status st = check_shape(t->ndim, t->shape, esize, what, numel);
     if (st != CLNORM_SUCCESS)
         return st;
-    if (for_compute && t->dtype != CLNORM_F32)
-        return cn_fail(CLNORM_ERROR_UNSUPPORTED, "%s.dtype %s: this build computes on CLNORM_F32 storage only", what,
-                       dtype_name(t->dtype));
-    if (for_compute && t->layout != CLNORM_NCHW)
-        return cn_fail(CLNORM_ERROR_UNSUPPORTED, "%s.layout CLNORM_NHWC: this build supports CLNORM_NCHW only", what);
     if (t->offset % esize != 0)
-        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "%s.offset %zu is not a multiple of the element size %zu", what,
-                       t->offset, esize);
-    return check_mem(ctx, t->buffer, t->offset, *numel * esize, what);
-}
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "%s.offset %zu is not a multiple of the %s element size %zu",
+                       what, t->offset, dtype_name(t->dtype), esize);
 
-clnorm_status cn_check_tensor(const clnorm_context *ctx, const clnorm_tensor *t, const char *what, size_t *numel) {
-    return check_view(ctx, t, what, 1, numel);
+    return check_mem(ctx, t->buffer, t->offset, *numel * esize, what);
 }
 
 clnorm_status cn_check_param(const clnorm_context *ctx, cl_mem m, size_t count, const char *what) {
@@ -185,7 +176,7 @@ static clnorm_status host_io(clnorm_context *ctx, const clnorm_tensor *t, void *
     const char *fn = write ? "clnorm_tensor_write" : "clnorm_tensor_read";
     if (!ctx || !host)
         return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "%s: %s is NULL", fn, !ctx ? "ctx" : "host");
-    clnorm_status st = check_view(ctx, t, "t", 0, &numel);
+    clnorm_status st = cn_check_tensor(ctx, t, "t", &numel);
     if (st != CLNORM_SUCCESS)
         return st;
     size_t bytes = numel * cn_dtype_size(t->dtype);
