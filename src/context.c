@@ -1,6 +1,7 @@
 /* Context: one device, one in-order queue (ours or the application's), the program cache, scratch buffers. */
 #include "internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +24,15 @@ static clnorm_status fill_device_info(clnorm_context *c, cl_platform_id platform
     c->name = cn_device_full_name(platform, c->device);
     if (!c->name)
         return cn_fail(CLNORM_ERROR_HOST_MEMORY, "out of host memory reading the device name");
+    char driver[256] = "", pversion[256] = "";
+    cl_uint vendor = 0;
+    clGetDeviceInfo(c->device, CL_DRIVER_VERSION, sizeof driver - 1, driver, NULL);
+    clGetDeviceInfo(c->device, CL_DEVICE_VENDOR_ID, sizeof vendor, &vendor, NULL);
+    clGetPlatformInfo(platform, CL_PLATFORM_VERSION, sizeof pversion - 1, pversion, NULL);
+    size_t n = strlen(c->name) + strlen(driver) + strlen(pversion) + 64;
+    if (!(c->cache_id = malloc(n)))
+        return cn_fail(CLNORM_ERROR_HOST_MEMORY, "out of host memory reading the device identity");
+    snprintf(c->cache_id, n, "%s | vendor 0x%x | driver %s | platform %s", c->name, vendor, driver, pversion);
     if (c->units == 0)
         c->units = 1;
     const char *forced = getenv("CLNORM_STRATEGY");
@@ -103,6 +113,7 @@ clnorm_status clnorm_context_create_from_queue(cl_command_queue queue, clnorm_co
     st = fill_device_info(c, NULL);
     if (st != CLNORM_SUCCESS) {
         free(c->name);
+        free(c->cache_id);
         free(c);
         return st;
     }
@@ -128,6 +139,7 @@ void clnorm_context_destroy(clnorm_context *c) {
     if (c->context)
         clReleaseContext(c->context);
     free(c->name);
+    free(c->cache_id);
     free(c);
 }
 

@@ -67,6 +67,7 @@ struct clnorm_context {
     cl_device_id device;
     cl_command_queue queue;
     char *name;
+    char *cache_id; /* device name, vendor id, driver and platform version: part of the disk cache key */
     cl_device_type type;
     cn_strategy strategy;
     size_t wg;         /* work-group size of the reduction kernels (GPU strategy) */
@@ -85,6 +86,11 @@ char *cn_device_full_name(cl_platform_id platform, cl_device_id device);
 /* ---- program.c ------------------------------------------------------------------------------ */
 clnorm_status cn_get_kernel(clnorm_context *ctx, clnorm_dtype dtype, cn_kernel_id id, cl_kernel *out);
 void cn_programs_release(clnorm_context *ctx);
+
+/* ---- disk_cache.c: compiled binaries on disk (silently absent when unusable) ------------------- */
+/* 1 and a built program when a valid cached binary for key exists (a bad file is deleted); else 0 */
+int cn_disk_cache_load(clnorm_context *ctx, const char *key, const char *options, cl_program *out);
+void cn_disk_cache_store(clnorm_context *ctx, const char *key, cl_program prog);
 
 /* ---- context.c ---------------------------------------------------------------------------- */
 /* A grow-only scratch buffer of at least bytes; valid until the next call for the same slot. */

@@ -1,7 +1,9 @@
 /* Kernel program cache, in memory per context. A program is the #define block in its build options +
  * common.cl + bn_peract.cl (twice: 16 and 1 columns) + bn_stats.cl + bn_apply.cl + bn_backward.cl.
  * Key: the full build options (dtype, strategy, work-group size, CLNORM_BUILD_OPTIONS) and the source hash.
- * CLNORM_KERNEL_DIR=<dir> loads the .cl files from disk instead of the copies embedded at build time. */
+ * CLNORM_KERNEL_DIR=<dir> loads the .cl files from disk instead of the copies embedded at build time.
+ * Built programs also go to the on-disk cache (disk_cache.c), keyed by the options (which carry the source hash),
+ * the library version and the device / driver / platform identity. */
 #include "internal.h"
 
 #include <stdio.h>
@@ -164,7 +166,15 @@ static clnorm_status get_program(clnorm_context *ctx, clnorm_dtype dtype, cn_pro
                 st = cn_fail(CLNORM_ERROR_HOST_MEMORY, "out of host memory building kernels");
             } else {
                 strcpy(p->options, options);
-                st = build(ctx, options, texts, sizes, p);
+                char key[2048];
+                snprintf(key, sizeof key, "clnorm %u | %s | %s", clnorm_version(), options, ctx->cache_id);
+                if (cn_disk_cache_load(ctx, key, options, &p->program)) {
+                    st = CLNORM_SUCCESS;
+                } else {
+                    st = build(ctx, options, texts, sizes, p);
+                    if (st == CLNORM_SUCCESS)
+                        cn_disk_cache_store(ctx, key, p->program);
+                }
                 if (st == CLNORM_SUCCESS) {
                     p->next = ctx->programs;
                     ctx->programs = p;
