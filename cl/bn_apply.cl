@@ -1,50 +1,41 @@
-/* Elementwise passes over a (B, C, S) NCHW tensor, one coefficient set per map c:
- *   forward:  y  = (x - mean) * a + c0          a = scale * invstd, c0 = bias
- *   backward: dx = k1 * dy + k2 * (x - mean) + k3  (F_DX with F_COEF4: (mean, k1, k2, k3) from coef)
- * and the per-activation kernels (bn_peract.cl does the work). */
+/* The elementwise pass over a (B, C, S) NCHW tensor, one coefficient set per map c (see coef_t):
+ *   F_COEF: the coefficients of a coef buffer (training forward: from bn_stats_finalize; backward: dx with F_DX)
+ *   else (inference): K = 0, m = mean[c], k2 = scale[c] / sqrt(var[c] + eps), k3 = bias[c]
+ * and the per-activation kernels (bn_peract.cl does their work). */
 
-inline coef_t map_coef(ulong c, __global const float *scale, __global const float *bias,
-                       __global const float *mean, __global const float *var, float eps, uint flags) {
-    coef_t k;
-    if (flags & F_COEF4) {
-        k.mean = mean[4 * c];
-        k.k1 = mean[4 * c + 1];
-        k.k2 = mean[4 * c + 2];
-        k.k3 = mean[4 * c + 3];
-        return k;
-    }
-    float invstd = (flags & F_HAS_INVSTD) ? var[c] : rsqrt(var[c] + eps);
-    k.mean = mean[c];
-    k.k1 = 0.0f;
-    k.k2 = (flags & F_AFFINE) ? scale[c] * invstd : invstd;
-    k.k3 = (flags & F_AFFINE) ? bias[c] : 0.0f;
+inline coef_t map_coef(ulong c, __global const float *scale, __global const float *bias, __global const float *mean,
+                       __global const float *var, __global const float *coef, float eps, uint flags) {
+    if (flags & F_COEF)
+        return coef_load(coef, c);
+    float invstd = rsqrt(var[c] + eps);
+    coef_t k = {0.0f, mean[c], 0.0f, (flags & F_AFFINE) ? scale[c] * invstd : invstd,
+                (flags & F_AFFINE) ? bias[c] : 0.0f};
     return k;
 }
 
-/* out = k2 * (x - mean) + k3 (+ k1 * dy with F_DX). CPU: each work-item a contiguous chunk of the flat tensor,
- * walked a row run at a time with float16 vectors; GPU: one element per work-item, grid-stride. */
+/* CPU: each work-item a contiguous chunk of the flat tensor, walked a row run at a time (apply_run);
+ * GPU: one element per work-item, grid-stride. */
 __kernel void bn_apply(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
                        __global stype *out, ulong ooff, ulong C, ulong S, ulong total, ulong chunk,
                        __global const float *scale, __global const float *bias, __global const float *mean,
-                       __global const float *var, float eps, uint flags) {
+                       __global const float *var, __global const float *coef, float eps, uint flags) {
     __global const stype *xp = x + xoff;
     __global stype *op = out + ooff;
-    int use_dy = (flags & F_DX) != 0;
-    __global const stype *gp = use_dy ? dy + dyoff : xp;
+    __global const stype *gp = (flags & F_DX) ? dy + dyoff : NULL;
 #if defined(STRATEGY_CPU)
     ulong e = get_global_id(0) * chunk, e1 = min(e + chunk, total);
     while (e < e1) {
         ulong row = e / S, s = e - row * S;
         ulong run = min(S - s, e1 - e);
-        apply_run(xp + e, use_dy ? gp + e : NULL, op + e, run, map_coef(row % C, scale, bias, mean, var, eps, flags));
+        apply_run(xp + e, gp ? gp + e : NULL, op + e, run, map_coef(row % C, scale, bias, mean, var, coef, eps, flags));
         e += run;
     }
 #else
     (void)chunk;
     for (ulong e = get_global_id(0); e < total; e += get_global_size(0)) {
-        coef_t k = map_coef((e / S) % C, scale, bias, mean, var, eps, flags);
-        float v = fma(LOAD1(xp, e) - k.mean, k.k2, k.k3);
-        if (use_dy)
+        coef_t k = map_coef((e / S) % C, scale, bias, mean, var, coef, eps, flags);
+        float v = fma((LOAD1(xp, e) - k.K) - k.m, k.k2, k.k3);
+        if (gp)
             v = fma(k.k1, LOAD1(gp, e), v);
         STORE1(v, op, e);
     }

@@ -27,8 +27,10 @@
         (sum) = t_;                                                                                                    \
     } while (0)
 
-/* mean and M2 of columns k0.. over B rows: blocks of 8 rows, two-pass in registers, compensated Chan merge */
-inline void FN(pa_stats)(__global const stype *xp, ulong B, ulong K, VT *mean_out, VT *m2_out) {
+/* Statistics of columns k0.. over B rows, shifted by K = the first row (see acc_t): blocks of 8 rows, two-pass in
+ * registers, compensated Chan merge. The column mean is K + *m_out. */
+inline void FN(pa_stats)(__global const stype *xp, ulong B, ulong K, VT *k_out, VT *m_out, VT *m2_out) {
+    VT shift = XLD(xp);
     VT am = (VT)(0.0f), amc = (VT)(0.0f), aq = (VT)(0.0f), aqc = (VT)(0.0f);
     ulong n = 0;
     for (ulong b = 0; b < B; b += 8) {
@@ -36,7 +38,7 @@ inline void FN(pa_stats)(__global const stype *xp, ulong B, ulong K, VT *mean_ou
         VT v[8];
         VT s = (VT)(0.0f);
         for (uint i = 0; i < nb; ++i) {
-            v[i] = XLD(xp + (b + i) * K);
+            v[i] = XLD(xp + (b + i) * K) - shift;
             s += v[i];
         }
         float inv = 1.0f / (float)nb;
@@ -57,7 +59,8 @@ inline void FN(pa_stats)(__global const stype *xp, ulong B, ulong K, VT *mean_ou
         n = nt;
     }
     VT m2 = aq - aqc;
-    *mean_out = am - amc;
+    *k_out = shift;
+    *m_out = am - amc;
     *m2_out = m2 < 0.0f ? (VT)(0.0f) : m2;
 }
 
@@ -69,11 +72,11 @@ inline void FN(pa_forward)(__global const stype *xp, __global stype *yp, ulong B
                            __global const float *var_in, __global float *rmean, __global float *rvar,
                            __global float *smean, __global float *sinvstd, float factor, float eps, float unbias,
                            ulong pC, ulong pS, uint flags) {
-    VT mean, invstd;
+    VT shift = (VT)(0.0f), m, invstd;
     if (flags & F_STATS) {
         VT m2;
-        FN(pa_stats)(xp, B, K, &mean, &m2);
-        VT var = m2 / (float)B;
+        FN(pa_stats)(xp, B, K, &shift, &m, &m2);
+        VT var = m2 / (float)B, mean = shift + m;
         invstd = rsqrt(var + eps);
         if (flags & F_RUNNING) {
             if (factor == 1.0f) {
@@ -89,7 +92,7 @@ inline void FN(pa_forward)(__global const stype *xp, __global stype *yp, ulong B
             PST(invstd, sinvstd, k0);
         }
     } else {
-        mean = PLD(mean_in, k0);
+        m = PLD(mean_in, k0);
         invstd = rsqrt(PLD(var_in, k0) + eps);
     }
     VT a = invstd, c = (VT)(0.0f);
@@ -98,7 +101,7 @@ inline void FN(pa_forward)(__global const stype *xp, __global stype *yp, ulong B
         c = PLD(bias, k0);
     }
     for (ulong b = 0; b < B; ++b)
-        XST(fma(XLD(xp + b * K) - mean, a, c), yp + b * K);
+        XST(fma((XLD(xp + b * K) - shift) - m, a, c), yp + b * K);
 }
 
 /* Backward for columns k0 .. k0+PA_W-1: sums of dy and dy*(x - mean) (blocks of 64 rows, compensated),
@@ -107,13 +110,13 @@ inline void FN(pa_backward)(__global const stype *xp, __global const stype *dyp,
                             ulong K, ulong k0, __global const float *scale, __global const float *smean,
                             __global const float *sinvstd, __global float *dscale, __global float *dbias,
                             float alpha, float beta, float eps, ulong pC, ulong pS, uint flags) {
-    VT mean, invstd;
+    VT shift = (VT)(0.0f), m, invstd;
     if (flags & F_STATS) {
         VT m2;
-        FN(pa_stats)(xp, B, K, &mean, &m2);
+        FN(pa_stats)(xp, B, K, &shift, &m, &m2);
         invstd = rsqrt(m2 / (float)B + eps);
     } else {
-        mean = PLD(smean, k0);
+        m = PLD(smean, k0);
         invstd = PLD(sinvstd, k0);
     }
     VT sdy = (VT)(0.0f), sdyc = (VT)(0.0f), sdx = (VT)(0.0f), sdxc = (VT)(0.0f);
@@ -123,7 +126,7 @@ inline void FN(pa_backward)(__global const stype *xp, __global const stype *dyp,
         for (ulong b = b0; b < b1; ++b) {
             VT g = XLD(dyp + b * K);
             u += g;
-            v = fma(g, XLD(xp + b * K) - mean, v);
+            v = fma(g, (XLD(xp + b * K) - shift) - m, v);
         }
         KAHAN_V(sdy, sdyc, u);
         KAHAN_V(sdx, sdxc, v);
@@ -143,7 +146,7 @@ inline void FN(pa_backward)(__global const stype *xp, __global const stype *dyp,
         float invB = 1.0f / (float)B;
         VT k2 = -k1 * invstd * gscale * invB, k3 = -k1 * gbias * invB;
         for (ulong b = 0; b < B; ++b)
-            XST(fma(k1, XLD(dyp + b * K), fma(k2, XLD(xp + b * K) - mean, k3)), dxp + b * K);
+            XST(fma(k1, XLD(dyp + b * K), fma(k2, (XLD(xp + b * K) - shift) - m, k3)), dxp + b * K);
     }
 }
 

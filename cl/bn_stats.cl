@@ -1,6 +1,9 @@
-/* Per-map statistics for the SPATIAL mode: partial (mean, M2) per (map, slice), then the per-map merge
- * that finalises mean / invstd, updates the running statistics and saves mean / invstd.
- * Tensor view: (B, C, S) with S = d*h*w, NCHW. */
+/* Per-map statistics for the NCHW SPATIAL mode, tensor viewed as (B, C, S) with S = d*h*w:
+ * partial (mean, M2) per (map, slice), then the per-map merge that finalises the statistics, updates the running
+ * ones, saves mean / invstd and writes the elementwise coefficients; and the fused one-launch forward.
+ * Map c is shifted by K = its first value x[0, c, 0] (see acc_t). */
+
+inline float map_shift(__global const stype *xp, ulong S, ulong c) { return LOAD1(xp, c * S); }
 
 /* Work-group (g, c) covers slice g of map c's B*S values; partial mean and M2 go to part[(c*G + g)*2 ..]. */
 __kernel void bn_stats_partial(__global const stype *x, ulong xoff, ulong B, ulong C, ulong S, uint G,
@@ -10,9 +13,10 @@ __kernel void bn_stats_partial(__global const stype *x, ulong xoff, ulong B, ulo
     uint g = get_group_id(0);
     ulong c = get_global_id(1);
     ulong N = B * S;
+    __global const stype *xp = x + xoff;
     acc_t a;
     acc_init(&a);
-    acc_range(&a, x + xoff, C, S, c, slice_begin(N, g, G), slice_begin(N, g + 1, G));
+    acc_range(&a, xp, C, S, c, slice_begin(N, g, G), slice_begin(N, g + 1, G), map_shift(xp, S, c));
     acc_reduce_local(&a, ln, lm, lq);
     if (get_local_id(0) == 0) {
         part[(c * G + g) * 2] = acc_mean(&a);
@@ -20,31 +24,41 @@ __kernel void bn_stats_partial(__global const stype *x, ulong xoff, ulong B, ulo
     }
 }
 
-/* From the merged statistics of map c (N values): mean, biased var, invstd; F_RUNNING updates
- *   running = (1 - factor) * running + factor * batch (variance unbiased by 'unbias' = N/(N-1));
- * factor == 1 does not read the old values, so an unwritten (NaN) running buffer is fine. */
-inline void finalize_stats(const acc_t *a, ulong N, ulong c, __global float *rmean, __global float *rvar,
-                           float factor, float eps, float unbias, uint flags, float *mean, float *invstd) {
+/* From the merged (shifted) statistics of map c over N values: the coefficients (K, m, invstd, a, b) with
+ * a = scale * invstd, b = bias (F_AFFINE) or invstd, 0; F_RUNNING updates
+ *   running = (1 - factor) * running + factor * batch  (variance unbiased by 'unbias' = N/(N-1))
+ * where factor == 1 does not read the old values (an unwritten running buffer is fine); F_SAVE writes the mean
+ * and invstd. */
+inline coef_t finalize_stats(const acc_t *a, float K, ulong N, ulong c, __global const float *scale,
+                             __global const float *bias, __global float *rmean, __global float *rvar,
+                             __global float *smean, __global float *sinvstd, float factor, float eps, float unbias,
+                             uint flags) {
     float m = acc_mean(a);
     float var = acc_m2(a) / (float)N;
+    float mean = K + m, invstd = rsqrt(var + eps);
     if (flags & F_RUNNING) {
         if (factor == 1.0f) {
-            rmean[c] = m;
+            rmean[c] = mean;
             rvar[c] = var * unbias;
         } else {
-            rmean[c] = (1.0f - factor) * rmean[c] + factor * m;
+            rmean[c] = (1.0f - factor) * rmean[c] + factor * mean;
             rvar[c] = (1.0f - factor) * rvar[c] + factor * (var * unbias);
         }
     }
-    *mean = m;
-    *invstd = rsqrt(var + eps);
+    if (flags & F_SAVE) {
+        smean[c] = mean;
+        sinvstd[c] = invstd;
+    }
+    coef_t k = {K, m, invstd, (flags & F_AFFINE) ? scale[c] * invstd : invstd, (flags & F_AFFINE) ? bias[c] : 0.0f};
+    return k;
 }
 
-/* One work-item per map: merge the G partials in order (deterministic), finalise, write smean / sinvstd
- * (the save buffers or scratch). */
-__kernel void bn_stats_finalize(__global const float *part, uint G, ulong N, ulong C, __global float *rmean,
-                                __global float *rvar, __global float *smean, __global float *sinvstd, float factor,
-                                float eps, float unbias, uint flags) {
+/* One work-item per map: merge the G partials in order (deterministic), finalise, coefficients to scoef. */
+__kernel void bn_stats_finalize(__global const stype *x, ulong xoff, ulong S, __global const float *part, uint G,
+                                ulong N, ulong C, __global const float *scale, __global const float *bias,
+                                __global float *rmean, __global float *rvar, __global float *smean,
+                                __global float *sinvstd, __global float *scoef, float factor, float eps, float unbias,
+                                uint flags) {
     ulong c = get_global_id(0);
     if (c >= C)
         return;
@@ -53,10 +67,9 @@ __kernel void bn_stats_finalize(__global const float *part, uint G, ulong N, ulo
     for (uint g = 0; g < G; ++g)
         acc_merge(&a, slice_begin(N, g + 1, G) - slice_begin(N, g, G), part[(c * G + g) * 2],
                   part[(c * G + g) * 2 + 1]);
-    float mean, invstd;
-    finalize_stats(&a, N, c, rmean, rvar, factor, eps, unbias, flags, &mean, &invstd);
-    smean[c] = mean;
-    sinvstd[c] = invstd;
+    coef_store(finalize_stats(&a, map_shift(x + xoff, S, c), N, c, scale, bias, rmean, rvar, smean, sinvstd, factor,
+                              eps, unbias, flags),
+               scoef, c);
 }
 
 /* Training forward in one launch, one work-group per map: statistics, then the normalisation while the map is
@@ -67,25 +80,24 @@ __kernel void bn_fused_forward(__global const stype *x, ulong xoff, __global sty
                                __global float *sinvstd, float factor, float eps, float unbias, uint flags) {
     __local ulong ln[WG];
     __local float lm[WG], lq[WG];
-    __local float lk[3];
+    __local float lk[5];
     ulong c = get_group_id(0);
     __global const stype *xp = x + xoff;
+    float K = map_shift(xp, S, c);
     acc_t a;
     acc_init(&a);
-    acc_range(&a, xp, C, S, c, 0, B * S);
+    acc_range(&a, xp, C, S, c, 0, B * S, K);
     acc_reduce_local(&a, ln, lm, lq);
     if (get_local_id(0) == 0) {
-        float mean, invstd;
-        finalize_stats(&a, B * S, c, rmean, rvar, factor, eps, unbias, flags, &mean, &invstd);
-        if (flags & F_SAVE) {
-            smean[c] = mean;
-            sinvstd[c] = invstd;
-        }
-        lk[0] = mean;
-        lk[1] = (flags & F_AFFINE) ? scale[c] * invstd : invstd;
-        lk[2] = (flags & F_AFFINE) ? bias[c] : 0.0f;
+        coef_t k = finalize_stats(&a, K, B * S, c, scale, bias, rmean, rvar, smean, sinvstd, factor, eps, unbias,
+                                  flags);
+        lk[0] = k.K;
+        lk[1] = k.m;
+        lk[2] = 0.0f;
+        lk[3] = k.k2;
+        lk[4] = k.k3;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    coef_t k = {lk[0], 0.0f, lk[1], lk[2]};
+    coef_t k = {lk[0], lk[1], lk[2], lk[3], lk[4]};
     apply_map(xp, NULL, y + yoff, B, C, S, c, k);
 }

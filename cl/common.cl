@@ -47,12 +47,11 @@ inline ushort16 f32_to_bf16_16(float16 f) {
 #define F_AFFINE 1u      /* scale and bias buffers are given */
 #define F_RUNNING 2u     /* update running mean / variance */
 #define F_SAVE 4u        /* write mean and invstd to the save buffers */
-#define F_HAS_INVSTD 8u  /* apply: the 4th parameter vector holds invstd, not a variance */
 #define F_GRADS 16u      /* backward: write dscale / dbias */
 #define F_DX 32u         /* backward: write dx */
 #define F_ACCUM 64u      /* backward: grads = alpha * g + beta * old (else alpha * g) */
-#define F_STATS 128u     /* per-activation: compute the batch statistics from x (training / recompute) */
-#define F_COEF4 256u     /* apply: coefficients (mean, k1, k2, k3) per map come from one buffer (backward) */
+#define F_STATS 128u     /* compute the batch statistics from x (training, or backward without saved ones) */
+#define F_COEF 256u      /* apply: the coefficients (K, m, k1, k2, k3) of each map come from a coef buffer */
 #define F_PMAP 512u      /* columns: parameter index of column j is (j % pC) * pS + j / pC (NHWC per-activation) */
 
 #define BLK 256 /* elements of one contiguous two-pass block (16 float16 vectors) */
@@ -80,10 +79,13 @@ inline float hsum16(float16 v) {
 }
 
 /* Statistics of a run of values: count, mean and M2 = sum((x - mean)^2). The mean and M2 carry Kahan
- * compensation terms so that merging a long sequence of blocks keeps float accuracy. */
+ * compensation terms so that merging a long sequence of blocks keeps float accuracy.
+ * Every group's values are shifted by K, one of the group's own values (x - K is exact for values near K), so
+ * that the mean accumulated here is small and precise even when the group's mean is large next to its spread
+ * (mean 1e4, std 1): the true mean is K + acc_mean(). */
 typedef struct {
     ulong n;
-    float mean, mean_c; /* true mean = mean - mean_c */
+    float mean, mean_c; /* true (shifted) mean = mean - mean_c */
     float m2, m2_c;     /* true M2 = m2 - m2_c */
 } acc_t;
 
@@ -113,15 +115,13 @@ inline void acc_merge(acc_t *a, ulong nb, float mb, float m2b) {
     a->n = nt;
 }
 
-inline void acc_merge_acc(acc_t *a, const acc_t *b) { acc_merge(a, b->n, b->mean - b->mean_c, b->m2 - b->m2_c); }
-
 inline float acc_mean(const acc_t *a) { return a->mean - a->mean_c; }
 inline float acc_m2(const acc_t *a) {
     float m = a->m2 - a->m2_c;
     return m < 0.0f ? 0.0f : m; /* never negative; NaN stays NaN (the comparison is false) */
 }
 
-/* corrected two-pass statistics of len (< 2^24) values v(i), i = 0..len-1, merged into a */
+/* corrected two-pass statistics of len (< 2^24) values VALUE(i), i = 0..len-1, merged into a */
 #define TWO_PASS_SCALAR(a, len, VALUE)                                                                                 \
     do {                                                                                                               \
         float s_ = 0.0f;                                                                                               \
@@ -138,17 +138,18 @@ inline float acc_m2(const acc_t *a) {
         acc_merge((a), (ulong)(len), mb_ + d1_ * inv_, m2b_ < 0.0f ? 0.0f : m2b_);                                     \
     } while (0)
 
-/* merge the statistics of len contiguous values at p into a: blocks of BLK, vectorised, then the tail */
-inline void acc_contig(acc_t *a, __global const stype *p, ulong len) {
+/* merge the statistics of len contiguous values at p, shifted by K, into a: blocks of BLK, vectorised, then the
+ * tail */
+inline void acc_contig(acc_t *a, __global const stype *p, ulong len, float K) {
     ulong i = 0;
     for (; i + BLK <= len; i += BLK) {
         float16 s = (float16)(0.0f);
         for (int k = 0; k < BLK; k += 16)
-            s += LOAD16(p, i + k);
+            s += LOAD16(p, i + k) - K;
         float mb = hsum16(s) * (1.0f / BLK);
         float16 d1 = (float16)(0.0f), d2 = (float16)(0.0f);
         for (int k = 0; k < BLK; k += 16) {
-            float16 d = LOAD16(p, i + k) - mb;
+            float16 d = (LOAD16(p, i + k) - K) - mb;
             d1 += d;
             d2 = fma(d, d, d2);
         }
@@ -159,7 +160,7 @@ inline void acc_contig(acc_t *a, __global const stype *p, ulong len) {
     if (i < len) {
         __global const stype *q = p + i;
         uint tail = (uint)(len - i); /* the macro's loop variable is i: VALUE below indexes q with it */
-        TWO_PASS_SCALAR(a, tail, LOAD1(q, i));
+        TWO_PASS_SCALAR(a, tail, LOAD1(q, i) - K);
     }
 }
 
@@ -181,7 +182,7 @@ inline void acc_reduce_local(acc_t *a, __local ulong *ln, __local float *lm, __l
 #endif
 }
 
-/* Tree-sum two values over a work-group (WG items, power of two) into item 0's. */
+/* Tree-sum two values over a work-group (WG items, power of two): every item gets the totals. */
 inline void sum2_reduce_local(float *u, float *v, __local float *lu, __local float *lv) {
 #if WG > 1
     uint lid = get_local_id(0);
@@ -203,9 +204,6 @@ inline void sum2_reduce_local(float *u, float *v, __local float *lu, __local flo
 /* The slice [start, end) of a map's flattened (batch, spatial) extent N that work-group g of G covers */
 inline ulong slice_begin(ulong N, uint g, uint G) { return (ulong)g * N / G; }
 
-/* Merge the values of map c in the slice [start, end) of its flattened (batch, spatial) extent into a.
- * CPU strategy: each work-item a contiguous piece, walked one row run at a time (blocks of BLK, vectorised).
- * GPU strategy: neighbouring work-items on neighbouring elements, register blocks of 8 values per item. */
 /* Advance the (batch, spatial) position (b, s) of a map by step elements. */
 inline void advance_bs(ulong *b, ulong *s, ulong step, ulong S) {
     *s += step;
@@ -215,7 +213,11 @@ inline void advance_bs(ulong *b, ulong *s, ulong step, ulong S) {
     }
 }
 
-inline void acc_range(acc_t *a, __global const stype *xp, ulong C, ulong S, ulong c, ulong start, ulong end) {
+/* Merge the values of map c in the slice [start, end) of its flattened (batch, spatial) extent, shifted by K,
+ * into a. CPU strategy: each work-item a contiguous piece, walked one row run at a time (blocks of BLK,
+ * vectorised). GPU strategy: neighbouring work-items on neighbouring elements, register blocks of 8 per item. */
+inline void acc_range(acc_t *a, __global const stype *xp, ulong C, ulong S, ulong c, ulong start, ulong end,
+                      float K) {
     uint lid = get_local_id(0);
 #if defined(STRATEGY_CPU)
     ulong len = end - start;
@@ -223,7 +225,7 @@ inline void acc_range(acc_t *a, __global const stype *xp, ulong C, ulong S, ulon
     while (e < e1) {
         ulong b = e / S, s = e - b * S;
         ulong run = min(S - s, e1 - e);
-        acc_contig(a, xp + (b * C + c) * S + s, run);
+        acc_contig(a, xp + (b * C + c) * S + s, run, K);
         e += run;
     }
 #else
@@ -233,7 +235,7 @@ inline void acc_range(acc_t *a, __global const stype *xp, ulong C, ulong S, ulon
         float v[8];
         uint nv = 0;
         for (; nv < 8 && e < end; ++nv) {
-            v[nv] = LOAD1(xp, (b * C + c) * S + s);
+            v[nv] = LOAD1(xp, (b * C + c) * S + s) - K;
             e += WG;
             advance_bs(&b, &s, WG, S);
         }
@@ -242,9 +244,9 @@ inline void acc_range(acc_t *a, __global const stype *xp, ulong C, ulong S, ulon
 #endif
 }
 
-/* Sums of dy and dy * (x - m) over map c's slice [start, end), compensated; same walks as acc_range. */
-inline void dsum_range(float *u, float *v, __global const stype *xp, __global const stype *gp, float m, ulong C,
-                       ulong S, ulong c, ulong start, ulong end) {
+/* Sums of dy and dy * ((x - K) - m) over map c's slice [start, end), compensated; the walks of acc_range. */
+inline void dsum_range(float *u, float *v, __global const stype *xp, __global const stype *gp, float K, float m,
+                       ulong C, ulong S, ulong c, ulong start, ulong end) {
     uint lid = get_local_id(0);
     float su = 0.0f, suc = 0.0f, sv = 0.0f, svc = 0.0f;
 #if defined(STRATEGY_CPU)
@@ -259,7 +261,7 @@ inline void dsum_range(float *u, float *v, __global const stype *xp, __global co
             for (int k = 0; k < BLK; k += 16) {
                 float16 g = LOAD16(gp, base + i + k);
                 bu += g;
-                bv = fma(g, LOAD16(xp, base + i + k) - m, bv);
+                bv = fma(g, (LOAD16(xp, base + i + k) - K) - m, bv);
             }
             kahan_add(&su, &suc, hsum16(bu));
             kahan_add(&sv, &svc, hsum16(bv));
@@ -268,7 +270,7 @@ inline void dsum_range(float *u, float *v, __global const stype *xp, __global co
         for (; i < run; ++i) {
             float g = LOAD1(gp, base + i);
             tu += g;
-            tv = fma(g, LOAD1(xp, base + i) - m, tv);
+            tv = fma(g, (LOAD1(xp, base + i) - K) - m, tv);
         }
         kahan_add(&su, &suc, tu);
         kahan_add(&sv, &svc, tv);
@@ -281,7 +283,7 @@ inline void dsum_range(float *u, float *v, __global const stype *xp, __global co
         ulong i = (b * C + c) * S + s;
         float g = LOAD1(gp, i);
         kahan_add(&su, &suc, g);
-        kahan_add(&sv, &svc, g * (LOAD1(xp, i) - m));
+        kahan_add(&sv, &svc, g * ((LOAD1(xp, i) - K) - m));
         advance_bs(&b, &s, WG, S);
     }
 #endif
@@ -311,12 +313,26 @@ inline void param_store16(float16 x, __global float *p, ulong k0, ulong pC, ulon
         p[param_index(k0 + l, pC, pS, flags)] = v[l];
 }
 
-/* Elementwise coefficients of one map: out = k2 * (x - mean) + k3 (+ k1 * dy in backward). */
+/* Elementwise coefficients of one group: out = k2 * ((x - K) - m) + k3 (+ k1 * dy in backward). Forward:
+ * K + m is the mean, k2 = scale * invstd, k3 = bias (k1 holds invstd). Stored as 5 floats per group in coef
+ * buffers, in this order. */
 typedef struct {
-    float mean, k1, k2, k3;
+    float K, m, k1, k2, k3;
 } coef_t;
 
-/* out[i] = k2 * (x[i] - mean) + k3 (+ k1 * g[i] when g) for n contiguous values; float16 vectors with
+inline coef_t coef_load(__global const float *p, ulong c) {
+    coef_t k = {p[5 * c], p[5 * c + 1], p[5 * c + 2], p[5 * c + 3], p[5 * c + 4]};
+    return k;
+}
+inline void coef_store(coef_t k, __global float *p, ulong c) {
+    p[5 * c] = k.K;
+    p[5 * c + 1] = k.m;
+    p[5 * c + 2] = k.k1;
+    p[5 * c + 3] = k.k2;
+    p[5 * c + 4] = k.k3;
+}
+
+/* out[i] = k2 * ((x[i] - K) - m) + k3 (+ k1 * g[i] when g) for n contiguous values; float16 vectors with
  * streaming stores once out is 64-byte aligned. */
 inline void apply_run(__global const stype *x, __global const stype *g, __global stype *o, ulong n, coef_t k) {
     ulong i = 0;
@@ -324,22 +340,22 @@ inline void apply_run(__global const stype *x, __global const stype *g, __global
     ulong peel = mis ? min(n, (ulong)(16 - mis)) : 0;
     if (g) {
         for (; i < peel; ++i)
-            STORE1(fma(k.k1, LOAD1(g, i), fma(k.k2, LOAD1(x, i) - k.mean, k.k3)), o, i);
+            STORE1(fma(k.k1, LOAD1(g, i), fma(k.k2, (LOAD1(x, i) - k.K) - k.m, k.k3)), o, i);
         for (; i + 16 <= n; i += 16)
-            store16_stream(fma(k.k1, LOAD16(g, i), fma(k.k2, LOAD16(x, i) - k.mean, k.k3)), o + i);
+            store16_stream(fma(k.k1, LOAD16(g, i), fma(k.k2, (LOAD16(x, i) - k.K) - k.m, k.k3)), o + i);
         for (; i < n; ++i)
-            STORE1(fma(k.k1, LOAD1(g, i), fma(k.k2, LOAD1(x, i) - k.mean, k.k3)), o, i);
+            STORE1(fma(k.k1, LOAD1(g, i), fma(k.k2, (LOAD1(x, i) - k.K) - k.m, k.k3)), o, i);
     } else {
         for (; i < peel; ++i)
-            STORE1(fma(LOAD1(x, i) - k.mean, k.k2, k.k3), o, i);
+            STORE1(fma((LOAD1(x, i) - k.K) - k.m, k.k2, k.k3), o, i);
         for (; i + 16 <= n; i += 16)
-            store16_stream(fma(LOAD16(x, i) - k.mean, k.k2, k.k3), o + i);
+            store16_stream(fma((LOAD16(x, i) - k.K) - k.m, k.k2, k.k3), o + i);
         for (; i < n; ++i)
-            STORE1(fma(LOAD1(x, i) - k.mean, k.k2, k.k3), o, i);
+            STORE1(fma((LOAD1(x, i) - k.K) - k.m, k.k2, k.k3), o, i);
     }
 }
 
-/* The elementwise pass over all of map c (B rows of S values): CPU one row run at a time, GPU strided. */
+/* The elementwise pass over all of map c (B rows of S values): CPU one row at a time, GPU strided. */
 inline void apply_map(__global const stype *xp, __global const stype *gp, __global stype *op, ulong B, ulong C,
                       ulong S, ulong c, coef_t k) {
 #if defined(STRATEGY_CPU)
@@ -351,7 +367,7 @@ inline void apply_map(__global const stype *xp, __global const stype *gp, __glob
     for (ulong b = 0; b < B; ++b) {
         ulong base = (b * C + c) * S;
         for (ulong s = get_local_id(0); s < S; s += WG) {
-            float v = fma(LOAD1(xp, base + s) - k.mean, k.k2, k.k3);
+            float v = fma((LOAD1(xp, base + s) - k.K) - k.m, k.k2, k.k3);
             if (gp)
                 v = fma(k.k1, LOAD1(gp, base + s), v);
             STORE1(v, op, base + s);
@@ -360,3 +376,17 @@ inline void apply_map(__global const stype *xp, __global const stype *gp, __glob
 #endif
 }
 
+/* The statistics of group c for the backward pass: recomputed ones (F_STATS: a stats coef buffer) or the
+ * saved mean / invstd (K = 0). */
+inline void group_stats(ulong c, __global const float *smean, __global const float *sinvstd,
+                        __global const float *scoef, uint flags, float *K, float *m, float *is) {
+    if (flags & F_STATS) {
+        *K = scoef[5 * c];
+        *m = scoef[5 * c + 1];
+        *is = scoef[5 * c + 2];
+    } else {
+        *K = 0.0f;
+        *m = smean[c];
+        *is = sinvstd[c];
+    }
+}

@@ -91,7 +91,9 @@ static clnorm_status check_like(clnorm_context *ctx, const clnorm_tensor *x, con
         return cn_fail(CLNORM_ERROR_SHAPE, "%s has shape %s but x has %s", name, b, a);
     }
     if (t->dtype != x->dtype || t->layout != x->layout)
-        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "%s must have x's dtype and layout", name);
+        return cn_fail(CLNORM_ERROR_UNSUPPORTED, "%s must have x's dtype and layout: mixing storage types or layouts "
+                                                 "within one call is not supported",
+                       name);
     return CLNORM_SUCCESS;
 }
 
@@ -142,6 +144,15 @@ static clnorm_status launch(clnorm_context *ctx, cl_kernel k, cl_uint dims, cons
 }
 
 static size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
+
+/* items work-items in groups of local (the global size rounded up; kernels ignore the extra items). Local sizes
+ * are always given: a runtime that picks one per global size (POCL) would compile the kernel once per shape. */
+static clnorm_status launch_1d(clnorm_context *ctx, cl_kernel k, size_t items, size_t local, const karg *args,
+                               cl_uint nargs) {
+    size_t global = round_up(items ? items : 1, local);
+    return launch(ctx, k, 1, &global, &local, args, nargs);
+}
+
 static size_t elem_offset(const clnorm_tensor *t) { return t ? t->offset / cn_dtype_size(t->dtype) : 0; }
 
 /* slices per map for the SPATIAL reductions: enough work-groups to fill the device, none tiny */
@@ -168,43 +179,46 @@ static clnorm_status kernels(clnorm_context *ctx, clnorm_dtype dt, const cn_kern
     return CLNORM_SUCCESS;
 }
 
-/* SPATIAL statistics: partials then the per-map finalize (running update when rmean != NULL). */
+#define FINALIZE_LOCAL 64
+
+/* SPATIAL statistics: partials, then the per-map finalize writing the coefficients to scoef (running update with
+ * rmean/rvar, saved statistics with smean/sinvstd, all optional). */
 static clnorm_status enqueue_stats(clnorm_context *ctx, const plan *p, const clnorm_tensor *x, cl_kernel kpart,
-                                   cl_kernel kfin, cl_mem part, cl_uint G, cl_mem rmean, cl_mem rvar, cl_mem smean,
-                                   cl_mem sinvstd, double factor, double eps) {
+                                   cl_kernel kfin, cl_mem part, cl_uint G, cl_mem scale, cl_mem bias, cl_mem rmean,
+                                   cl_mem rvar, cl_mem smean, cl_mem sinvstd, cl_mem scoef, double factor,
+                                   double eps) {
     size_t gp[2] = {G * ctx->wg, p->C}, lp[2] = {ctx->wg, 1};
     karg a1[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_U64(p->B), A_U64(p->C), A_U64(p->S), A_U32(G),
                  A_MEM(part)};
     clnorm_status st = launch(ctx, kpart, 2, gp, lp, a1, NARGS(a1));
     if (st != CLNORM_SUCCESS)
         return st;
-    size_t gf = round_up(p->C, 64);
     double unbias = p->M > 1 ? (double)p->M / (double)(p->M - 1) : 1.0;
-    karg a2[] = {A_MEM(part),  A_U32(G),     A_U64(p->M),   A_U64(p->C),     A_MEM(rmean),
-                 A_MEM(rvar),  A_MEM(smean), A_MEM(sinvstd), A_F32(factor), A_F32(eps),
-                 A_F32(unbias), A_U32(rmean ? F_RUNNING : 0)};
-    return launch(ctx, kfin, 1, &gf, NULL, a2, NARGS(a2));
+    unsigned flags = (scale ? F_AFFINE : 0) | (rmean ? F_RUNNING : 0) | (smean ? F_SAVE : 0);
+    karg a2[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_U64(p->S),  A_MEM(part),    A_U32(G),
+                 A_U64(p->M),      A_U64(p->C),           A_MEM(scale), A_MEM(bias),    A_MEM(rmean),
+                 A_MEM(rvar),      A_MEM(smean),          A_MEM(sinvstd), A_MEM(scoef), A_F32(factor),
+                 A_F32(eps),       A_F32(unbias),         A_U32(flags)};
+    return launch_1d(ctx, kfin, p->C, FINALIZE_LOCAL, a2, NARGS(a2));
 }
 
 /* bn_apply over the whole tensor */
 static clnorm_status enqueue_apply(clnorm_context *ctx, const plan *p, cl_kernel k, const clnorm_tensor *x,
                                    const clnorm_tensor *dy, const clnorm_tensor *out, cl_mem scale, cl_mem bias,
-                                   cl_mem mean, cl_mem var, double eps, unsigned flags) {
-    size_t total = p->numel, chunk = 0, global;
+                                   cl_mem mean, cl_mem var, cl_mem coef, double eps, unsigned flags) {
+    size_t total = p->numel, chunk = 0, items;
     if (ctx->strategy == CN_STRATEGY_CPU) {
         chunk = round_up((total + 8 * ctx->units - 1) / (8 * ctx->units), 16);
         if (chunk < 16384)
             chunk = 16384;
-        global = (total + chunk - 1) / chunk;
+        items = (total + chunk - 1) / chunk;
     } else {
-        global = round_up(total, 256);
-        if (global > (size_t)ctx->units * 4096)
-            global = (size_t)ctx->units * 4096;
+        items = total < (size_t)ctx->units * 4096 ? total : (size_t)ctx->units * 4096;
     }
     karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy ? dy->buffer : NULL), A_U64(elem_offset(dy)),
                 A_MEM(out->buffer), A_U64(elem_offset(out)), A_U64(p->C), A_U64(p->S), A_U64(total), A_U64(chunk),
-                A_MEM(scale), A_MEM(bias), A_MEM(mean), A_MEM(var), A_F32(eps), A_U32(flags)};
-    return launch(ctx, k, 1, &global, NULL, a, NARGS(a));
+                A_MEM(scale), A_MEM(bias), A_MEM(mean), A_MEM(var), A_MEM(coef), A_F32(eps), A_U32(flags)};
+    return launch_1d(ctx, k, items, ctx->wg, a, NARGS(a));
 }
 
 /* One work-group per map (statistics and the elementwise pass in one launch, the map re-read from cache) when
@@ -216,8 +230,12 @@ static int fused(const clnorm_context *ctx, const plan *p) {
     return p->B * p->S <= 16 * ctx->wg * 16;
 }
 
-static size_t column_items(const clnorm_context *ctx, size_t K) {
-    return ctx->strategy == CN_STRATEGY_CPU ? (K + 15) / 16 : round_up(K, 64);
+/* column kernels: CPU 16 columns per work-item (one item per group), GPU one column per work-item */
+static clnorm_status launch_columns(clnorm_context *ctx, cl_kernel k, const plan *p, const karg *args,
+                                    cl_uint nargs) {
+    if (ctx->strategy == CN_STRATEGY_CPU)
+        return launch_1d(ctx, k, (p->groups + 15) / 16, 1, args, nargs);
+    return launch_1d(ctx, k, p->groups, ctx->wg < 64 ? ctx->wg : 64, args, nargs);
 }
 
 /* ---- forward ---------------------------------------------------------------------------------- */
@@ -253,13 +271,12 @@ clnorm_status cn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, cons
         static const cn_kernel_id ids[] = {K_PA_FORWARD};
         if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
             return st;
-        size_t global = column_items(ctx, p.groups);
         double unbias = (double)p.M / (double)(p.M - 1);
         karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(y->buffer), A_U64(elem_offset(y)),
                     A_U64(p.rows), A_U64(p.groups), A_MEM(scale), A_MEM(bias), A_MEM(NULL), A_MEM(NULL),
                     A_MEM(running_mean), A_MEM(running_var), A_MEM(save_mean), A_MEM(save_invstd), A_F32(factor),
                     A_F32(epsilon), A_F32(unbias), A_U64(p.pC), A_U64(p.pS), A_U32(flags | p.pmap)};
-        return launch(ctx, k, 1, &global, NULL, a, NARGS(a));
+        return launch_columns(ctx, k, &p, a, NARGS(a));
     }
     if (fused(ctx, &p)) {
         cl_kernel k;
@@ -277,19 +294,16 @@ clnorm_status cn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, cons
     cl_kernel k[3];
     static const cn_kernel_id ids[] = {K_STATS_PARTIAL, K_STATS_FINALIZE, K_APPLY};
     cl_uint G = slices_per_map(ctx, &p);
-    cl_mem part, smean = save_mean, sinvstd = save_invstd;
+    cl_mem part, scoef;
     if ((st = kernels(ctx, x->dtype, ids, k, 3)) != CLNORM_SUCCESS ||
-        (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS)
+        (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
+        (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.C * 5 * sizeof(float), &scoef)) != CLNORM_SUCCESS)
         return st;
-    if (!save && ((st = cn_scratch(ctx, CN_SCRATCH_MEAN, p.C * sizeof(float), &smean)) != CLNORM_SUCCESS ||
-                  (st = cn_scratch(ctx, CN_SCRATCH_INVSTD, p.C * sizeof(float), &sinvstd)) != CLNORM_SUCCESS))
-        return st;
-    st = enqueue_stats(ctx, &p, x, k[0], k[1], part, G, running ? running_mean : NULL, running_var, smean, sinvstd,
-                       factor, epsilon);
+    st = enqueue_stats(ctx, &p, x, k[0], k[1], part, G, scale, bias, running_mean, running_var, save_mean,
+                       save_invstd, scoef, factor, epsilon);
     if (st != CLNORM_SUCCESS)
         return st;
-    return enqueue_apply(ctx, &p, k[2], x, NULL, y, scale, bias, smean, sinvstd, epsilon,
-                         (affine ? F_AFFINE : 0) | F_HAS_INVSTD);
+    return enqueue_apply(ctx, &p, k[2], x, NULL, y, NULL, NULL, NULL, NULL, scoef, epsilon, F_COEF);
 }
 
 clnorm_status clnorm_bn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
@@ -327,13 +341,12 @@ clnorm_status clnorm_bn_forward_inference(clnorm_context *ctx, clnorm_bn_mode mo
         return st;
     unsigned flags = affine ? F_AFFINE : 0;
     if (!p.columns)
-        return enqueue_apply(ctx, &p, k, x, NULL, y, scale, bias, mean, var, epsilon, flags);
-    size_t global = column_items(ctx, p.groups);
+        return enqueue_apply(ctx, &p, k, x, NULL, y, scale, bias, mean, var, NULL, epsilon, flags);
     karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(y->buffer), A_U64(elem_offset(y)), A_U64(p.rows),
                 A_U64(p.groups), A_MEM(scale), A_MEM(bias), A_MEM(mean), A_MEM(var), A_MEM(NULL), A_MEM(NULL),
                 A_MEM(NULL), A_MEM(NULL), A_F32(0.0f), A_F32(epsilon), A_F32(1.0f), A_U64(p.pC), A_U64(p.pS),
                 A_U32(flags | p.pmap)};
-    return launch(ctx, k, 1, &global, NULL, a, NARGS(a));
+    return launch_columns(ctx, k, &p, a, NARGS(a));
 }
 
 /* ---- backward ----------------------------------------------------------------------------------- */
@@ -371,13 +384,12 @@ clnorm_status cn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm
         static const cn_kernel_id ids[] = {K_PA_BACKWARD};
         if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
             return st;
-        size_t global = column_items(ctx, p.groups);
         karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy->buffer), A_U64(elem_offset(dy)),
                     A_MEM(dx ? dx->buffer : NULL), A_U64(elem_offset(dx)), A_U64(p.rows), A_U64(p.groups),
                     A_MEM(scale), A_MEM(save_mean), A_MEM(save_invstd), A_MEM(dscale), A_MEM(dbias), A_F32(alpha),
                     A_F32(beta), A_F32(epsilon), A_U64(p.pC), A_U64(p.pS),
                     A_U32(flags | p.pmap | (saved ? 0 : F_STATS))};
-        return launch(ctx, k, 1, &global, NULL, a, NARGS(a));
+        return launch_columns(ctx, k, &p, a, NARGS(a));
     }
     if (fused(ctx, &p)) {
         cl_kernel k;
@@ -394,31 +406,31 @@ clnorm_status cn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm
     cl_kernel k[5];
     static const cn_kernel_id ids[] = {K_STATS_PARTIAL, K_STATS_FINALIZE, K_BWD_PARTIAL, K_BWD_FINALIZE, K_APPLY};
     cl_uint G = slices_per_map(ctx, &p);
-    cl_mem part, coef = NULL, mean = save_mean, invstd = save_invstd;
+    cl_mem part, coef = NULL, scoef = NULL;
     if ((st = kernels(ctx, x->dtype, ids, k, 5)) != CLNORM_SUCCESS ||
         (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
-        (dx && (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.C * 4 * sizeof(float), &coef)) != CLNORM_SUCCESS))
+        (dx && (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.C * 5 * sizeof(float), &coef)) != CLNORM_SUCCESS) ||
+        (!saved && (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.C * 5 * sizeof(float), &scoef)) != CLNORM_SUCCESS))
         return st;
     if (!saved) {
-        if ((st = cn_scratch(ctx, CN_SCRATCH_MEAN, p.C * sizeof(float), &mean)) != CLNORM_SUCCESS ||
-            (st = cn_scratch(ctx, CN_SCRATCH_INVSTD, p.C * sizeof(float), &invstd)) != CLNORM_SUCCESS ||
-            (st = enqueue_stats(ctx, &p, x, k[0], k[1], part, G, NULL, NULL, mean, invstd, 0.0, epsilon)) !=
-                CLNORM_SUCCESS)
+        flags |= F_STATS;
+        st = enqueue_stats(ctx, &p, x, k[0], k[1], part, G, NULL, NULL, NULL, NULL, NULL, NULL, scoef, 0.0, epsilon);
+        if (st != CLNORM_SUCCESS)
             return st;
     }
     size_t gp[2] = {G * ctx->wg, p.C}, lp[2] = {ctx->wg, 1};
     karg a1[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy->buffer), A_U64(elem_offset(dy)),
                  A_U64(p.B),       A_U64(p.C),            A_U64(p.S),        A_U32(G),
-                 A_MEM(mean),      A_MEM(part)};
+                 A_MEM(save_mean), A_MEM(save_invstd),    A_MEM(scoef),      A_U32(flags),
+                 A_MEM(part)};
     if ((st = launch(ctx, k[2], 2, gp, lp, a1, NARGS(a1))) != CLNORM_SUCCESS)
         return st;
-    size_t gf = round_up(p.C, 64);
-    karg a2[] = {A_MEM(part),  A_U32(G),     A_U64(p.M),   A_U64(p.C),    A_MEM(mean),  A_MEM(invstd),
-                 A_MEM(scale), A_MEM(dscale), A_MEM(dbias), A_MEM(coef), A_F32(alpha), A_F32(beta),
-                 A_U32(flags)};
-    if ((st = launch(ctx, k[3], 1, &gf, NULL, a2, NARGS(a2))) != CLNORM_SUCCESS || !dx)
+    karg a2[] = {A_MEM(part),  A_U32(G),      A_U64(p.M),   A_U64(p.C),    A_MEM(save_mean),
+                 A_MEM(save_invstd), A_MEM(scoef), A_MEM(scale), A_MEM(dscale), A_MEM(dbias),
+                 A_MEM(coef),  A_F32(alpha),  A_F32(beta),  A_U32(flags)};
+    if ((st = launch_1d(ctx, k[3], p.C, FINALIZE_LOCAL, a2, NARGS(a2))) != CLNORM_SUCCESS || !dx)
         return st;
-    return enqueue_apply(ctx, &p, k[4], x, dy, dx, NULL, NULL, coef, NULL, epsilon, F_DX | F_COEF4);
+    return enqueue_apply(ctx, &p, k[4], x, dy, dx, NULL, NULL, NULL, NULL, coef, epsilon, F_DX | F_COEF);
 }
 
 clnorm_status clnorm_bn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,

@@ -29,12 +29,11 @@ enum {
     F_AFFINE = 1u,
     F_RUNNING = 2u,
     F_SAVE = 4u,
-    F_HAS_INVSTD = 8u,
     F_GRADS = 16u,
     F_DX = 32u,
     F_ACCUM = 64u,
     F_STATS = 128u,
-    F_COEF4 = 256u,
+    F_COEF = 256u,
     F_PMAP = 512u
 };
 
@@ -60,7 +59,8 @@ typedef struct cn_program {
     cl_kernel kernels[K_COUNT];
 } cn_program;
 
-enum { CN_SCRATCH_PARTIAL, CN_SCRATCH_MEAN, CN_SCRATCH_INVSTD, CN_SCRATCH_COEF, CN_SCRATCH_COUNT };
+/* scratch: per-(map, slice) partials, per-map statistics coefficients, per-map dx coefficients (5 floats each) */
+enum { CN_SCRATCH_PARTIAL, CN_SCRATCH_STATS, CN_SCRATCH_COEF, CN_SCRATCH_COUNT };
 
 struct clnorm_context {
     cl_context context;
