@@ -1,0 +1,115 @@
+/*
+ * Shared helpers of the clnorm cmocka suites: one context per group, seeded random data,
+ * tolerance comparison against the double reference, NaN poisoning and sentinel checks.
+ *
+ * Environment:
+ *   CLNORM_TEST_DEVICE          device selector for clnorm_context_create (default "pocl")
+ *   CLNORM_TEST_REQUIRE_DEVICE  1: a missing device fails the suite instead of skipping (exit 77)
+ *   CLNORM_TEST_SEED            base seed (default: from the clock); every case derives its own seed
+ *                               from the base and the case label, so one case reproduces alone.
+ *   CLNORM_TEST_VERBOSE         1: print every case label as it starts.
+ *   CLNORM_TEST_FILTER          cmocka test-name pattern (e.g. "test_backward*"): run only those tests.
+ */
+#ifndef CLNORM_TEST_UTIL_H
+#define CLNORM_TEST_UTIL_H
+
+/* cmocka needs these before its header */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "clnorm.h"
+
+/* ---- context ------------------------------------------------------------------------- */
+void tu_main_init(void);              /* call first in main(): applies CLNORM_TEST_FILTER */
+extern clnorm_context *tu_ctx;        /* the group's context */
+int tu_group_setup(void **state);     /* creates tu_ctx; exit(77) if no device (unless required) */
+int tu_group_teardown(void **state);  /* destroys tu_ctx */
+const char *tu_device_selector(void); /* $CLNORM_TEST_DEVICE or "pocl" */
+/* clnorm_context_create with the test selector; returns the status (no skip logic). */
+clnorm_status tu_context_create(clnorm_context **out);
+
+/* ---- cases and random numbers -------------------------------------------------------- */
+/* Start a case: derives the case seed from the base seed and the label, seeds the RNG. */
+void tu_case(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+const char *tu_case_label(void);
+uint64_t tu_case_seed(void);
+uint64_t tu_base_seed(void);
+uint64_t tu_rand_u64(void);
+double tu_uniform(void);        /* [0, 1) */
+double tu_normal(void);         /* N(0, 1) */
+size_t tu_rand_index(size_t n); /* [0, n) */
+void tu_fill_normal(float *a, size_t n, double mean, double stddev);
+void tu_fill_uniform(float *a, size_t n, double lo, double hi);
+
+/* ---- host memory ---------------------------------------------------------------------- */
+void *tu_malloc(size_t bytes); /* fails the test on OOM; never returns NULL */
+float *tu_floats(size_t n);
+double *tu_doubles(size_t n);
+
+/* ---- device buffers (all blocking) ---------------------------------------------------- */
+cl_mem tu_buffer(size_t bytes); /* on tu_ctx */
+cl_mem tu_buffer_on(clnorm_context *ctx, size_t bytes);
+cl_mem tu_buffer_from(const float *host, size_t n); /* n floats */
+void tu_write(cl_mem b, size_t offset, const void *host, size_t bytes);
+void tu_read(cl_mem b, size_t offset, void *host, size_t bytes);
+void tu_poison(cl_mem b, size_t offset, size_t bytes); /* fills with quiet NaN 0x7fc00000 */
+void tu_release(cl_mem *b);                            /* NULL-safe, sets *b = NULL */
+void tu_finish(void);                                  /* clnorm_context_finish(tu_ctx), asserted */
+
+#define TU_NAN_BITS 0x7fc00000u
+/* Fills bytes of b with a recognisable pattern derived from tag; tu_sentinel_check asserts it is intact. */
+void tu_sentinel_fill(cl_mem b, size_t bytes, uint32_t tag);
+int tu_sentinel_intact(cl_mem b, size_t bytes, uint32_t tag, const char *what);
+/* Checks that [offset, offset+bytes) of b still holds NaN poison bit-for-bit (guard regions). */
+int tu_poison_intact(cl_mem b, size_t offset, size_t bytes, const char *what);
+/* Bitwise equality of a buffer range with host memory. */
+int tu_bits_equal(cl_mem b, size_t offset, const void *host, size_t bytes, const char *what);
+
+/* ---- comparison ----------------------------------------------------------------------- */
+/* |got - ref| <= atol + rtol * |ref| for every element (NaN in got fails unless ref is NaN too).
+   On failure prints the case label and seed, the number of failures, the worst index, got and
+   expected, and returns 0. */
+int tu_compare(const char *what, const float *got, const double *ref, size_t n, double atol, double rtol);
+int tu_compare_ff(const char *what, const float *got, const float *ref, size_t n, double atol, double rtol);
+
+/* SEMANTICS.md tolerances */
+#define TU_FWD_ATOL 1e-5
+#define TU_FWD_RTOL 1e-4
+#define TU_BWD_ATOL 1e-4
+#define TU_BWD_RTOL 1e-3
+#define TU_STAT_RTOL 1e-5
+#define TU_STAT_ATOL 1e-6
+
+/* ---- status assertions ---------------------------------------------------------------- */
+void tu_expect_status(clnorm_status got, clnorm_status want, const char *expr, const char *file, int line);
+/* Like tu_expect_status for an error, plus clnorm_last_error() must be non-empty. */
+void tu_expect_error(clnorm_status got, clnorm_status want, const char *expr, const char *file, int line);
+#define TU_OK(call) tu_expect_status((call), CLNORM_SUCCESS, #call, __FILE__, __LINE__)
+#define TU_STATUS(want, call) tu_expect_status((call), (want), #call, __FILE__, __LINE__)
+#define TU_ERR(want, call) tu_expect_error((call), (want), #call, __FILE__, __LINE__)
+#define TU_TRUE(cond)                                                                                                  \
+    do {                                                                                                               \
+        if (!(cond))                                                                                                   \
+            tu_fail_at(__FILE__, __LINE__, "%s", #cond);                                                               \
+    } while (0)
+void tu_fail_at(const char *file, int line, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* ---- shapes --------------------------------------------------------------------------- */
+size_t tu_numel(int ndim, const size_t *shape);
+/* A tensor view with a given byte offset on an existing buffer. */
+clnorm_tensor tu_view(cl_mem b, size_t offset, int ndim, const size_t *shape);
+const char *tu_shape_str(int ndim, const size_t *shape); /* static buffer, rotating */
+
+#endif
