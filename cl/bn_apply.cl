@@ -50,19 +50,21 @@ __kernel void bn_pa_forward(__global const stype *x, ulong xoff, __global stype 
                             ulong pC, ulong pS, uint flags) {
     ulong j = get_global_id(0);
 #if defined(STRATEGY_CPU)
-    ulong k0 = j * 16;
-    if (k0 >= K)
-        return;
-    if (k0 + 16 <= K) {
-        pa_forward_w16(x + xoff + k0, y + yoff + k0, B, K, k0, scale, bias, mean_in, var_in, rmean, rvar, smean,
-                       sinvstd, factor, eps, unbias, pC, pS, flags);
-        return;
+    /* tiles of 256 columns (16 groups of 16), strided over the work-items; the last tile's odd columns one by one */
+    for (ulong t0 = j * 256; t0 < K; t0 += get_global_size(0) * 256) {
+        ulong width = min((ulong)256, K - t0);
+        uint ng = (uint)(width / 16);
+        if (ng)
+            pa_forward_w16(x + xoff + t0, y + yoff + t0, B, K, t0, ng, scale, bias, mean_in, var_in, rmean, rvar, smean,
+                           sinvstd, factor, eps, unbias, pC, pS, flags);
+        for (ulong k = t0 + ng * 16; k < t0 + width; ++k)
+            pa_forward_w1(x + xoff + k, y + yoff + k, B, K, k, 1, scale, bias, mean_in, var_in, rmean, rvar, smean, sinvstd,
+                          factor, eps, unbias, pC, pS, flags);
     }
-    for (ulong k = k0; k < K; ++k)
 #else
     ulong k = j;
     if (k < K)
+        pa_forward_w1(x + xoff + k, y + yoff + k, B, K, k, 1, scale, bias, mean_in, var_in, rmean, rvar, smean, sinvstd,
+                          factor, eps, unbias, pC, pS, flags);
 #endif
-        pa_forward_w1(x + xoff + k, y + yoff + k, B, K, k, scale, bias, mean_in, var_in, rmean, rvar, smean,
-                      sinvstd, factor, eps, unbias, pC, pS, flags);
 }

@@ -114,19 +114,21 @@ __kernel void bn_pa_backward(__global const stype *x, ulong xoff, __global const
                              uint flags) {
     ulong j = get_global_id(0);
 #if defined(STRATEGY_CPU)
-    ulong k0 = j * 16;
-    if (k0 >= K)
-        return;
-    if (k0 + 16 <= K) {
-        pa_backward_w16(x + xoff + k0, dy + dyoff + k0, dx + dxoff + k0, B, K, k0, scale, smean, sinvstd, dscale,
-                        dbias, alpha, beta, eps, pC, pS, flags);
-        return;
+    /* tiles of 256 columns (16 groups of 16), strided over the work-items; the last tile's odd columns one by one */
+    for (ulong t0 = j * 256; t0 < K; t0 += get_global_size(0) * 256) {
+        ulong width = min((ulong)256, K - t0);
+        uint ng = (uint)(width / 16);
+        if (ng)
+            pa_backward_w16(x + xoff + t0, dy + dyoff + t0, dx + dxoff + t0, B, K, t0, ng, scale, smean, sinvstd,
+                            dscale, dbias, alpha, beta, eps, pC, pS, flags);
+        for (ulong k = t0 + ng * 16; k < t0 + width; ++k)
+            pa_backward_w1(x + xoff + k, dy + dyoff + k, dx + dxoff + k, B, K, k, 1, scale, smean, sinvstd, dscale,
+                           dbias, alpha, beta, eps, pC, pS, flags);
     }
-    for (ulong k = k0; k < K; ++k)
 #else
     ulong k = j;
     if (k < K)
+        pa_backward_w1(x + xoff + k, dy + dyoff + k, dx + dxoff + k, B, K, k, 1, scale, smean, sinvstd, dscale,
+                           dbias, alpha, beta, eps, pC, pS, flags);
 #endif
-        pa_backward_w1(x + xoff + k, dy + dyoff + k, dx + dxoff + k, B, K, k, scale, smean, sinvstd, dscale, dbias,
-                       alpha, beta, eps, pC, pS, flags);
 }

@@ -230,11 +230,14 @@ static int fused(const clnorm_context *ctx, const plan *p) {
     return p->B * p->S <= 16 * ctx->wg * 16;
 }
 
-/* column kernels: CPU 16 columns per work-item (one item per group), GPU one column per work-item */
+/* column kernels: CPU a few work-items (one per group) taking tiles of 256 columns, strided; GPU one column per
+ * work-item */
 static clnorm_status launch_columns(clnorm_context *ctx, cl_kernel k, const plan *p, const karg *args,
                                     cl_uint nargs) {
-    if (ctx->strategy == CN_STRATEGY_CPU)
-        return launch_1d(ctx, k, (p->groups + 15) / 16, 1, args, nargs);
+    if (ctx->strategy == CN_STRATEGY_CPU) {
+        size_t items = (p->groups + 255) / 256, most = 4 * (size_t)ctx->units;
+        return launch_1d(ctx, k, items < most ? items : most, 1, args, nargs);
+    }
     return launch_1d(ctx, k, p->groups, ctx->wg < 64 ? ctx->wg : 64, args, nargs);
 }
 
