@@ -35,8 +35,8 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j 1
 
 bench: build
-	@if [ -x ./$(BUILD)/clnorm-bench ]; then ./$(BUILD)/clnorm-bench $(BENCH_ARGS); \
-	else echo "clnorm-bench is not built yet"; fi
+	./$(BUILD)/clnorm-bench $(BENCH_ARGS)
+	python3 bench/peers.py --bench ./$(BUILD)/clnorm-bench $(PEERS_ARGS)
 
 format:
 	clang-format -i include/*.h src/*.c src/*.h tests/*.c tests/*.h examples/*.c $(wildcard bench/*.c)
