@@ -57,8 +57,9 @@ inline ushort16 f32_to_bf16_16(float16 f) {
 #define BLK 256 /* elements of one contiguous two-pass block (16 float16 vectors) */
 
 /* Non-temporal stores for outputs that are not read back soon (POCL's clang has the builtin; other compilers
- * fall back to plain stores). They need the natural alignment of float16: callers peel to 64 bytes first. */
-#if defined(__has_builtin)
+ * fall back to plain stores; -DCLNORM_NO_NT_STORES in CLNORM_BUILD_OPTIONS turns them off). They need the natural
+ * alignment of float16: callers peel to 64 bytes first. */
+#if defined(__has_builtin) && !defined(CLNORM_NO_NT_STORES)
 #if __has_builtin(__builtin_nontemporal_store) && defined(DTYPE_F32)
 #define HAVE_NT_STORE 1
 #endif
