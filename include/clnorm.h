@@ -1,22 +1,36 @@
-/*
- * clnorm — batch normalization (the PuzzleLib BatchNorm family) on any OpenCL 1.2 device.
+/**
+ * @file clnorm.h
+ * @brief clnorm — batch normalization (the PuzzleLib BatchNorm family) on any OpenCL 1.2 device.
  *
- * The one public header. Conventions: every fallible call returns a clnorm_status and leaves
- * the detail in clnorm_last_error(); output parameters come last; *_destroy(NULL) is a no-op;
- * the library never prints. Operations enqueue on the context's in-order queue and return
- * without waiting, except the read/write helpers and clnorm_tensor_create with host data.
- * A refused call (any status but CLNORM_SUCCESS returned before enqueueing) writes nothing.
+ * The one public header. Conventions:
+ * - Every fallible call returns a ::clnorm_status and leaves the detail in clnorm_last_error(); output
+ *   parameters come last; `*_destroy(NULL)` is a no-op; the library never prints and never exits.
+ * - Operations enqueue on the context's in-order queue and return without waiting, except the read/write
+ *   helpers and clnorm_tensor_create() with host data, which block.
+ * - A refused call (any status but ::CLNORM_SUCCESS returned before enqueueing) writes nothing.
+ * - Threads: a context, and the layers and tensors made on it, is used by one thread at a time (one context
+ *   per thread); the last error is thread-local.
+ *
+ * Two families: the stateless operations `clnorm_bn_*` on buffers the caller owns (like cuDNN/MIOpen), and the
+ * layer `clnorm_batchnorm_*`, which owns its parameters, statistics and gradients and follows PuzzleLib's rules.
+ * The arithmetic is cuDNN's; see SEMANTICS.md and the README.
  */
 #ifndef CLNORM_H
 #define CLNORM_H
 
 #ifndef CL_TARGET_OPENCL_VERSION
+/** @brief The OpenCL headers' target version (1.2), unless the application defined it before including clnorm.h. */
 #define CL_TARGET_OPENCL_VERSION 120
 #endif
 #include <CL/cl.h>
 #include <stddef.h>
 #include <stdint.h>
 
+/**
+ * @def CLNORM_API
+ * @brief Marks the exported functions: default ELF visibility (the library is built with -fvisibility=hidden,
+ * so nothing else is exported); empty on other compilers.
+ */
 #if defined(_WIN32)
 #define CLNORM_API
 #elif defined(__GNUC__)
@@ -30,15 +44,22 @@ extern "C" {
 #endif
 
 /* ---- version and errors ---------------------------------------------------------------- */
+/** @brief Major version of this header (the library's is in clnorm_version()). */
 #define CLNORM_VERSION_MAJOR 0
+/** @brief Minor version of this header; the shared library's SONAME is libclnorm.so.MAJOR.MINOR. */
 #define CLNORM_VERSION_MINOR 1
+/** @brief Patch version of this header. */
 #define CLNORM_VERSION_PATCH 0
 
-/** MAJOR*10000 + MINOR*100 + PATCH of the built library. */
+/**
+ * @brief Version of the built library, to compare with the header's CLNORM_VERSION_* at run time.
+ * @return MAJOR*10000 + MINOR*100 + PATCH (0.1.0 gives 100). Never fails, never blocks.
+ */
 CLNORM_API unsigned clnorm_version(void);
 
+/** @brief Result of every fallible call; the detail of a failure is in clnorm_last_error(). */
 typedef enum clnorm_status {
-    CLNORM_SUCCESS = 0,
+    CLNORM_SUCCESS = 0,            /**< the call did what it says (an enqueueing call: the work is enqueued) */
     CLNORM_ERROR_INVALID_ARGUMENT, /**< NULL where not allowed, bad enum, epsilon <= 0 or NaN, factor outside
                                         [0,1], a cl_mem of another context, overlapping x/y, half of a pair... */
     CLNORM_ERROR_SHAPE,            /**< wrong ndim, maps mismatch, shapes differ, zero-sized dim, < 2 values
@@ -49,68 +70,172 @@ typedef enum clnorm_status {
                                         field used before written */
     CLNORM_ERROR_BUILD,            /**< kernel compilation failed: clnorm_last_error() holds the build log */
     CLNORM_ERROR_NO_DEVICE,        /**< no OpenCL platform/device matches the selector */
-    CLNORM_ERROR_HOST_MEMORY,
+    CLNORM_ERROR_HOST_MEMORY,      /**< a host allocation (malloc) failed */
     CLNORM_ERROR_DEVICE_MEMORY,    /**< CL_MEM_OBJECT_ALLOCATION_FAILURE / CL_OUT_OF_RESOURCES */
     CLNORM_ERROR_OPENCL            /**< any other OpenCL failure: clnorm_last_error() names call and code */
 } clnorm_status;
 
-/** Static text for a status; never NULL (unknown values give "unknown status"). */
+/**
+ * @brief Short English text for a status (e.g. "shape error"), for messages.
+ * @param s any value, valid or not.
+ * @return static text, never NULL ("unknown status" for values outside the enum); not to be freed.
+ */
 CLNORM_API const char *clnorm_status_string(clnorm_status s);
-/** This thread's detail of its last failure ("" if none yet). Valid until this thread's next clnorm call. */
+/**
+ * @brief This thread's detail of its last failure: which argument, expected against got, the OpenCL call and
+ * its CL_* code, or the kernel build log with the build options.
+ * @return "" if this thread has had no failure yet; never NULL. Thread-local storage owned by the library,
+ * valid until this thread's next clnorm call.
+ */
 CLNORM_API const char *clnorm_last_error(void);
 
 /* ---- context: one device, one in-order queue, the compiled-kernel cache -------------- */
+/** @brief Opaque context: one device, one in-order queue, the compiled kernels, scratch buffers. */
 typedef struct clnorm_context clnorm_context;
 
-/** device NULL or "": $CLNORM_DEVICE if set, else the first GPU, else the first accelerator, else the first
- *  CPU device of any platform. Otherwise "P:D" (platform and device index) or a case-insensitive substring of
- *  "<platform name> <device name>". CLNORM_ERROR_NO_DEVICE lists the devices that exist. */
+/**
+ * @brief Creates a context on one OpenCL device, with a cl_context and an in-order queue of its own.
+ *
+ * Kernels are compiled on first use (per storage dtype), from the on-disk cache when it has them
+ * (`CLNORM_CACHE_DIR`, `CLNORM_CACHE`). Blocking (device discovery).
+ * @param device NULL or "": `$CLNORM_DEVICE` if set, else the first GPU, else the first accelerator, else the
+ *        first CPU device of any platform. Otherwise "P:D" (platform and device index, as `clinfo -l` and
+ *        `clnorm-info` number them) or a case-insensitive substring of "<platform name> <device name>" (also
+ *        matched against the platform vendor and version, so "pocl" finds POCL).
+ * @param out receives the context (NULL on failure); the caller owns it and frees it with
+ *        clnorm_context_destroy().
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (out NULL); ::CLNORM_ERROR_NO_DEVICE (no platform,
+ *         or nothing matches: clnorm_last_error() lists the devices that exist); ::CLNORM_ERROR_HOST_MEMORY;
+ *         ::CLNORM_ERROR_DEVICE_MEMORY or ::CLNORM_ERROR_OPENCL (clCreateContext / clCreateCommandQueue).
+ */
 CLNORM_API clnorm_status clnorm_context_create(const char *device, clnorm_context **out);
-/** Use the application's in-order queue (retained; released on destroy). */
+/**
+ * @brief Creates a context on the application's queue (and its cl_context and device).
+ * @param queue an in-order command queue; retained, and released by clnorm_context_destroy(). Work from
+ *        clnorm is enqueued on it, interleaved with the application's own commands in queue order.
+ * @param out receives the context (NULL on failure); free it with clnorm_context_destroy().
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (NULL, not a queue, or an out-of-order queue);
+ *         ::CLNORM_ERROR_HOST_MEMORY; ::CLNORM_ERROR_OPENCL.
+ */
 CLNORM_API clnorm_status clnorm_context_create_from_queue(cl_command_queue queue, clnorm_context **out);
-/** Waits for the queue, releases kernels, programs, scratch buffers, queue and context. NULL: no-op. */
+/**
+ * @brief Waits for the queue (blocking), then releases kernels, programs, scratch buffers, queue and context.
+ * Layers made on ctx must not be used afterwards (clnorm_batchnorm_destroy() on them is still allowed); tensors
+ * made with clnorm_tensor_create() stay valid cl_mem objects (OpenCL reference counting) until released.
+ * @param ctx the context, or NULL (no-op).
+ */
 CLNORM_API void clnorm_context_destroy(clnorm_context *ctx);
+/**
+ * @brief The context's cl_context, to create buffers for tensors and parameters.
+ * @param ctx the context (NULL gives NULL).
+ * @return borrowed: not retained, valid while ctx lives.
+ */
 CLNORM_API cl_context clnorm_context_cl_context(const clnorm_context *ctx);
+/**
+ * @brief The context's device.
+ * @param ctx the context (NULL gives NULL).
+ * @return borrowed, valid while ctx lives.
+ */
 CLNORM_API cl_device_id clnorm_context_device(const clnorm_context *ctx);
+/**
+ * @brief The in-order queue every operation of ctx is enqueued on (the application's, for
+ * clnorm_context_create_from_queue()).
+ * @param ctx the context (NULL gives NULL).
+ * @return borrowed: not retained, valid while ctx lives.
+ */
 CLNORM_API cl_command_queue clnorm_context_queue(const clnorm_context *ctx);
-/** "<platform name> <device name>"; owned by the context. */
+/**
+ * @brief "<platform name> <device name>" of the context's device.
+ * @param ctx the context (NULL gives NULL).
+ * @return owned by the context, valid while it lives.
+ */
 CLNORM_API const char *clnorm_context_device_name(const clnorm_context *ctx);
-/** clFinish + error mapping. */
+/**
+ * @brief Waits until everything enqueued on the context's queue has finished (clFinish), and maps an error.
+ * Blocking.
+ * @param ctx the context.
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (ctx NULL); ::CLNORM_ERROR_DEVICE_MEMORY or
+ *         ::CLNORM_ERROR_OPENCL when the queue reports a failure.
+ */
 CLNORM_API clnorm_status clnorm_context_finish(clnorm_context *ctx);
 
 /* All operations enqueue on the context's queue and return without waiting, except the read and
    write helpers and clnorm_tensor_create with host data, which block. One context per thread at a time. */
 
 /* ---- tensors: a view of an application cl_mem ----------------------------------------- */
+/** @brief Most dimensions of a tensor: (batch, maps, d, h, w). */
 #define CLNORM_MAX_DIMS 5
-typedef enum clnorm_dtype { CLNORM_F32 = 0, CLNORM_F16 = 1, CLNORM_BF16 = 2 } clnorm_dtype; /* storage; math is float */
+/** @brief Storage type of x, y, dy and dx; the arithmetic is always float, parameters are always float32. */
+typedef enum clnorm_dtype {
+    CLNORM_F32 = 0, /**< 32-bit IEEE float */
+    CLNORM_F16 = 1, /**< 16-bit IEEE half, via the core vload_half / vstore_half_rte (no cl_khr_fp16 needed) */
+    CLNORM_BF16 = 2 /**< bfloat16 storage, rounded to nearest even on store */
+} clnorm_dtype; /* storage; math is float */
+/** @brief Memory order of a dense tensor. */
 typedef enum clnorm_layout {
     CLNORM_NCHW = 0, /**< (batch, maps, spatial...) — channels second */
     CLNORM_NHWC = 1  /**< (batch, spatial..., maps) — channels last */
 } clnorm_layout;
+/** @brief A view of (part of) an application cl_mem as a dense tensor; a plain value, owns nothing by itself. */
 typedef struct clnorm_tensor {
-    cl_mem buffer;
+    cl_mem buffer;                  /**< the buffer viewed (not retained by the view) */
     size_t offset;                  /**< bytes from the start of buffer */
     int ndim;                       /**< 2..5 */
     size_t shape[CLNORM_MAX_DIMS];  /**< ALWAYS given as (batch, maps, d, h, w) order, whatever the layout */
-    clnorm_dtype dtype;
+    clnorm_dtype dtype;             /**< storage type of the elements */
     clnorm_layout layout;           /**< memory order; dense, no padding */
 } clnorm_tensor;
 
-/** A view of buffer: F32, NCHW, offset 0; shape copied (ndim clamped to 0..5 for the copy). Never fails;
- *  validation happens in the call that uses it. */
+/**
+ * @brief A view of buffer: F32, NCHW, offset 0; the shape is copied (ndim clamped to 0..5 for the copy,
+ * unused dimensions set to 1). Never fails and touches no OpenCL object; validation happens in the call that
+ * uses the view. Set offset, dtype and layout on the result for other views.
+ * @param buffer the cl_mem (borrowed, not retained).
+ * @param ndim number of dimensions, 2..5 for a valid view.
+ * @param shape ndim sizes in (batch, maps, d, h, w) order; may be NULL (all 1).
+ * @return the view.
+ */
 CLNORM_API clnorm_tensor clnorm_tensor_make(cl_mem buffer, int ndim, const size_t *shape);
-/** Allocates a dense buffer for the shape (NCHW) and, when host is not NULL, fills it (blocking). */
+/**
+ * @brief Allocates a dense buffer on ctx for the shape (NCHW) and, when host is not NULL, fills it (blocking).
+ * @param ctx the context.
+ * @param ndim 2..5.
+ * @param shape ndim sizes, (batch, maps, d, h, w) order, none 0.
+ * @param dtype storage type.
+ * @param host numel * element size bytes to copy in, or NULL to leave the buffer uninitialised (non-blocking).
+ * @param out receives the view; the caller owns its buffer and frees it with clnorm_tensor_release().
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (NULL ctx, shape or out; bad dtype);
+ *         ::CLNORM_ERROR_SHAPE (ndim, a 0 dimension, overflow); ::CLNORM_ERROR_DEVICE_MEMORY (larger than
+ *         CL_DEVICE_MAX_MEM_ALLOC_SIZE, or the allocation failed); ::CLNORM_ERROR_OPENCL.
+ */
 CLNORM_API clnorm_status clnorm_tensor_create(clnorm_context *ctx, int ndim, const size_t *shape, clnorm_dtype dtype,
                                               const void *host /* NULL: uninitialised */, clnorm_tensor *out);
-/** Blocking read of the whole view into host (numel * element size bytes). */
+/**
+ * @brief Blocking read of the whole view into host memory (after everything enqueued before it).
+ * @param ctx the context the buffer belongs to.
+ * @param t the view (validated like an operation's argument).
+ * @param host numel * element size bytes, in the view's dtype and layout.
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT; ::CLNORM_ERROR_SHAPE;
+ *         ::CLNORM_ERROR_BUFFER_TOO_SMALL; ::CLNORM_ERROR_OPENCL.
+ */
 CLNORM_API clnorm_status clnorm_tensor_read(clnorm_context *ctx, const clnorm_tensor *t, void *host);
-/** Blocking write of the whole view from host. */
+/**
+ * @brief Blocking write of the whole view from host memory.
+ * @param ctx the context the buffer belongs to.
+ * @param t the view (validated like an operation's argument).
+ * @param host numel * element size bytes, in the view's dtype and layout; may be reused when the call returns.
+ * @return as clnorm_tensor_read().
+ */
 CLNORM_API clnorm_status clnorm_tensor_write(clnorm_context *ctx, const clnorm_tensor *t, const void *host);
-/** Releases t->buffer, sets it to NULL. NULL t: no-op. */
+/**
+ * @brief Releases t->buffer (clReleaseMemObject) and sets it to NULL; for tensors from clnorm_tensor_create().
+ * Not blocking: OpenCL frees the memory once the commands using it are done.
+ * @param t the view; NULL, or a NULL buffer: no-op.
+ */
 CLNORM_API void clnorm_tensor_release(clnorm_tensor *t);
 
 /* ---- functional batch normalization (stateless, cuDNN/MIOpen-like) ------------------- */
+/** @brief What one statistic is computed over. */
 typedef enum clnorm_bn_mode {
     CLNORM_BN_SPATIAL = 0,       /**< one statistic per map, over (batch, d, h, w): BatchNorm1D/2D/3D */
     CLNORM_BN_PER_ACTIVATION = 1 /**< one statistic per (map, d, h, w), over batch: BatchNorm on (batch, size) */
@@ -118,16 +243,63 @@ typedef enum clnorm_bn_mode {
 /* Parameter vectors (scale, bias, means, variances, saved stats, grads) are float32 cl_mem holding
    maps values (SPATIAL) or maps*d*h*w values (PER_ACTIVATION), in the (maps, d, h, w) order, at offset 0. */
 
+/**
+ * @brief Training forward: batch statistics, y = (x - mean) * invstd * scale + bias, optionally the running
+ * statistics updated and the batch mean / invstd saved for the backward. Enqueues and returns (non-blocking).
+ *
+ * Parameter vectors (here and in the other `clnorm_bn_*` calls) are float32 cl_mem of ctx holding maps values
+ * (SPATIAL) or maps*d*h*w values (PER_ACTIVATION), in (maps, d, h, w) order, at offset 0.
+ * @param ctx the context.
+ * @param mode ::CLNORM_BN_SPATIAL or ::CLNORM_BN_PER_ACTIVATION.
+ * @param x input view; at least 2 values per statistic.
+ * @param y output view, same shape, dtype and layout as x, not overlapping it.
+ * @param scale,bias parameter vectors, or both NULL for scale 1 and bias 0.
+ * @param factor in [0, 1]: running = (1 - factor) * running + factor * batch (the variance unbiased).
+ * @param epsilon > 0, added to the variance.
+ * @param running_mean,running_var updated in place, or both NULL: not updated.
+ * @param save_mean,save_invstd receive the batch mean and 1/sqrt(var + epsilon), or both NULL: not saved.
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT; ::CLNORM_ERROR_SHAPE; ::CLNORM_ERROR_BUFFER_TOO_SMALL;
+ *         ::CLNORM_ERROR_UNSUPPORTED (x and y of different dtypes or layouts); ::CLNORM_ERROR_BUILD (first use
+ *         of a dtype); ::CLNORM_ERROR_DEVICE_MEMORY; ::CLNORM_ERROR_HOST_MEMORY; ::CLNORM_ERROR_OPENCL.
+ */
 CLNORM_API clnorm_status clnorm_bn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
                                                     const clnorm_tensor *y,
                                                     cl_mem scale, cl_mem bias, /* both NULL: scale 1, bias 0 */
                                                     double factor, double epsilon,
                                                     cl_mem running_mean, cl_mem running_var, /* both NULL: not updated */
                                                     cl_mem save_mean, cl_mem save_invstd);   /* both NULL: not saved */
+/**
+ * @brief Inference forward with given statistics: y = (x - mean) / sqrt(var + epsilon) * scale + bias.
+ * Enqueues and returns (non-blocking). One value per statistic is enough.
+ * @param ctx the context.
+ * @param mode ::CLNORM_BN_SPATIAL or ::CLNORM_BN_PER_ACTIVATION.
+ * @param x input view.
+ * @param y output view, same shape, dtype and layout; may be x itself (same buffer and offset) but must not
+ *        overlap it otherwise.
+ * @param scale,bias parameter vectors, or both NULL for scale 1 and bias 0.
+ * @param mean,var the statistics to normalise with (e.g. the running ones); required.
+ * @param epsilon > 0.
+ * @return as clnorm_bn_forward_training().
+ */
 CLNORM_API clnorm_status clnorm_bn_forward_inference(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
                                                      const clnorm_tensor *y, /* y may be x (same buffer and offset) */
                                                      cl_mem scale, cl_mem bias, cl_mem mean, cl_mem var,
                                                      double epsilon);
+/**
+ * @brief Backward of the training forward (cuDNN's): dbias = sum(dy), dscale = sum(dy * xhat),
+ * dx = scale * invstd / M * (M * dy - dbias - xhat * dscale). Enqueues and returns (non-blocking).
+ * @param ctx the context.
+ * @param mode ::CLNORM_BN_SPATIAL or ::CLNORM_BN_PER_ACTIVATION.
+ * @param x the forward's input.
+ * @param dy gradient of the output, same shape, dtype and layout as x.
+ * @param dx receives the input gradient (same shape, dtype and layout; must not overlap x or dy unless it is
+ *        dy itself), or NULL: not computed.
+ * @param scale parameter vector, or NULL for 1.
+ * @param dscale,dbias receive the parameter gradients (overwritten), or both NULL: not computed.
+ * @param epsilon > 0; used when the statistics are recomputed.
+ * @param save_mean,save_invstd the statistics the forward saved, or both NULL: recomputed from x.
+ * @return as clnorm_bn_forward_training().
+ */
 CLNORM_API clnorm_status clnorm_bn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
                                             const clnorm_tensor *dy,
                                             const clnorm_tensor *dx,    /* NULL: input gradient not computed */
@@ -137,7 +309,10 @@ CLNORM_API clnorm_status clnorm_bn_backward(clnorm_context *ctx, clnorm_bn_mode 
                                             cl_mem save_mean, cl_mem save_invstd); /* both NULL: recomputed from x */
 
 /* ---- the layer: PuzzleLib BatchNorm / BatchNorm1D / 2D / 3D semantics ------------------ */
+/** @brief Opaque layer: PuzzleLib's BatchNorm / BatchNorm1D / 2D / 3D with its parameters, running and saved
+ * statistics and accumulated gradients in cl_mem buffers of its context. */
 typedef struct clnorm_batchnorm clnorm_batchnorm;
+/** @brief Layer configuration; fill it with clnorm_batchnorm_config_init(), then change fields. */
 typedef struct clnorm_batchnorm_config {
     int nd;              /**< 0: BatchNorm on (batch, size), PER_ACTIVATION; 1, 2, 3: BatchNorm1D/2D/3D, SPATIAL */
     size_t maps;         /**< number of maps ('size' when nd == 0) */
@@ -154,42 +329,129 @@ typedef struct clnorm_batchnorm_config {
     clnorm_layout layout; /**< CLNORM_NCHW */
 } clnorm_batchnorm_config;
 
-/** Fills cfg with the defaults above for nd and maps. NULL cfg: no-op. */
+/**
+ * @brief Fills cfg with the defaults listed in ::clnorm_batchnorm_config for nd and maps.
+ * @param cfg the configuration to fill; NULL: no-op.
+ * @param nd 0 (BatchNorm), 1, 2 or 3 (BatchNorm1D/2D/3D); checked by clnorm_batchnorm_create().
+ * @param maps number of maps (size for nd 0).
+ */
 CLNORM_API void clnorm_batchnorm_config_init(clnorm_batchnorm_config *cfg, int nd, size_t maps);
+/**
+ * @brief Creates a layer: allocates its buffers on ctx and initialises them (scale ~ Normal(1, sscale) from
+ * seed, bias 0, running mean 0, running variance 1, gradients 0; with empty only the gradients). Blocking.
+ * @param ctx the context; must outlive the layer.
+ * @param cfg the configuration (copied, name included).
+ * @param out receives the layer (NULL on failure); the caller owns it and frees it with
+ *        clnorm_batchnorm_destroy().
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (NULL, nd, maps 0, epsilon, factors, dtype or layout
+ *         out of range); ::CLNORM_ERROR_HOST_MEMORY; ::CLNORM_ERROR_DEVICE_MEMORY; ::CLNORM_ERROR_OPENCL.
+ */
 CLNORM_API clnorm_status clnorm_batchnorm_create(clnorm_context *ctx, const clnorm_batchnorm_config *cfg,
                                                  clnorm_batchnorm **out);
+/**
+ * @brief Releases the layer's buffers (OpenCL frees them once the commands using them are done) and the layer.
+ * Not blocking.
+ * @param bn the layer, or NULL (no-op).
+ */
 CLNORM_API void clnorm_batchnorm_destroy(clnorm_batchnorm *bn);
 
-/** train != 0: n += 1; factor = max(init_factor / n, min_factor); batch statistics; running stats updated;
- *  mean and invstd saved for backward. train == 0: running statistics; y may be x only if inplace. */
+/**
+ * @brief Forward through the layer. Enqueues and returns (non-blocking).
+ *
+ * train != 0: n += 1; factor = max(init_factor / n, min_factor); batch statistics; running stats updated;
+ * mean and invstd saved for backward. train == 0: running statistics; y may be x only if inplace.
+ * @param bn the layer.
+ * @param train nonzero for training, 0 for inference.
+ * @param x input of ndim nd + 2 with maps in shape[1], in the layer's dtype and layout.
+ * @param y output, same shape, dtype and layout.
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_SHAPE (ndim or maps, with PuzzleLib's messages, fewer than 2 values
+ *         per statistic in training); ::CLNORM_ERROR_INVALID_ARGUMENT (NULL, dtype or layout not the layer's,
+ *         y over x without inplace); ::CLNORM_ERROR_INVALID_STATE (y over x in training; an empty layer's
+ *         parameters not written); and the statuses of clnorm_bn_forward_training().
+ */
 CLNORM_API clnorm_status clnorm_batchnorm_forward(clnorm_batchnorm *bn, int train, const clnorm_tensor *x,
                                                   const clnorm_tensor *y);
-/** Backward of the last training forward. affine: grad_acc = scale * grad + momentum * grad_acc for
- *  SCALE_GRAD and BIAS_GRAD (PuzzleLib accGradParams). */
+/**
+ * @brief Backward of the last training forward, with its saved statistics. Enqueues and returns (non-blocking).
+ * When affine: grad_acc = scale * grad + momentum * grad_acc for SCALE_GRAD and BIAS_GRAD (PuzzleLib
+ * accGradParams); momentum 0 makes them this call's gradients.
+ * @param bn the layer.
+ * @param x the input of that training forward.
+ * @param dy gradient of its output, same shape, dtype and layout.
+ * @param dx receives the input gradient, or NULL: not computed.
+ * @param scale weight of this gradient in the accumulation; finite.
+ * @param momentum weight of the accumulated gradient; finite.
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_STATE (no training forward since create or reset);
+ *         ::CLNORM_ERROR_SHAPE; ::CLNORM_ERROR_INVALID_ARGUMENT; and the statuses of clnorm_bn_backward().
+ */
 CLNORM_API clnorm_status clnorm_batchnorm_backward(clnorm_batchnorm *bn, const clnorm_tensor *x,
                                                    const clnorm_tensor *dy,
                                                    const clnorm_tensor *dx, /* NULL: input gradient not computed */
                                                    float scale, float momentum);
 
+/** @brief A layer's float32 vectors, each clnorm_batchnorm_param_count() values. */
 typedef enum clnorm_field {
-    CLNORM_SCALE,
-    CLNORM_BIAS,
-    CLNORM_RUNNING_MEAN,
-    CLNORM_RUNNING_VAR,
-    CLNORM_SAVE_MEAN,
+    CLNORM_SCALE,        /**< scale (gamma); affine layers only */
+    CLNORM_BIAS,         /**< bias (beta); affine layers only */
+    CLNORM_RUNNING_MEAN, /**< running mean */
+    CLNORM_RUNNING_VAR,  /**< running (unbiased) variance */
+    CLNORM_SAVE_MEAN,    /**< batch mean of the last training forward */
     CLNORM_SAVE_INVSTD, /**< of the last training forward */
-    CLNORM_SCALE_GRAD,
+    CLNORM_SCALE_GRAD,   /**< accumulated gradient of the scale; affine layers only */
     CLNORM_BIAS_GRAD    /**< accumulated parameter gradients */
 } clnorm_field;
-/** Blocking; count must equal clnorm_batchnorm_param_count (else CLNORM_ERROR_SHAPE). */
+/**
+ * @brief Blocking read of one field into host memory (after everything enqueued before it).
+ * @param bn the layer.
+ * @param f the field.
+ * @param host count floats.
+ * @param count must equal clnorm_batchnorm_param_count().
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (NULL, bad field, a field a non-affine layer lacks);
+ *         ::CLNORM_ERROR_SHAPE (count); ::CLNORM_ERROR_INVALID_STATE (nothing written yet: saved statistics
+ *         before a training forward, an empty layer's parameters); ::CLNORM_ERROR_OPENCL.
+ */
 CLNORM_API clnorm_status clnorm_batchnorm_read(clnorm_batchnorm *bn, clnorm_field f, float *host, size_t count);
+/**
+ * @brief Blocking write of one field from host memory (e.g. parameters updated by an optimiser, or loaded).
+ * @param bn the layer.
+ * @param f the field.
+ * @param host count floats; may be reused when the call returns.
+ * @param count must equal clnorm_batchnorm_param_count().
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT; ::CLNORM_ERROR_SHAPE; ::CLNORM_ERROR_OPENCL.
+ */
 CLNORM_API clnorm_status clnorm_batchnorm_write(clnorm_batchnorm *bn, clnorm_field f, const float *host,
                                                 size_t count);
-/** Borrowed; NULL if absent (non-affine layers have no scale, bias or their gradients). */
+/**
+ * @brief The cl_mem holding a field, e.g. to pass to the `clnorm_bn_*` calls or to an optimiser kernel.
+ * @param bn the layer (NULL gives NULL).
+ * @param f the field.
+ * @return borrowed (not retained; valid while the layer lives); NULL if absent (non-affine layers have no
+ *         scale, bias or their gradients).
+ */
 CLNORM_API cl_mem clnorm_batchnorm_buffer(const clnorm_batchnorm *bn, clnorm_field f);
+/**
+ * @brief Number of values in each field.
+ * @param bn the layer (NULL gives 0).
+ * @return cfg.maps.
+ */
 CLNORM_API size_t clnorm_batchnorm_param_count(const clnorm_batchnorm *bn);
+/**
+ * @brief Training forwards since create or the last reset (the n of the factor schedule).
+ * @param bn the layer (NULL gives 0).
+ * @return n.
+ */
 CLNORM_API uint64_t clnorm_batchnorm_batches(const clnorm_batchnorm *bn);
+/**
+ * @brief Sets n to 0 (the next training forward uses factor init_factor) and drops the saved statistics
+ * (a backward needs a new training forward). Parameters and running statistics are kept. Not blocking.
+ * @param bn the layer, or NULL (no-op).
+ */
 CLNORM_API void clnorm_batchnorm_reset(clnorm_batchnorm *bn);
+/**
+ * @brief The layer's name.
+ * @param bn the layer (NULL gives NULL).
+ * @return the copy of cfg.name owned by the layer, or NULL if none.
+ */
 CLNORM_API const char *clnorm_batchnorm_name(const clnorm_batchnorm *bn);
 
 #ifdef __cplusplus
