@@ -368,7 +368,9 @@ int tu_bits_equal(cl_mem b, size_t offset, const void *host, size_t bytes, const
 }
 
 /* ---- comparison --------------------------------------------------------------------------- */
-int tu_compare(const char *what, const float *got, const double *ref, size_t n, double atol, double rtol) {
+/* dt < 0: no storage ulp added */
+static int compare_impl(const char *what, const float *got, const double *ref, size_t n, double atol, double rtol,
+                        int dt) {
     size_t bad = 0, worst = 0;
     double worst_excess = -1.0;
     for (size_t i = 0; i < n; i++) {
@@ -379,7 +381,7 @@ int tu_compare(const char *what, const float *got, const double *ref, size_t n, 
         } else if (isinf(r)) {
             excess = (g == r) ? 0.0 : INFINITY;
         } else {
-            double d = fabs(g - r), tol = atol + rtol * fabs(r);
+            double d = fabs(g - r), tol = atol + rtol * fabs(r) + (dt >= 0 ? tu_ulp((clnorm_dtype)dt, r) : 0.0);
             excess = (d <= tol) ? 0.0 : (isnan(d) ? INFINITY : d / tol);
         }
         if (excess > 0.0) {
@@ -398,6 +400,15 @@ int tu_compare(const char *what, const float *got, const double *ref, size_t n, 
         print_case();
     }
     return bad == 0;
+}
+
+int tu_compare(const char *what, const float *got, const double *ref, size_t n, double atol, double rtol) {
+    return compare_impl(what, got, ref, n, atol, rtol, -1);
+}
+
+int tu_compare_storage(const char *what, const float *got, const double *ref, size_t n, clnorm_dtype dt, double atol,
+                       double rtol) {
+    return compare_impl(what, got, ref, n, atol, rtol, (int)dt);
 }
 
 int tu_compare_ff(const char *what, const float *got, const float *ref, size_t n, double atol, double rtol) {
@@ -434,4 +445,121 @@ const char *tu_shape_str(int ndim, const size_t *shape) {
         len += (size_t)snprintf(s + len, 96 - len, i ? ", %zu" : "%zu", shape[i]);
     snprintf(s + len, 96 - len, ")");
     return s;
+}
+
+/* ---- storage types and layouts -------------------------------------------------------------- */
+size_t tu_esize(clnorm_dtype dt) {
+    return dt == CLNORM_F32 ? 4 : 2;
+}
+
+const char *tu_dtype_name(clnorm_dtype dt) {
+    return dt == CLNORM_F32 ? "F32" : dt == CLNORM_F16 ? "F16" : dt == CLNORM_BF16 ? "BF16" : "?";
+}
+
+static uint32_t f2u(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static float u2f(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t tu_f32_to_f16(float f) {
+    uint32_t u = f2u(f), sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) /* NaN: keep the top payload bits, force quiet */
+        return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
+    if (a >= 0x477ff000u) /* >= 65520 (65504 + half an ulp, a tie that goes to the even Inf): Inf */
+        return (uint16_t)(sign | 0x7c00u);
+    if (a >= 0x38800000u) { /* normal half (>= 2^-14): drop 13 mantissa bits, round to nearest even */
+        uint32_t r = a + 0xfffu + ((a >> 13) & 1u);
+        return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
+    }
+    if (a <= 0x33000000u) /* <= 2^-25 (half the smallest subnormal; the tie goes to the even 0) */
+        return (uint16_t)sign;
+    /* subnormal half: units of 2^-24 */
+    uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u, shift = 126u - e; /* 14..24 */
+    uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), halfway = 1u << (shift - 1u);
+    if (rem > halfway || (rem == halfway && (q & 1u)))
+        q++;
+    return (uint16_t)(sign | q);
+}
+
+float tu_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0) {
+        float v = ldexpf((float)m, -24);
+        return sign ? -v : v;
+    }
+    if (e == 31)
+        return u2f(sign | 0x7f800000u | (m << 13));
+    return u2f(sign | ((e + 112u) << 23) | (m << 13));
+}
+
+uint16_t tu_f32_to_bf16(float f) {
+    uint32_t u = f2u(f);
+    if (isnan(f))
+        return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+float tu_bf16_to_f32(uint16_t h) {
+    return u2f((uint32_t)h << 16);
+}
+
+float tu_round_storage(clnorm_dtype dt, float f) {
+    switch (dt) {
+    case CLNORM_F16: return tu_f16_to_f32(tu_f32_to_f16(f));
+    case CLNORM_BF16: return tu_bf16_to_f32(tu_f32_to_bf16(f));
+    default: return f;
+    }
+}
+
+void tu_encode(clnorm_dtype dt, const float *src, void *dst, size_t n) {
+    if (dt == CLNORM_F32) {
+        memcpy(dst, src, n * 4);
+        return;
+    }
+    uint16_t *d = (uint16_t *)dst;
+    for (size_t i = 0; i < n; i++)
+        d[i] = dt == CLNORM_F16 ? tu_f32_to_f16(src[i]) : tu_f32_to_bf16(src[i]);
+}
+
+void tu_decode(clnorm_dtype dt, const void *src, float *dst, size_t n) {
+    if (dt == CLNORM_F32) {
+        memcpy(dst, src, n * 4);
+        return;
+    }
+    const uint16_t *s = (const uint16_t *)src;
+    for (size_t i = 0; i < n; i++)
+        dst[i] = dt == CLNORM_F16 ? tu_f16_to_f32(s[i]) : tu_bf16_to_f32(s[i]);
+}
+
+double tu_ulp(clnorm_dtype dt, double v) {
+    int mant = dt == CLNORM_F16 ? 10 : dt == CLNORM_BF16 ? 7 : 23; /* stored mantissa bits */
+    int emin = dt == CLNORM_F16 ? -14 : -126;                      /* exponent of the smallest normal */
+    int e = emin;
+    if (isfinite(v) && v != 0.0) {
+        frexp(fabs(v), &e); /* |v| = f * 2^e, f in [0.5, 1): floor(log2 |v|) = e - 1 */
+        e -= 1;
+        if (e < emin)
+            e = emin;
+    }
+    return ldexp(1.0, e - mant);
+}
+
+void tu_nchw_to_nhwc(const float *src, float *dst, size_t B, size_t C, size_t S) {
+    for (size_t b = 0; b < B; b++)
+        for (size_t c = 0; c < C; c++)
+            for (size_t s = 0; s < S; s++)
+                dst[(b * S + s) * C + c] = src[(b * C + c) * S + s];
+}
+
+void tu_nhwc_to_nchw(const float *src, float *dst, size_t B, size_t C, size_t S) {
+    for (size_t b = 0; b < B; b++)
+        for (size_t c = 0; c < C; c++)
+            for (size_t s = 0; s < S; s++)
+                dst[(b * C + c) * S + s] = src[(b * S + s) * C + c];
 }

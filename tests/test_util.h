@@ -112,4 +112,25 @@ size_t tu_numel(int ndim, const size_t *shape);
 clnorm_tensor tu_view(cl_mem b, size_t offset, int ndim, const size_t *shape);
 const char *tu_shape_str(int ndim, const size_t *shape); /* static buffer, rotating */
 
+
+/* ---- storage types and layouts (F16 / BF16 host conversions, round to nearest even) ----------- */
+size_t tu_esize(clnorm_dtype dt);             /* bytes per element: 4, 2, 2 */
+const char *tu_dtype_name(clnorm_dtype dt);   /* "F32", "F16", "BF16" */
+uint16_t tu_f32_to_f16(float f);              /* IEEE binary16, RNE, overflow to Inf, NaN stays a quiet NaN */
+float tu_f16_to_f32(uint16_t h);              /* exact */
+uint16_t tu_f32_to_bf16(float f);             /* the high half of the float, RNE; NaN stays a quiet NaN */
+float tu_bf16_to_f32(uint16_t h);             /* exact */
+float tu_round_storage(clnorm_dtype dt, float f); /* f rounded to the storage type and back (F32: f) */
+/* n floats to / from storage bytes */
+void tu_encode(clnorm_dtype dt, const float *src, void *dst, size_t n);
+void tu_decode(clnorm_dtype dt, const void *src, float *dst, size_t n);
+/* one unit in the last place of the storage type at |v| (subnormal spacing below the smallest normal) */
+double tu_ulp(clnorm_dtype dt, double v);
+/* (B, C, S) NCHW <-> NHWC ((B, S, C)) permutation of floats; src and dst must not overlap */
+void tu_nchw_to_nhwc(const float *src, float *dst, size_t B, size_t C, size_t S);
+void tu_nhwc_to_nchw(const float *src, float *dst, size_t B, size_t C, size_t S);
+/* tu_compare with one storage ulp of the reference added to every element's tolerance */
+int tu_compare_storage(const char *what, const float *got, const double *ref, size_t n, clnorm_dtype dt, double atol,
+                       double rtol);
+
 #endif
