@@ -29,31 +29,21 @@
 
 /* ---- device information ----------------------------------------------------------------------------------- */
 
-static char *dev_string(cl_device_id d, cl_device_info param) {
+/* a device (d != NULL) or platform string parameter, malloc'ed ("" when the query fails), NULL without memory */
+static char *info_string(cl_platform_id p, cl_device_id d, cl_uint param) {
     size_t n = 0;
-    if (clGetDeviceInfo(d, param, 0, NULL, &n) != CL_SUCCESS)
+    if ((d ? clGetDeviceInfo(d, param, 0, NULL, &n) : clGetPlatformInfo(p, param, 0, NULL, &n)) != CL_SUCCESS)
         n = 0;
     char *s = malloc(n + 1);
     if (!s)
         return NULL;
-    if (n == 0 || clGetDeviceInfo(d, param, n, s, NULL) != CL_SUCCESS)
+    if (n == 0 || (d ? clGetDeviceInfo(d, param, n, s, NULL) : clGetPlatformInfo(p, param, n, s, NULL)) != CL_SUCCESS)
         n = 0;
     s[n] = '\0';
     return s;
 }
-
-static char *plat_string(cl_platform_id p, cl_platform_info param) {
-    size_t n = 0;
-    if (clGetPlatformInfo(p, param, 0, NULL, &n) != CL_SUCCESS)
-        n = 0;
-    char *s = malloc(n + 1);
-    if (!s)
-        return NULL;
-    if (n == 0 || clGetPlatformInfo(p, param, n, s, NULL) != CL_SUCCESS)
-        n = 0;
-    s[n] = '\0';
-    return s;
-}
+#define dev_string(d, param) info_string(NULL, (d), (param))
+#define plat_string(p, param) info_string((p), NULL, (param))
 
 static int has_word(const char *list, const char *word) {
     size_t n = strlen(word);
