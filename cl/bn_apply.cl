@@ -14,7 +14,7 @@ inline coef_t map_coef(ulong c, __global const float *scale, __global const floa
 }
 
 /* CPU: each work-item a contiguous chunk of the flat tensor, walked a row run at a time (apply_run);
- * GPU: one element per work-item, grid-stride. */
+ * GPU: a 2-D grid over (values of a row, rows), neighbouring work-items on neighbouring values. */
 __kernel void bn_apply(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
                        __global stype *out, ulong ooff, ulong C, ulong S, ulong total, ulong chunk,
                        __global const float *scale, __global const float *bias, __global const float *mean,
@@ -31,13 +31,19 @@ __kernel void bn_apply(__global const stype *x, ulong xoff, __global const stype
         e += run;
     }
 #else
+    /* 2-D: dimension 1 walks the rows (b, c), dimension 0 the S values of a row; the map index comes from one
+     * division per row, not per element */
     (void)chunk;
-    for (ulong e = get_global_id(0); e < total; e += get_global_size(0)) {
-        coef_t k = map_coef((e / S) % C, scale, bias, mean, var, coef, eps, flags);
-        float v = fma((LOAD1(xp, e) - k.K) - k.m, k.k2, k.k3);
-        if (gp)
-            v = fma(k.k1, LOAD1(gp, e), v);
-        STORE1(v, op, e);
+    (void)total;
+    for (ulong row = get_global_id(1); row < total / S; row += get_global_size(1)) {
+        coef_t k = map_coef(row % C, scale, bias, mean, var, coef, eps, flags);
+        for (ulong s = get_global_id(0); s < S; s += get_global_size(0)) {
+            ulong e = row * S + s;
+            float v = fma((LOAD1(xp, e) - k.K) - k.m, k.k2, k.k3);
+            if (gp)
+                v = fma(k.k1, LOAD1(gp, e), v);
+            STORE1(v, op, e);
+        }
     }
 #endif
 }

@@ -206,19 +206,22 @@ static clnorm_status enqueue_stats(clnorm_context *ctx, const plan *p, const cln
 static clnorm_status enqueue_apply(clnorm_context *ctx, const plan *p, cl_kernel k, const clnorm_tensor *x,
                                    const clnorm_tensor *dy, const clnorm_tensor *out, cl_mem scale, cl_mem bias,
                                    cl_mem mean, cl_mem var, cl_mem coef, double eps, unsigned flags) {
-    size_t total = p->numel, chunk = 0, items;
+    size_t total = p->numel, chunk = 0;
     if (ctx->strategy == CN_STRATEGY_CPU) {
         chunk = round_up((total + 8 * ctx->units - 1) / (8 * ctx->units), 16);
         if (chunk < 16384)
             chunk = 16384;
-        items = (total + chunk - 1) / chunk;
-    } else {
-        items = total < (size_t)ctx->units * 4096 ? total : (size_t)ctx->units * 4096;
     }
     karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy ? dy->buffer : NULL), A_U64(elem_offset(dy)),
                 A_MEM(out->buffer), A_U64(elem_offset(out)), A_U64(p->C), A_U64(p->S), A_U64(total), A_U64(chunk),
                 A_MEM(scale), A_MEM(bias), A_MEM(mean), A_MEM(var), A_MEM(coef), A_F32(eps), A_U32(flags)};
-    return launch_1d(ctx, k, items, ctx->wg, a, NARGS(a));
+    if (ctx->strategy == CN_STRATEGY_CPU)
+        return launch_1d(ctx, k, (total + chunk - 1) / chunk, 1, a, NARGS(a));
+    /* GPU: (values of a row, rows); rows beyond what fills the device are walked by a grid-stride loop */
+    size_t rows = p->B * p->C, cols = round_up(p->S < 1024 ? p->S : 1024, ctx->wg);
+    size_t most_rows = ((size_t)ctx->units * 8192) / cols + 1;
+    size_t global[2] = {cols, rows < most_rows ? rows : most_rows}, local[2] = {ctx->wg, 1};
+    return launch(ctx, k, 2, global, local, a, NARGS(a));
 }
 
 /* One work-group per map (statistics and the elementwise pass in one launch, the map re-read from cache) when
