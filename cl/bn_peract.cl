@@ -31,17 +31,17 @@
         (sum) = t_;                                                                                                    \
     } while (0)
 
-/* Statistics of the tile's columns over B rows, each shifted by its first row (see acc_t): blocks of 8 rows,
- * two-pass (the second pass re-reads the block from L1), compensated Chan merge. Column mean = shift + m. */
-inline void FN(pa_stats)(__global const stype *xp, ulong B, ulong K, uint ng, VT *shift, VT *m, VT *m2) {
+/* Statistics of the tile's columns over rows [b0, b1), each shifted by its row-0 value (see acc_t): blocks of 8
+ * rows, two-pass (the second pass re-reads the block from L1), compensated Chan merge. Column mean = shift + m. */
+inline void FN(pa_stats)(__global const stype *xp, ulong b0, ulong b1, ulong K, uint ng, VT *shift, VT *m, VT *m2) {
     VT am[TG], amc[TG], aq[TG], aqc[TG];
     for (uint g = 0; g < ng; ++g) {
         shift[g] = XLD(xp + g * PA_W);
         am[g] = amc[g] = aq[g] = aqc[g] = (VT)(0.0f);
     }
     ulong n = 0;
-    for (ulong b = 0; b < B; b += 8) {
-        uint nb = (uint)min((ulong)8, B - b);
+    for (ulong b = b0; b < b1; b += 8) {
+        uint nb = (uint)min((ulong)8, b1 - b);
         float inv = 1.0f / (float)nb;
         ulong nt = n + nb;
         float w = (float)nb / (float)nt, naw = (float)n * w;
@@ -83,7 +83,7 @@ inline void FN(pa_forward)(__global const stype *xp, __global stype *yp, ulong B
                            ulong pC, ulong pS, uint flags) {
     VT shift[TG], m[TG], a[TG], c[TG];
     if (flags & F_STATS)
-        FN(pa_stats)(xp, B, K, ng, shift, m, a);
+        FN(pa_stats)(xp, 0, B, K, ng, shift, m, a);
     for (uint g = 0; g < ng; ++g) {
         ulong k = k0 + g * PA_W;
         VT invstd;
@@ -118,31 +118,52 @@ inline void FN(pa_forward)(__global const stype *xp, __global stype *yp, ulong B
         }
 }
 
-/* Backward of the tile at column k0: sums of dy and dy*(x - mean) (row blocks of 64, compensated), then the
- * parameter gradients (F_GRADS, accumulated with F_ACCUM) and dx (F_DX). F_STATS: statistics recomputed. */
-inline void FN(pa_backward)(__global const stype *xp, __global const stype *dyp, __global stype *dxp, ulong B,
-                            ulong K, ulong k0, uint ng, __global const float *scale, __global const float *smean,
-                            __global const float *sinvstd, __global float *dscale, __global float *dbias,
-                            float alpha, float beta, float eps, ulong pC, ulong pS, uint flags) {
-    VT shift[TG], m[TG], is[TG], su[TG], suc[TG], sv[TG], svc[TG];
-    if (flags & F_STATS)
-        FN(pa_stats)(xp, B, K, ng, shift, m, is);
+/* The statistics of the tile's columns for the backward: recomputed (F_STATS: *is gets M2 here, the caller turns
+ * it into invstd), from a per-column stats coef buffer (F_COEF: shift, m, invstd at scoef[5k..]), or the saved
+ * mean and invstd (shift 0). */
+inline void FN(pa_group_stats)(__global const stype *xp, ulong B, ulong K, ulong k0, uint ng,
+                               __global const float *smean, __global const float *sinvstd,
+                               __global const float *scoef, ulong pC, ulong pS, uint flags, VT *shift, VT *m, VT *is) {
+    if (flags & F_STATS) {
+        FN(pa_stats)(xp, 0, B, K, ng, shift, m, is);
+        return;
+    }
     for (uint g = 0; g < ng; ++g) {
-        if (flags & F_STATS) {
-            is[g] = rsqrt(is[g] / (float)B + eps);
+        ulong k = k0 + g * PA_W;
+        if (flags & F_COEF) {
+            float t[3][PA_W];
+            for (uint l = 0; l < PA_W; ++l)
+                for (uint j = 0; j < 3; ++j)
+                    t[j][l] = scoef[5 * (k + l) + j];
+#if PA_W == 16
+            shift[g] = vload16(0, t[0]);
+            m[g] = vload16(0, t[1]);
+            is[g] = vload16(0, t[2]);
+#else
+            shift[g] = t[0][0];
+            m[g] = t[1][0];
+            is[g] = t[2][0];
+#endif
         } else {
             shift[g] = (VT)(0.0f);
-            m[g] = PLD(smean, k0 + g * PA_W);
-            is[g] = PLD(sinvstd, k0 + g * PA_W);
+            m[g] = PLD(smean, k);
+            is[g] = PLD(sinvstd, k);
         }
-        su[g] = suc[g] = sv[g] = svc[g] = (VT)(0.0f);
     }
-    for (ulong b0 = 0; b0 < B; b0 += 64) {
-        ulong b1 = min(B, b0 + 64);
+}
+
+/* Sums of dy and dy * ((x - shift) - m) of the tile's columns over rows [b0, b1): row blocks of 64, compensated. */
+inline void FN(pa_sums)(__global const stype *xp, __global const stype *dyp, ulong b0, ulong b1, ulong K, uint ng,
+                        const VT *shift, const VT *m, VT *su, VT *sv) {
+    VT suc[TG], svc[TG];
+    for (uint g = 0; g < ng; ++g)
+        su[g] = suc[g] = sv[g] = svc[g] = (VT)(0.0f);
+    for (ulong c0 = b0; c0 < b1; c0 += 64) {
+        ulong c1 = min(b1, c0 + 64);
         VT u[TG], v[TG];
         for (uint g = 0; g < ng; ++g)
             u[g] = v[g] = (VT)(0.0f);
-        for (ulong b = b0; b < b1; ++b)
+        for (ulong b = c0; b < c1; ++b)
             for (uint g = 0; g < ng; ++g) {
                 ulong i = b * K + g * PA_W;
                 VT dyv = XLD(dyp + i);
@@ -154,10 +175,21 @@ inline void FN(pa_backward)(__global const stype *xp, __global const stype *dyp,
             KAHAN_V(sv[g], svc[g], v[g]);
         }
     }
-    float invB = 1.0f / (float)B;
+    for (uint g = 0; g < ng; ++g) {
+        su[g] -= suc[g];
+        sv[g] -= svc[g];
+    }
+}
+
+/* From the sums of the tile's columns: the parameter gradients (F_GRADS, accumulated with F_ACCUM) and the dx
+ * coefficients k1 = scale*invstd, k2 = -k1*invstd*dscale/M, k3 = -k1*dbias/M, returned in su, sv, is. */
+inline void FN(pa_grads)(ulong k0, uint ng, float M, __global const float *scale, __global float *dscale,
+                         __global float *dbias, float alpha, float beta, ulong pC, ulong pS, uint flags, VT *su,
+                         VT *sv, VT *is) {
+    float invM = 1.0f / M;
     for (uint g = 0; g < ng; ++g) {
         ulong k = k0 + g * PA_W;
-        VT gbias = su[g] - suc[g], gscale = (sv[g] - svc[g]) * is[g];
+        VT gbias = su[g], gscale = sv[g] * is[g];
         if (flags & F_GRADS) {
             if (flags & F_ACCUM) {
                 PST(alpha * gscale + beta * PLD(dscale, k), dscale, k);
@@ -167,17 +199,30 @@ inline void FN(pa_backward)(__global const stype *xp, __global const stype *dyp,
                 PST(alpha * gbias, dbias, k);
             }
         }
-        /* dx = k1 * dy + k2 * (x - mean) + k3: reuse the arrays for k1 (su), k2 (sv), k3 (suc) */
         VT k1 = (flags & F_AFFINE) ? is[g] * PLD(scale, k) : is[g];
         su[g] = k1;
-        sv[g] = -k1 * is[g] * gscale * invB;
-        suc[g] = -k1 * gbias * invB;
+        sv[g] = -k1 * is[g] * gscale * invM;
+        is[g] = -k1 * gbias * invM;
     }
+}
+
+/* Backward of the tile at column k0 over all B rows: statistics, sums, gradients, then dx (F_DX). */
+inline void FN(pa_backward)(__global const stype *xp, __global const stype *dyp, __global stype *dxp, ulong B,
+                            ulong K, ulong k0, uint ng, __global const float *scale, __global const float *smean,
+                            __global const float *sinvstd, __global float *dscale, __global float *dbias,
+                            float alpha, float beta, float eps, ulong pC, ulong pS, uint flags) {
+    VT shift[TG], m[TG], is[TG], su[TG], sv[TG];
+    FN(pa_group_stats)(xp, B, K, k0, ng, smean, sinvstd, NULL, pC, pS, flags, shift, m, is);
+    if (flags & F_STATS)
+        for (uint g = 0; g < ng; ++g)
+            is[g] = rsqrt(is[g] / (float)B + eps);
+    FN(pa_sums)(xp, dyp, 0, B, K, ng, shift, m, su, sv);
+    FN(pa_grads)(k0, ng, (float)B, scale, dscale, dbias, alpha, beta, pC, pS, flags, su, sv, is);
     if (flags & F_DX)
         for (ulong b = 0; b < B; ++b)
             for (uint g = 0; g < ng; ++g) {
                 ulong i = b * K + g * PA_W;
-                XST(fma(su[g], XLD(dyp + i), fma(sv[g], (XLD(xp + i) - shift[g]) - m[g], suc[g])), dxp + i);
+                XST(fma(su[g], XLD(dyp + i), fma(sv[g], (XLD(xp + i) - shift[g]) - m[g], is[g])), dxp + i);
             }
 }
 

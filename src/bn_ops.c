@@ -244,6 +244,65 @@ static clnorm_status launch_columns(clnorm_context *ctx, cl_kernel k, const plan
     return launch_1d(ctx, k, p->groups, ctx->wg < 64 ? ctx->wg : 64, args, nargs);
 }
 
+/* Row chunks for the column layouts: 1 while the columns alone fill the device, else enough chunks of at least
+ * a few hundred rows each (few maps in NHWC, tall per-activation matrices). */
+static cl_uint row_chunks(const clnorm_context *ctx, const plan *p) {
+    int cpu = ctx->strategy == CN_STRATEGY_CPU;
+    size_t items = cpu ? (p->groups + 255) / 256 : p->groups;
+    size_t want = cpu ? 4 * (size_t)ctx->units : 256 * (size_t)ctx->units;
+    if (items >= want)
+        return 1;
+    size_t r = (want + items - 1) / items, rmax = p->rows / (cpu ? 1024 : 256);
+    if (r > rmax)
+        r = rmax;
+    if (r > 1024)
+        r = 1024;
+    return (cl_uint)(r ? r : 1);
+}
+
+/* the (columns, chunks) grid of the split column kernels */
+static clnorm_status launch_col_grid(clnorm_context *ctx, cl_kernel k, const plan *p, cl_uint R, const karg *args,
+                                     cl_uint nargs) {
+    size_t global[2], local[2] = {1, 1};
+    if (ctx->strategy == CN_STRATEGY_CPU) {
+        global[0] = (p->groups + 255) / 256;
+    } else {
+        local[0] = ctx->wg < 64 ? ctx->wg : 64;
+        global[0] = round_up(p->groups, local[0]);
+    }
+    global[1] = R;
+    return launch(ctx, k, 2, global, local, args, nargs);
+}
+
+/* split column statistics: partials per (chunk, column), then the per-column finalize into scoef */
+static clnorm_status enqueue_col_stats(clnorm_context *ctx, const plan *p, const clnorm_tensor *x, cl_uint R,
+                                       cl_kernel kpart, cl_kernel kfin, cl_mem part, cl_mem scale, cl_mem bias,
+                                       cl_mem rmean, cl_mem rvar, cl_mem smean, cl_mem sinvstd, cl_mem scoef,
+                                       double factor, double eps) {
+    karg a1[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_U64(p->rows), A_U64(p->groups), A_U32(R), A_MEM(part)};
+    clnorm_status st = launch_col_grid(ctx, kpart, p, R, a1, NARGS(a1));
+    if (st != CLNORM_SUCCESS)
+        return st;
+    double unbias = p->M > 1 ? (double)p->M / (double)(p->M - 1) : 1.0;
+    unsigned flags = (scale ? F_AFFINE : 0) | (rmean ? F_RUNNING : 0) | (smean ? F_SAVE : 0) | p->pmap;
+    karg a2[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(part),    A_U32(R),        A_U64(p->rows),
+                 A_U64(p->groups), A_MEM(scale),          A_MEM(bias),    A_MEM(rmean),    A_MEM(rvar),
+                 A_MEM(smean),     A_MEM(sinvstd),        A_MEM(scoef),   A_F32(factor),   A_F32(eps),
+                 A_F32(unbias),    A_U64(p->pC),          A_U64(p->pS),   A_U32(flags)};
+    return launch_1d(ctx, kfin, p->groups, FINALIZE_LOCAL, a2, NARGS(a2));
+}
+
+static clnorm_status enqueue_col_apply(clnorm_context *ctx, const plan *p, cl_uint R, cl_kernel k,
+                                       const clnorm_tensor *x, const clnorm_tensor *dy, const clnorm_tensor *out,
+                                       cl_mem scale, cl_mem bias, cl_mem mean, cl_mem var, cl_mem coef, double eps,
+                                       unsigned flags) {
+    karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy ? dy->buffer : NULL), A_U64(elem_offset(dy)),
+                A_MEM(out->buffer), A_U64(elem_offset(out)), A_U64(p->rows), A_U64(p->groups), A_U32(R),
+                A_MEM(scale), A_MEM(bias), A_MEM(mean), A_MEM(var), A_MEM(coef), A_F32(eps), A_U64(p->pC),
+                A_U64(p->pS), A_U32(flags | p->pmap)};
+    return launch_col_grid(ctx, k, p, R, a, NARGS(a));
+}
+
 /* ---- forward ---------------------------------------------------------------------------------- */
 
 clnorm_status cn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
@@ -272,6 +331,21 @@ clnorm_status cn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, cons
         return st;
 
     unsigned flags = (affine ? F_AFFINE : 0) | (running ? F_RUNNING : 0) | (save ? F_SAVE : 0) | F_STATS;
+    cl_uint R = p.columns ? row_chunks(ctx, &p) : 1;
+    if (R > 1) {
+        cl_kernel k[3];
+        static const cn_kernel_id ids[] = {K_COL_PARTIAL, K_COL_FINALIZE, K_COL_APPLY};
+        cl_mem part, scoef;
+        if ((st = kernels(ctx, x->dtype, ids, k, 3)) != CLNORM_SUCCESS ||
+            (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, R * p.groups * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
+            (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * 5 * sizeof(float), &scoef)) != CLNORM_SUCCESS)
+            return st;
+        st = enqueue_col_stats(ctx, &p, x, R, k[0], k[1], part, scale, bias, running ? running_mean : NULL,
+                               running_var, save ? save_mean : NULL, save_invstd, scoef, factor, epsilon);
+        if (st != CLNORM_SUCCESS)
+            return st;
+        return enqueue_col_apply(ctx, &p, R, k[2], x, NULL, y, NULL, NULL, NULL, NULL, scoef, epsilon, F_COEF);
+    }
     if (p.columns) {
         cl_kernel k;
         static const cn_kernel_id ids[] = {K_PA_FORWARD};
@@ -342,10 +416,13 @@ clnorm_status clnorm_bn_forward_inference(clnorm_context *ctx, clnorm_bn_mode mo
     if (st != CLNORM_SUCCESS)
         return st;
     cl_kernel k;
-    static const cn_kernel_id pa[] = {K_PA_FORWARD}, ap[] = {K_APPLY};
-    if ((st = kernels(ctx, x->dtype, p.columns ? pa : ap, &k, 1)) != CLNORM_SUCCESS)
+    cl_uint R = p.columns ? row_chunks(ctx, &p) : 1;
+    static const cn_kernel_id pa[] = {K_PA_FORWARD}, ap[] = {K_APPLY}, ca[] = {K_COL_APPLY};
+    if ((st = kernels(ctx, x->dtype, R > 1 ? ca : p.columns ? pa : ap, &k, 1)) != CLNORM_SUCCESS)
         return st;
     unsigned flags = affine ? F_AFFINE : 0;
+    if (R > 1)
+        return enqueue_col_apply(ctx, &p, R, k, x, NULL, y, scale, bias, mean, var, NULL, epsilon, flags);
     if (!p.columns)
         return enqueue_apply(ctx, &p, k, x, NULL, y, scale, bias, mean, var, NULL, epsilon, flags);
     karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(y->buffer), A_U64(elem_offset(y)), A_U64(p.rows),
@@ -385,6 +462,38 @@ clnorm_status cn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm
         return CLNORM_SUCCESS; /* nothing asked for */
 
     unsigned flags = (scale ? F_AFFINE : 0) | (grads ? F_GRADS : 0) | (dx ? F_DX : 0) | (beta != 0.0 ? F_ACCUM : 0);
+    cl_uint R = p.columns ? row_chunks(ctx, &p) : 1;
+    if (R > 1) {
+        cl_kernel k[5];
+        static const cn_kernel_id ids[] = {K_COL_PARTIAL, K_COL_FINALIZE, K_COL_BWD_PARTIAL, K_COL_BWD_FINALIZE,
+                                           K_COL_APPLY};
+        cl_mem part, coef = NULL, scoef = NULL;
+        if ((st = kernels(ctx, x->dtype, ids, k, 5)) != CLNORM_SUCCESS ||
+            (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, R * p.groups * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
+            (dx && (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.groups * 5 * sizeof(float), &coef)) != CLNORM_SUCCESS) ||
+            (!saved &&
+             (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * 5 * sizeof(float), &scoef)) != CLNORM_SUCCESS))
+            return st;
+        if (!saved) { /* recomputed statistics reach the backward kernels through scoef (F_COEF) */
+            st = enqueue_col_stats(ctx, &p, x, R, k[0], k[1], part, NULL, NULL, NULL, NULL, NULL, NULL, scoef, 0.0,
+                                   epsilon);
+            if (st != CLNORM_SUCCESS)
+                return st;
+            flags |= F_COEF;
+        }
+        karg a1[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy->buffer), A_U64(elem_offset(dy)),
+                     A_U64(p.rows), A_U64(p.groups), A_U32(R), A_MEM(save_mean), A_MEM(save_invstd), A_MEM(scoef),
+                     A_U64(p.pC), A_U64(p.pS), A_U32(flags | p.pmap), A_MEM(part)};
+        if ((st = launch_col_grid(ctx, k[2], &p, R, a1, NARGS(a1))) != CLNORM_SUCCESS)
+            return st;
+        karg a2[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(part), A_U32(R), A_U64(p.rows),
+                     A_U64(p.groups), A_MEM(save_mean), A_MEM(save_invstd), A_MEM(scoef), A_MEM(scale),
+                     A_MEM(dscale), A_MEM(dbias), A_MEM(coef), A_F32(alpha), A_F32(beta), A_U64(p.pC),
+                     A_U64(p.pS), A_U32(flags | p.pmap)};
+        if ((st = launch_1d(ctx, k[3], p.groups, FINALIZE_LOCAL, a2, NARGS(a2))) != CLNORM_SUCCESS || !dx)
+            return st;
+        return enqueue_col_apply(ctx, &p, R, k[4], x, dy, dx, NULL, NULL, NULL, NULL, coef, epsilon, F_DX | F_COEF);
+    }
     if (p.columns) {
         cl_kernel k;
         static const cn_kernel_id ids[] = {K_PA_BACKWARD};

@@ -47,6 +47,11 @@ typedef enum cn_kernel_id {
     K_PA_BACKWARD,
     K_FUSED_FORWARD,
     K_FUSED_BACKWARD,
+    K_COL_PARTIAL,
+    K_COL_FINALIZE,
+    K_COL_APPLY,
+    K_COL_BWD_PARTIAL,
+    K_COL_BWD_FINALIZE,
     K_COUNT
 } cn_kernel_id;
 

@@ -1,5 +1,5 @@
 /* Kernel program cache, in memory per context. A program is the #define block in its build options +
- * common.cl + bn_peract.cl (twice: 16 and 1 columns) + bn_stats.cl + bn_apply.cl + bn_backward.cl.
+ * common.cl + bn_peract.cl (twice: 16 and 1 columns) + bn_stats.cl + bn_apply.cl + bn_backward.cl + bn_columns.cl.
  * Key: the full build options (dtype, strategy, work-group size, CLNORM_BUILD_OPTIONS) and the source hash.
  * CLNORM_KERNEL_DIR=<dir> loads the .cl files from disk instead of the copies embedded at build time.
  * Built programs also go to the on-disk cache (disk_cache.c), keyed by the options (which carry the source hash),
@@ -20,14 +20,15 @@ extern const char clnorm_embedded_hash[];
 
 static const char *const kernel_names[K_COUNT] = {
     "bn_stats_partial", "bn_stats_finalize", "bn_apply", "bn_pa_forward",
-    "bn_bwd_partial",   "bn_bwd_finalize",   "bn_pa_backward", "bn_fused_forward", "bn_fused_backward"};
+    "bn_bwd_partial",   "bn_bwd_finalize",   "bn_pa_backward", "bn_fused_forward", "bn_fused_backward",
+    "bn_col_partial", "bn_col_finalize", "bn_col_apply", "bn_col_bwd_partial", "bn_col_bwd_finalize"};
 
 /* the pieces of a program, in order; NULL name: literal text */
 static const struct {
     const char *file, *text;
 } pieces[] = {{"common.cl", NULL},   {NULL, "#define PA_W 16\n"}, {"bn_peract.cl", NULL},
               {NULL, "#define PA_W 1\n"}, {"bn_peract.cl", NULL}, {"bn_stats.cl", NULL},
-              {"bn_apply.cl", NULL}, {"bn_backward.cl", NULL}};
+              {"bn_apply.cl", NULL}, {"bn_backward.cl", NULL}, {"bn_columns.cl", NULL}};
 #define N_PIECES (sizeof pieces / sizeof pieces[0])
 
 static const char *dtype_define(clnorm_dtype d) {
@@ -149,13 +150,19 @@ static clnorm_status get_program(clnorm_context *ctx, clnorm_dtype dtype, cn_pro
     const char *texts[N_PIECES];
     size_t sizes[N_PIECES];
     char *owned[N_PIECES];
-    char hash[17], options[1024];
+    char hash[17], options[4096];
     clnorm_status st = load_sources(texts, sizes, owned, hash);
     if (st == CLNORM_SUCCESS) {
         const char *extra = getenv("CLNORM_BUILD_OPTIONS");
-        snprintf(options, sizeof options, "-cl-std=CL1.2 -D%s -D%s -DWG=%zu -DCLNORM_SOURCE_HASH=0x%s %s",
-                 dtype_define(dtype), ctx->strategy == CN_STRATEGY_CPU ? "STRATEGY_CPU" : "STRATEGY_GPU", ctx->wg,
-                 hash, extra ? extra : "");
+        int len = snprintf(options, sizeof options, "-cl-std=CL1.2 -D%s -D%s -DWG=%zu -DCLNORM_SOURCE_HASH=0x%s %s",
+                           dtype_define(dtype), ctx->strategy == CN_STRATEGY_CPU ? "STRATEGY_CPU" : "STRATEGY_GPU",
+                           ctx->wg, hash, extra ? extra : "");
+        if (len < 0 || (size_t)len >= sizeof options) {
+            for (size_t i = 0; i < N_PIECES; ++i)
+                free(owned[i]);
+            return cn_fail(CLNORM_ERROR_BUILD, "CLNORM_BUILD_OPTIONS is too long (the build options may take %zu "
+                                               "characters)", sizeof options - 1);
+        }
         cn_program *p = ctx->programs;
         while (p && strcmp(p->options, options) != 0)
             p = p->next;

@@ -1,0 +1,189 @@
+/* Column layouts with few columns and many rows (NHWC SPATIAL, tall PER_ACTIVATION), split by rows so that
+ * enough work-items share the work: partial statistics per (row chunk, column), a per-column merge, then a 2-D
+ * elementwise pass; the backward likewise. Row chunk r of R covers rows [slice_begin(rows, r, R), ...r + 1).
+ * Partials of chunk r: part[r*2K + k] and part[r*2K + K + k] (two values per column, see each kernel).
+ * Per-column coefficients (coef_t, 5 floats) are indexed by column; parameter vectors through param_index. */
+
+/* CPU: tiles of 256 columns strided over dimension 0; GPU: one column per work-item. Dimension 1: the chunk. */
+__kernel void bn_col_partial(__global const stype *x, ulong xoff, ulong rows, ulong K, uint R,
+                             __global float *part) {
+    uint r = get_global_id(1);
+    ulong b0 = slice_begin(rows, r, R), b1 = slice_begin(rows, r + 1, R);
+    __global const stype *xp = x + xoff;
+    __global float *pm = part + (ulong)r * 2 * K, *pq = pm + K;
+    float sh1, m1, q1;
+#if defined(STRATEGY_CPU)
+    for (ulong t0 = get_global_id(0) * 256; t0 < K; t0 += get_global_size(0) * 256) {
+        ulong width = min((ulong)256, K - t0);
+        uint ng = (uint)(width / 16);
+        if (ng) {
+            float16 sh[16], m[16], q[16];
+            pa_stats_w16(xp + t0, b0, b1, K, ng, sh, m, q);
+            for (uint g = 0; g < ng; ++g) {
+                vstore16(m[g], 0, pm + t0 + g * 16);
+                vstore16(q[g], 0, pq + t0 + g * 16);
+            }
+        }
+        for (ulong k = t0 + ng * 16; k < t0 + width; ++k) {
+            pa_stats_w1(xp + k, b0, b1, K, 1, &sh1, &m1, &q1);
+            pm[k] = m1;
+            pq[k] = q1;
+        }
+    }
+#else
+    ulong k = get_global_id(0);
+    if (k < K) {
+        pa_stats_w1(xp + k, b0, b1, K, 1, &sh1, &m1, &q1);
+        pm[k] = m1;
+        pq[k] = q1;
+    }
+#endif
+}
+
+/* One work-item per column: merge the R chunks (in order), finalise, coefficients to scoef[5k..]. */
+__kernel void bn_col_finalize(__global const stype *x, ulong xoff, __global const float *part, uint R, ulong rows,
+                              ulong K, __global const float *scale, __global const float *bias,
+                              __global float *rmean, __global float *rvar, __global float *smean,
+                              __global float *sinvstd, __global float *scoef, float factor, float eps, float unbias,
+                              ulong pC, ulong pS, uint flags) {
+    ulong k = get_global_id(0);
+    if (k >= K)
+        return;
+    acc_t a;
+    acc_init(&a);
+    for (uint r = 0; r < R; ++r)
+        acc_merge(&a, slice_begin(rows, r + 1, R) - slice_begin(rows, r, R), part[(ulong)r * 2 * K + k],
+                  part[(ulong)r * 2 * K + K + k]);
+    coef_store(finalize_stats(&a, LOAD1(x + xoff, k), rows, param_index(k, pC, pS, flags), scale, bias, rmean, rvar,
+                              smean, sinvstd, factor, eps, unbias, flags),
+               scoef, k);
+}
+
+/* out = k2 * ((x - K) - m) + k3 (+ k1 * dy with F_DX) with column coefficients: F_COEF from coef[5k..], else
+ * (inference) from the parameter vectors. */
+inline coef_t col_coef(ulong k, __global const float *scale, __global const float *bias, __global const float *mean,
+                       __global const float *var, __global const float *coef, float eps, ulong pC, ulong pS,
+                       uint flags) {
+    if (flags & F_COEF)
+        return coef_load(coef, k);
+    return map_coef(param_index(k, pC, pS, flags), scale, bias, mean, var, coef, eps, flags);
+}
+
+__kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
+                           __global stype *out, ulong ooff, ulong rows, ulong K, uint R, __global const float *scale,
+                           __global const float *bias, __global const float *mean, __global const float *var,
+                           __global const float *coef, float eps, ulong pC, ulong pS, uint flags) {
+    uint r = get_global_id(1);
+    ulong b0 = slice_begin(rows, r, R), b1 = slice_begin(rows, r + 1, R);
+    __global const stype *xp = x + xoff;
+    __global const stype *gp = (flags & F_DX) ? dy + dyoff : NULL;
+    __global stype *op = out + ooff;
+#if defined(STRATEGY_CPU)
+    for (ulong t0 = get_global_id(0) * 256; t0 < K; t0 += get_global_size(0) * 256) {
+        uint width = (uint)min((ulong)256, K - t0), ng = width / 16;
+        float cK[256], cm[256], c1[256], c2[256], c3[256];
+        for (uint j = 0; j < width; ++j) {
+            coef_t c = col_coef(t0 + j, scale, bias, mean, var, coef, eps, pC, pS, flags);
+            cK[j] = c.K;
+            cm[j] = c.m;
+            c1[j] = c.k1;
+            c2[j] = c.k2;
+            c3[j] = c.k3;
+        }
+        for (ulong b = b0; b < b1; ++b) {
+            ulong base = b * K + t0;
+            for (uint g = 0; g < ng; ++g) {
+                float16 v = fma((LOAD16(xp, base + g * 16) - vload16(g, cK)) - vload16(g, cm), vload16(g, c2),
+                                vload16(g, c3));
+                if (gp)
+                    v = fma(vload16(g, c1), LOAD16(gp, base + g * 16), v);
+                STORE16(v, op, base + g * 16);
+            }
+            for (uint j = ng * 16; j < width; ++j) {
+                float v = fma((LOAD1(xp, base + j) - cK[j]) - cm[j], c2[j], c3[j]);
+                if (gp)
+                    v = fma(c1[j], LOAD1(gp, base + j), v);
+                STORE1(v, op, base + j);
+            }
+        }
+    }
+#else
+    ulong k = get_global_id(0);
+    if (k >= K)
+        return;
+    coef_t c = col_coef(k, scale, bias, mean, var, coef, eps, pC, pS, flags);
+    for (ulong b = b0; b < b1; ++b) {
+        float v = fma((LOAD1(xp, b * K + k) - c.K) - c.m, c.k2, c.k3);
+        if (gp)
+            v = fma(c.k1, LOAD1(gp, b * K + k), v);
+        STORE1(v, op, b * K + k);
+    }
+#endif
+}
+
+/* Chunk r: part[r*2K + k] = sum dy, part[r*2K + K + k] = sum dy * (x - mean) of column k over the chunk's rows;
+ * statistics from scoef (F_COEF, recomputed) or the saved ones. */
+__kernel void bn_col_bwd_partial(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
+                                 ulong rows, ulong K, uint R, __global const float *smean,
+                                 __global const float *sinvstd, __global const float *scoef, ulong pC, ulong pS,
+                                 uint flags, __global float *part) {
+    uint r = get_global_id(1);
+    ulong b0 = slice_begin(rows, r, R), b1 = slice_begin(rows, r + 1, R);
+    __global const stype *xp = x + xoff;
+    __global const stype *gp = dy + dyoff;
+    __global float *pu = part + (ulong)r * 2 * K, *pv = pu + K;
+    float sh1, m1, is1, u1, v1;
+#if defined(STRATEGY_CPU)
+    for (ulong t0 = get_global_id(0) * 256; t0 < K; t0 += get_global_size(0) * 256) {
+        ulong width = min((ulong)256, K - t0);
+        uint ng = (uint)(width / 16);
+        if (ng) {
+            float16 sh[16], m[16], is[16], u[16], v[16];
+            pa_group_stats_w16(xp + t0, rows, K, t0, ng, smean, sinvstd, scoef, pC, pS, flags, sh, m, is);
+            pa_sums_w16(xp + t0, gp + t0, b0, b1, K, ng, sh, m, u, v);
+            for (uint g = 0; g < ng; ++g) {
+                vstore16(u[g], 0, pu + t0 + g * 16);
+                vstore16(v[g], 0, pv + t0 + g * 16);
+            }
+        }
+        for (ulong k = t0 + ng * 16; k < t0 + width; ++k) {
+            pa_group_stats_w1(xp + k, rows, K, k, 1, smean, sinvstd, scoef, pC, pS, flags, &sh1, &m1, &is1);
+            pa_sums_w1(xp + k, gp + k, b0, b1, K, 1, &sh1, &m1, &u1, &v1);
+            pu[k] = u1;
+            pv[k] = v1;
+        }
+    }
+#else
+    ulong k = get_global_id(0);
+    if (k < K) {
+        pa_group_stats_w1(xp + k, rows, K, k, 1, smean, sinvstd, scoef, pC, pS, flags, &sh1, &m1, &is1);
+        pa_sums_w1(xp + k, gp + k, b0, b1, K, 1, &sh1, &m1, &u1, &v1);
+        pu[k] = u1;
+        pv[k] = v1;
+    }
+#endif
+}
+
+/* One work-item per column: sums of the R chunks (in order), gradients, dx coefficients to coef[5k..] (F_DX). */
+__kernel void bn_col_bwd_finalize(__global const stype *x, ulong xoff, __global const float *part, uint R,
+                                  ulong rows, ulong K, __global const float *smean, __global const float *sinvstd,
+                                  __global const float *scoef, __global const float *scale, __global float *dscale,
+                                  __global float *dbias, __global float *coef, float alpha, float beta, ulong pC,
+                                  ulong pS, uint flags) {
+    ulong k = get_global_id(0);
+    if (k >= K)
+        return;
+    float su = 0.0f, suc = 0.0f, sv = 0.0f, svc = 0.0f, sh, m, is;
+    for (uint r = 0; r < R; ++r) {
+        kahan_add(&su, &suc, part[(ulong)r * 2 * K + k]);
+        kahan_add(&sv, &svc, part[(ulong)r * 2 * K + K + k]);
+    }
+    pa_group_stats_w1(x + xoff + k, rows, K, k, 1, smean, sinvstd, scoef, pC, pS, flags, &sh, &m, &is);
+    su -= suc;
+    sv -= svc;
+    pa_grads_w1(k, 1, (float)rows, scale, dscale, dbias, alpha, beta, pC, pS, flags, &su, &sv, &is);
+    if (flags & F_DX) {
+        coef_t c = {sh, m, su, sv, is};
+        coef_store(c, coef, k);
+    }
+}
