@@ -325,6 +325,8 @@ static const dcase peract_cases[] = {
     {CLNORM_BN_PER_ACTIVATION, {2, {7, 5}}, 0, 1},          {CLNORM_BN_PER_ACTIVATION, {3, {2, 3, 5}}, 1, 0},
     {CLNORM_BN_PER_ACTIVATION, {3, {9, 1, 17}}, 3, 5},      {CLNORM_BN_PER_ACTIVATION, {5, {3, 4, 2, 3, 5}}, 2, 7},
     {CLNORM_BN_PER_ACTIVATION, {4, {33, 19, 1, 3}}, 1, 1},  {CLNORM_BN_PER_ACTIVATION, {2, {5, 300}}, 9, 2},
+    /* tall: few columns, many rows -> the row-split column kernels (both strategies) */
+    {CLNORM_BN_PER_ACTIVATION, {2, {4100, 3}}, 1, 2},       {CLNORM_BN_PER_ACTIVATION, {3, {2600, 2, 9}}, 0, 0},
 };
 
 static void run_dtype_cases(clnorm_dtype dt, const dcase *cs, size_t k) {
