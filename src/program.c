@@ -68,6 +68,8 @@ static char *read_file(const char *dir, const char *name, size_t *size) {
 static clnorm_status load_sources(const char **texts, size_t *sizes, char **owned, char hash[17]) {
     const char *dir = getenv("CLNORM_KERNEL_DIR");
     uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < N_PIECES; ++i) /* all of them: the caller frees every slot, also after an early return */
+        owned[i] = NULL;
     for (size_t i = 0; i < N_PIECES; ++i) {
         owned[i] = NULL;
         if (!pieces[i].file) {
