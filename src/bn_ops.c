@@ -7,6 +7,7 @@
  * ((B, C*S) and (B, C)), NHWC SPATIAL ((B*S, C)) and NHWC PER_ACTIVATION ((B, S*C), parameters permuted). */
 #include "bn_ops.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -33,6 +34,11 @@ static clnorm_status check_mode(clnorm_bn_mode mode) {
 static clnorm_status check_epsilon(double eps) {
     if (!(eps > 0.0) || !isfinite(eps))
         return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "epsilon must be finite and > 0, got %g", eps);
+    /* the kernels take it as a float: one that rounds to 0 (or a denormal a device may flush) gives NaN for
+       constant groups */
+    if ((float)eps < FLT_MIN)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "epsilon %g is below FLT_MIN (%g): it would be 0 in float", eps,
+                       (double)FLT_MIN);
     return CLNORM_SUCCESS;
 }
 
