@@ -174,6 +174,12 @@ static void test_nan_inf_arguments(void **state) {
         TU_ERR(IA, clnorm_batchnorm_create(tu_ctx, &cfg, &bn));
         TU_TRUE(bn == NULL && strstr(clnorm_last_error(), "sscale"));
     }
+    /* an epsilon that is > 0 in double but 0 (or denormal) in float: refused, not NaN for constant groups */
+    const double tiny[] = {1e-300, 1e-45, 1e-39};
+    clnorm_tensor tx = view(X, 0, 4, SHAPE), ty = view(Y, 0, 4, SHAPE);
+    for (int k = 0; k < 3; k++)
+        REFUSED(IA, "epsilon", clnorm_bn_forward_training(tu_ctx, CLNORM_BN_SPATIAL, &tx, &ty, NULL, NULL, 0.1,
+                                                          tiny[k], NULL, NULL, NULL, NULL));
     /* the layer's backward factors */
     clnorm_batchnorm_config cfg;
     clnorm_batchnorm_config_init(&cfg, 2, 3);
