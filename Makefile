@@ -7,7 +7,7 @@ CMAKE_ARGS ?=
 PREFIX   ?= /usr/local
 PKGS     := cmake make gcc pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libcmocka-dev clinfo
 
-.PHONY: all deps configure build demo test bench clean format install docs
+.PHONY: all deps configure build demo test bench clean format install docs check-memory check-asan check-valgrind fuzz
 
 all: build
 
@@ -34,6 +34,37 @@ demo: build
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j 1
+
+# Memory checks: the whole ctest suite (but `large`) built with -fsanitize=$(SANITIZE) in $(ASAN_BUILD)/, then
+# valgrind memcheck over a subset on the normal build (tests/memcheck.sh). Suppressions: tests/lsan.supp,
+# tests/valgrind.supp (POCL / LLVM / ld.so internals only). Needs valgrind.
+ASAN_BUILD ?= build-asan
+SANITIZE   ?= address,undefined
+check-memory: check-asan check-valgrind
+
+check-asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCLNORM_SANITIZE=$(SANITIZE) -DCLNORM_BUILD_BENCH=OFF $(CMAKE_ARGS)
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j 1 -LE large
+
+check-valgrind: build
+	tests/memcheck.sh $(BUILD)
+
+# libFuzzer target fuzz/fuzz_api.c (clang, -fsanitize=fuzzer,address,undefined) in $(FUZZ_BUILD)/, run for
+# FUZZ_SECONDS on POCL with the corpus in $(FUZZ_BUILD)/corpus.
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCLNORM_BUILD_FUZZ=ON \
+	  -DCLNORM_BUILD_TESTS=OFF -DCLNORM_BUILD_BENCH=OFF -DCLNORM_BUILD_EXAMPLES=OFF $(CMAKE_ARGS)
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_api
+	mkdir -p $(FUZZ_BUILD)/corpus
+	cd $(FUZZ_BUILD) && ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+	  POCL_CACHE_DIR=$(CURDIR)/$(FUZZ_BUILD)/pocl-cache CLNORM_CACHE_DIR=$(CURDIR)/$(FUZZ_BUILD)/clnorm-cache \
+	  ./fuzz_api -max_total_time=$(FUZZ_SECONDS) -timeout=300 -rss_limit_mb=6144 -max_len=64 -len_control=0 -print_final_stats=1 corpus
 
 bench: build
 	./$(BUILD)/clnorm-bench $(BENCH_ARGS)
