@@ -175,13 +175,16 @@ static clnorm_status get_program(clnorm_context *ctx, clnorm_dtype dtype, cn_pro
                 st = cn_fail(CLNORM_ERROR_HOST_MEMORY, "out of host memory building kernels");
             } else {
                 strcpy(p->options, options);
-                char key[2048];
-                snprintf(key, sizeof key, "clnorm %u | %s | %s", clnorm_version(), options, ctx->cache_id);
-                if (cn_disk_cache_load(ctx, key, options, &p->program)) {
+                /* the disk cache key; a key that does not fit (absurd device strings) just skips the disk cache */
+                char key[8192];
+                int klen = snprintf(key, sizeof key, "clnorm %u | %.4095s | %.3000s", clnorm_version(), options,
+                                    ctx->cache_id);
+                int keyed = klen > 0 && (size_t)klen < sizeof key && strlen(ctx->cache_id) <= 3000;
+                if (keyed && cn_disk_cache_load(ctx, key, options, &p->program)) {
                     st = CLNORM_SUCCESS;
                 } else {
                     st = build(ctx, options, texts, sizes, p);
-                    if (st == CLNORM_SUCCESS)
+                    if (st == CLNORM_SUCCESS && keyed)
                         cn_disk_cache_store(ctx, key, p->program);
                 }
                 if (st == CLNORM_SUCCESS) {

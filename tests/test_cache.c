@@ -267,7 +267,7 @@ static void list_dir(const char *dir, listing *l) {
         size_t len = strlen(e->d_name);
         if (len > 6 && strcmp(e->d_name + len - 6, ".clbin") == 0 && l->n < MAX_FILES) {
             snprintf(l->name[l->n], sizeof l->name[0], "%s", e->d_name);
-            char p[4400];
+            char p[4608];
             snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
             stat(p, &l->st[l->n]);
             l->n++;
@@ -314,7 +314,7 @@ static uint64_t fnv1a(const unsigned char *p, size_t n) {
 /* disk_cache.c's format: "CLNORMB1" | u32 key length | u32 0 | u64 binary size | u64 FNV-1a(key, binary) | key |
  * binary; the key starts with "clnorm <version> | ". */
 static int file_valid(const char *dir, const char *name, int quiet) {
-    char p[4400];
+    char p[4608];
     snprintf(p, sizeof p, "%s/%s", dir, name);
     size_t n = 0;
     unsigned char *b = slurp(p, &n);
@@ -442,7 +442,7 @@ static void damage_case(const char *name, damage_fn damage) {
     unsigned char *damaged[MAX_FILES];
     size_t damaged_size[MAX_FILES];
     for (int i = 0; i < l.n; ++i) {
-        char p[4400];
+        char p[4608];
         snprintf(p, sizeof p, "%s/%s", dir, l.name[i]);
         damaged[i] = slurp(p, &damaged_size[i]);
         TU_TRUE(damaged[i] != NULL && damaged_size[i] > 64);
@@ -456,7 +456,7 @@ static void damage_case(const char *name, damage_fn damage) {
     free(r);
     expect_valid_files(dir, n, name);
     for (int i = 0; i < l.n; ++i) { /* rewritten: the damaged bytes are gone */
-        char p[4400];
+        char p[4608];
         snprintf(p, sizeof p, "%s/%s", dir, l.name[i]);
         size_t size = 0;
         unsigned char *b = slurp(p, &size);
