@@ -537,7 +537,20 @@ static void test_device_selectors(void **state) {
     TU_ERR(CLNORM_ERROR_NO_DEVICE, clnorm_context_create("0:99", &c2));
     TU_ERR(CLNORM_ERROR_INVALID_ARGUMENT, clnorm_context_create("0:0", NULL));
 
-    static const char *const ok_sel[] = {"0:0", "POCL", "pOcL", "pocl"};
+    /* "0:0", the test device's selector ($CLNORM_TEST_DEVICE, "pocl" by default) as given, upper-cased and in
+       alternating case: whatever the device, the same checks run */
+    char sel_upper[128], sel_mixed[128];
+    const char *sel = tu_device_selector();
+    size_t m = 0;
+    for (; sel[m] && m < sizeof sel_upper - 1; m++) {
+        const char ch = sel[m];
+        const char up = (char)((ch >= 'a' && ch <= 'z') ? ch - 'a' + 'A' : ch);
+        const char lo = (char)((ch >= 'A' && ch <= 'Z') ? ch - 'A' + 'a' : ch);
+        sel_upper[m] = up;
+        sel_mixed[m] = (m % 2) ? lo : up;
+    }
+    sel_upper[m] = sel_mixed[m] = '\0';
+    const char *const ok_sel[] = {"0:0", sel, sel_upper, sel_mixed};
     for (size_t k = 0; k < sizeof ok_sel / sizeof ok_sel[0]; k++) {
         c2 = NULL;
         tu_case("device selector %s", ok_sel[k]);
