@@ -16,8 +16,13 @@ Ops, as in clnorm-bench (epsilon 1e-5, momentum/factor 0.1, affine, running stat
 
 PyTorch is a comparison tool, not a dependency: without it this script says so and exits 0.
 
+With --torch-device cuda (a CUDA build of PyTorch and an NVIDIA GPU), PyTorch runs on the GPU (its own
+CUDA kernels, timed with torch.cuda.synchronize() after each block): the peer for clnorm on the same
+card through its OpenCL driver (--device nvidia).
+
 Usage: python3 bench/peers.py [--bench ./build/clnorm-bench] [--shape 8,32,32,64,64]...
                               [--op train|infer|bwd|all]... [--device SEL] [--min-time S] [--rounds N]
+                              [--torch-device cpu|cuda]
 """
 import argparse
 import csv
@@ -76,6 +81,8 @@ def parse_args():
     p.add_argument("--min-time", type=float, default=0.3, help="seconds per timed block (default 0.3)")
     p.add_argument("--rounds", type=int, default=5, help="rounds, medians over them (default 5)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    p.add_argument("--torch-device", default="cpu", choices=("cpu", "cuda"),
+                   help="where PyTorch runs (default cpu)")
     a = p.parse_args()
     a.shape = a.shape or DEFAULT_SHAPES
     ops = []
@@ -100,10 +107,15 @@ def import_torch():
         return None, e
 
 
+SYNC = [lambda: None]  # torch.cuda.synchronize with --torch-device cuda
+
+
 def time_block(fn, k):
+    SYNC[0]()
     t0 = time.perf_counter()
     for _ in range(k):
         fn()
+    SYNC[0]()
     return (time.perf_counter() - t0) / k
 
 
@@ -124,7 +136,7 @@ def time_torch(torch, fn, min_time, rounds):
     return statistics.median(time_block(fn, k) for _ in range(rounds)), k
 
 
-def torch_case(torch, shape):
+def torch_case(torch, shape, device):
     """Inputs like clnorm-bench's: x uniform in [-1, 5), dy in [-1, 1), scale ~1, bias ~0."""
     g = torch.Generator().manual_seed(1000)
     maps = shape[1]
@@ -137,6 +149,7 @@ def torch_case(torch, shape):
         "rm": torch.zeros(maps),
         "rv": torch.ones(maps),
     }
+    c = {k: v.to(device) for k, v in c.items()}
     _, c["save_mean"], c["save_invstd"] = torch.ops.aten.native_batch_norm(
         c["x"], c["w"], c["b"], c["rm"], c["rv"], True, MOMENTUM, EPS)
     return c
@@ -204,10 +217,17 @@ def main():
               file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
+    if args.torch_device == "cuda":
+        if not torch.cuda.is_available():
+            print("peers.py: --torch-device cuda: this PyTorch sees no CUDA device", file=sys.stderr)
+            return 2
+        SYNC[0] = torch.cuda.synchronize
+        where = "CUDA on %s" % torch.cuda.get_device_name(0)
+    else:
+        where = "CPU, %d threads" % torch.get_num_threads()
 
-    print("peers.py: PyTorch %s CPU, %d threads (%s), against %s; medians of %d rounds of ~%.2f s"
-          % (torch.__version__, torch.get_num_threads(), sys.executable, args.bench, args.rounds,
-             args.min_time))
+    print("peers.py: PyTorch %s %s (%s), against %s; medians of %d rounds of ~%.2f s"
+          % (torch.__version__, where, sys.executable, args.bench, args.rounds, args.min_time))
     load = load_average()
     if load is not None:
         print("load average (1 min) at start: %.2f on %d CPUs" % (load, os.cpu_count() or 0))
@@ -219,7 +239,7 @@ def main():
     printed_header = False
     with torch.no_grad():
         for shape in args.shape:
-            c = torch_case(torch, shape)
+            c = torch_case(torch, shape, args.torch_device)
             tensor_bytes = 4.0 * math.prod(shape)
             for op in args.op:
                 t_s, _ = time_torch(torch, torch_fn(torch, c, op), args.min_time, args.rounds)

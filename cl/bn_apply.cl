@@ -35,14 +35,35 @@ __kernel void bn_apply(__global const stype *x, ulong xoff, __global const stype
      * division per row, not per element */
     (void)chunk;
     (void)total;
-    for (ulong row = get_global_id(1); row < total / S; row += get_global_size(1)) {
-        coef_t k = map_coef(row % C, scale, bias, mean, var, coef, eps, flags);
-        for (ulong s = get_global_id(0); s < S; s += get_global_size(0)) {
-            ulong e = row * S + s;
-            float v = fma((LOAD1(xp, e) - k.K) - k.m, k.k2, k.k3);
-            if (gp)
-                v = fma(k.k1, LOAD1(gp, e), v);
-            STORE1(v, op, e);
+    ulong rows = total / S, G0 = get_global_size(0);
+    if (S >= 4 * G0) {
+        /* long rows: four values of a row per trip (apply_strided) */
+        for (ulong row = get_global_id(1); row < rows; row += get_global_size(1)) {
+            coef_t k = map_coef(row % C, scale, bias, mean, var, coef, eps, flags);
+            ulong base = row * S;
+            apply_strided(xp + base, gp ? gp + base : gp, op + base, S, get_global_id(0), G0, k);
+        }
+    } else {
+        /* short rows: dimension 1 walks groups of four rows (the host sizes it so), one value of each per trip */
+        for (ulong r0 = get_global_id(1) * 4; r0 < rows; r0 += get_global_size(1) * 4) {
+            uint nr = (uint)min((ulong)4, rows - r0);
+            coef_t k[4];
+            for (uint j = 0; j < 4; ++j)
+                k[j] = map_coef((r0 + min(j, nr - 1)) % C, scale, bias, mean, var, coef, eps, flags);
+            for (ulong s = get_global_id(0); s < S; s += G0) {
+                float v[4], gv[4];
+                for (uint j = 0; j < 4; ++j) {
+                    v[j] = j < nr ? LOAD1(xp, (r0 + j) * S + s) : 0.0f;
+                    gv[j] = (gp && j < nr) ? LOAD1(gp, (r0 + j) * S + s) : 0.0f;
+                }
+                for (uint j = 0; j < 4; ++j) {
+                    float r = fma((v[j] - k[j].K) - k[j].m, k[j].k2, k[j].k3);
+                    if (gp)
+                        r = fma(k[j].k1, gv[j], r);
+                    if (j < nr)
+                        STORE1(r, op, (r0 + j) * S + s);
+                }
+            }
         }
     }
 #endif

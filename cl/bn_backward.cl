@@ -42,21 +42,37 @@ inline coef_t bwd_coef(float su, float sv, float K, float m, float is, ulong N, 
     return k;
 }
 
-/* One work-item per map: sums of the G partials (in order), gradients, dx coefficients to coef (F_DX). */
+/* Sums of the G partials of map c (in order), gradients, dx coefficients to coef (F_DX). CPU: one work-item per
+ * map. GPU: one work-group per map, each item summing a contiguous run of the partials, then the tree. */
 __kernel void bn_bwd_finalize(__global const float *part, uint G, ulong N, ulong C, __global const float *smean,
                               __global const float *sinvstd, __global const float *scoef,
                               __global const float *scale, __global float *dscale, __global float *dbias,
                               __global float *coef, float alpha, float beta, uint flags) {
+    float su = 0.0f, suc = 0.0f, sv = 0.0f, svc = 0.0f, K, m, is;
+#if defined(STRATEGY_CPU)
     ulong c = get_global_id(0);
     if (c >= C)
         return;
-    float su = 0.0f, suc = 0.0f, sv = 0.0f, svc = 0.0f, K, m, is;
     for (uint g = 0; g < G; ++g) {
         kahan_add(&su, &suc, part[(c * G + g) * 2]);
         kahan_add(&sv, &svc, part[(c * G + g) * 2 + 1]);
     }
+    float u = su - suc, v = sv - svc;
+#else
+    __local float lu[WG], lv[WG];
+    ulong c = get_group_id(0);
+    uint lid = get_local_id(0);
+    for (uint g = lid * G / WG; g < (lid + 1) * G / WG; ++g) {
+        kahan_add(&su, &suc, part[(c * G + g) * 2]);
+        kahan_add(&sv, &svc, part[(c * G + g) * 2 + 1]);
+    }
+    float u = su - suc, v = sv - svc;
+    sum2_reduce_local(&u, &v, lu, lv);
+    if (lid != 0)
+        return;
+#endif
     group_stats(c, smean, sinvstd, scoef, flags, &K, &m, &is);
-    coef_t k = bwd_coef(su - suc, sv - svc, K, m, is, N, c, scale, dscale, dbias, alpha, beta, flags);
+    coef_t k = bwd_coef(u, v, K, m, is, N, c, scale, dscale, dbias, alpha, beta, flags);
     if (flags & F_DX)
         coef_store(k, coef, c);
 }

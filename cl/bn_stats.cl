@@ -53,20 +53,34 @@ inline coef_t finalize_stats(const acc_t *a, float K, ulong N, ulong c, __global
     return k;
 }
 
-/* One work-item per map: merge the G partials in order (deterministic), finalise, coefficients to scoef. */
+/* Merge the G partials of map c in order (deterministic), finalise, coefficients to scoef. CPU: one work-item
+ * per map. GPU: one work-group per map, each item merging a contiguous run of the partials, then the tree. */
 __kernel void bn_stats_finalize(__global const stype *x, ulong xoff, ulong S, __global const float *part, uint G,
                                 ulong N, ulong C, __global const float *scale, __global const float *bias,
                                 __global float *rmean, __global float *rvar, __global float *smean,
                                 __global float *sinvstd, __global float *scoef, float factor, float eps, float unbias,
                                 uint flags) {
+    acc_t a;
+    acc_init(&a);
+#if defined(STRATEGY_CPU)
     ulong c = get_global_id(0);
     if (c >= C)
         return;
-    acc_t a;
-    acc_init(&a);
     for (uint g = 0; g < G; ++g)
         acc_merge(&a, slice_begin(N, g + 1, G) - slice_begin(N, g, G), part[(c * G + g) * 2],
                   part[(c * G + g) * 2 + 1]);
+#else
+    __local ulong ln[WG];
+    __local float lm[WG], lq[WG];
+    ulong c = get_group_id(0);
+    uint lid = get_local_id(0);
+    for (uint g = lid * G / WG; g < (lid + 1) * G / WG; ++g)
+        acc_merge(&a, slice_begin(N, g + 1, G) - slice_begin(N, g, G), part[(c * G + g) * 2],
+                  part[(c * G + g) * 2 + 1]);
+    acc_reduce_local(&a, ln, lm, lq);
+    if (lid != 0)
+        return;
+#endif
     coef_store(finalize_stats(&a, map_shift(x + xoff, S, c), N, c, scale, bias, rmean, rvar, smean, sinvstd, factor,
                               eps, unbias, flags),
                scoef, c);

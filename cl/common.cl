@@ -205,12 +205,19 @@ inline void sum2_reduce_local(float *u, float *v, __local float *lu, __local flo
 /* The slice [start, end) of a map's flattened (batch, spatial) extent N that work-group g of G covers */
 inline ulong slice_begin(ulong N, uint g, uint G) { return (ulong)g * N / G; }
 
-/* Advance the (batch, spatial) position (b, s) of a map by step elements. */
-inline void advance_bs(ulong *b, ulong *s, ulong step, ulong S) {
-    *s += step;
+/* GPU walks: one work-item's next element, WG further along a map's flattened (batch, spatial) extent, as the
+ * offset rb = (b*C + c)*S of its row and the position s in it (CS = C*S) */
+inline void gpu_step(ulong *s, ulong *rb, ulong S, ulong CS) {
+    *s += WG;
     if (*s >= S) {
-        *b += *s / S;
-        *s %= S;
+        if (S >= WG) { /* one row further at most: no division */
+            *s -= S;
+            *rb += CS;
+        } else {
+            ulong db = *s / S;
+            *s -= db * S;
+            *rb += db * CS;
+        }
     }
 }
 
@@ -230,17 +237,28 @@ inline void acc_range(acc_t *a, __global const stype *xp, ulong C, ulong S, ulon
         e += run;
     }
 #else
-    ulong e = start + lid;
-    ulong b = e / S, s = e - b * S;
+    /* blocks of 8 values per item: the 8 addresses first (arithmetic only), then 8 loads in flight at once */
+    ulong e = start + lid, CS = C * S;
+    ulong s = e % S, rb = ((e / S) * C + c) * S;
     while (e < end) {
-        float v[8];
-        uint nv = 0;
-        for (; nv < 8 && e < end; ++nv) {
-            v[nv] = LOAD1(xp, (b * C + c) * S + s) - K;
-            e += WG;
-            advance_bs(&b, &s, WG, S);
+        ulong idx[8];
+        for (uint k = 0; k < 8; ++k) {
+            idx[k] = rb + s;
+            gpu_step(&s, &rb, S, CS);
         }
-        TWO_PASS_SCALAR(a, nv, v[i]);
+        ulong left = (end - e + WG - 1) / WG;
+        float v[8];
+        if (left >= 8) {
+            for (uint k = 0; k < 8; ++k)
+                v[k] = LOAD1(xp, idx[k]) - K;
+            TWO_PASS_SCALAR(a, 8, v[i]);
+        } else {
+            uint nv = (uint)left;
+            for (uint k = 0; k < 8; ++k)
+                v[k] = k < nv ? LOAD1(xp, idx[k]) - K : 0.0f;
+            TWO_PASS_SCALAR(a, nv, v[i]);
+        }
+        e += 8 * WG;
     }
 #endif
 }
@@ -278,14 +296,35 @@ inline void dsum_range(float *u, float *v, __global const stype *xp, __global co
         e += run;
     }
 #else
-    ulong e = start + lid;
-    ulong b = e / S, s = e - b * S;
-    for (; e < end; e += WG) {
-        ulong i = (b * C + c) * S + s;
-        float g = LOAD1(gp, i);
-        kahan_add(&su, &suc, g);
-        kahan_add(&sv, &svc, g * ((LOAD1(xp, i) - K) - m));
-        advance_bs(&b, &s, WG, S);
+    /* blocks of 8 values per item, as in acc_range: 16 loads in flight, then the block's sums compensated */
+    ulong e = start + lid, CS = C * S;
+    ulong s = e % S, rb = ((e / S) * C + c) * S;
+    while (e < end) {
+        ulong idx[8];
+        for (uint k = 0; k < 8; ++k) {
+            idx[k] = rb + s;
+            gpu_step(&s, &rb, S, CS);
+        }
+        ulong left = (end - e + WG - 1) / WG;
+        float g[8], xv[8], tu = 0.0f, tv = 0.0f;
+        if (left >= 8) {
+            for (uint k = 0; k < 8; ++k) {
+                g[k] = LOAD1(gp, idx[k]);
+                xv[k] = LOAD1(xp, idx[k]);
+            }
+        } else {
+            for (uint k = 0; k < 8; ++k) {
+                g[k] = k < left ? LOAD1(gp, idx[k]) : 0.0f;
+                xv[k] = k < left ? LOAD1(xp, idx[k]) : K + m;
+            }
+        }
+        for (uint k = 0; k < 8; ++k) {
+            tu += g[k];
+            tv = fma(g[k], (xv[k] - K) - m, tv);
+        }
+        kahan_add(&su, &suc, tu);
+        kahan_add(&sv, &svc, tv);
+        e += 8 * WG;
     }
 #endif
     *u = su - suc;
@@ -356,6 +395,35 @@ inline void apply_run(__global const stype *x, __global const stype *g, __global
     }
 }
 
+/* GPU: the same for the values s0, s0 + step, ... below n of one row, four per trip so that each work-item has
+ * four loads in flight (x and o may be one buffer: each element is read, then written, by the same item) */
+inline void apply_strided(__global const stype *x, __global const stype *g, __global stype *o, ulong n, ulong s0,
+                          ulong step, coef_t k) {
+    ulong s = s0;
+    for (; s + 3 * step < n; s += 4 * step) {
+        float v[4], r[4];
+        for (int j = 0; j < 4; ++j)
+            v[j] = LOAD1(x, s + j * step);
+        if (g) {
+            float gv[4];
+            for (int j = 0; j < 4; ++j)
+                gv[j] = LOAD1(g, s + j * step);
+            for (int j = 0; j < 4; ++j)
+                r[j] = fma(k.k1, gv[j], fma(k.k2, (v[j] - k.K) - k.m, k.k3));
+        } else {
+            for (int j = 0; j < 4; ++j)
+                r[j] = fma((v[j] - k.K) - k.m, k.k2, k.k3);
+        }
+        for (int j = 0; j < 4; ++j)
+            STORE1(r[j], o, s + j * step);
+    }
+    for (; s < n; s += step) {
+        float r = g ? fma(k.k1, LOAD1(g, s), fma(k.k2, (LOAD1(x, s) - k.K) - k.m, k.k3))
+                    : fma((LOAD1(x, s) - k.K) - k.m, k.k2, k.k3);
+        STORE1(r, o, s);
+    }
+}
+
 /* The elementwise pass over all of map c (B rows of S values): CPU one row at a time, GPU strided. */
 inline void apply_map(__global const stype *xp, __global const stype *gp, __global stype *op, ulong B, ulong C,
                       ulong S, ulong c, coef_t k) {
@@ -365,14 +433,31 @@ inline void apply_map(__global const stype *xp, __global const stype *gp, __glob
         apply_run(xp + base, gp ? gp + base : gp, op + base, S, k);
     }
 #else
-    for (ulong b = 0; b < B; ++b) {
-        ulong base = (b * C + c) * S;
-        for (ulong s = get_local_id(0); s < S; s += WG) {
-            float v = fma((LOAD1(xp, base + s) - k.K) - k.m, k.k2, k.k3);
-            if (gp)
-                v = fma(k.k1, LOAD1(gp, base + s), v);
-            STORE1(v, op, base + s);
+    /* the map's B*S values walked flat (gpu_step), four per trip: four loads of x (and of dy) in flight, then the
+     * four stores (x and op may be one buffer: each element is read, then written, by the same item) */
+    ulong e = get_local_id(0), N = B * S, CS = C * S;
+    ulong s = e % S, rb = ((e / S) * C + c) * S;
+    while (e < N) {
+        ulong idx[4];
+        for (uint j = 0; j < 4; ++j) {
+            idx[j] = rb + s;
+            gpu_step(&s, &rb, S, CS);
         }
+        ulong left = (N - e + WG - 1) / WG;
+        uint n = left < 4 ? (uint)left : 4u;
+        float v[4], gv[4];
+        for (uint j = 0; j < 4; ++j) {
+            v[j] = j < n ? LOAD1(xp, idx[j]) : 0.0f;
+            gv[j] = (gp && j < n) ? LOAD1(gp, idx[j]) : 0.0f;
+        }
+        for (uint j = 0; j < 4; ++j) {
+            float r = fma((v[j] - k.K) - k.m, k.k2, k.k3);
+            if (gp)
+                r = fma(k.k1, gv[j], r);
+            if (j < n)
+                STORE1(r, op, idx[j]);
+        }
+        e += 4 * WG;
     }
 #endif
 }

@@ -164,7 +164,9 @@ static size_t elem_offset(const clnorm_tensor *t) { return t ? t->offset / cn_dt
 /* slices per map for the SPATIAL reductions: enough work-groups to fill the device, none tiny */
 static cl_uint slices_per_map(const clnorm_context *ctx, const plan *p) {
     size_t N = p->B * p->S;
-    size_t target = 4 * (size_t)ctx->units;
+    /* GPU: 16 groups per compute unit (measured on an H100: training forward 0.70 -> 0.77 of copy, backward
+     * 0.88 -> 0.98 over 4 per unit; the merge of the partials is a work-group per map, so many slices cost little) */
+    size_t target = (ctx->strategy == CN_STRATEGY_CPU ? 4 : 16) * (size_t)ctx->units;
     size_t min_slice = ctx->strategy == CN_STRATEGY_CPU ? 32768 : ctx->wg * 64;
     size_t g = (target + p->C - 1) / p->C;
     size_t gmax = N / min_slice;
@@ -187,6 +189,13 @@ static clnorm_status kernels(clnorm_context *ctx, clnorm_dtype dt, const cn_kern
 
 #define FINALIZE_LOCAL 64
 
+/* the per-map finalize of the SPATIAL partials: CPU one work-item per map, GPU one work-group per map */
+static clnorm_status launch_finalize(clnorm_context *ctx, cl_kernel k, size_t C, const karg *args, cl_uint nargs) {
+    if (ctx->strategy == CN_STRATEGY_CPU)
+        return launch_1d(ctx, k, C, FINALIZE_LOCAL, args, nargs);
+    return launch_1d(ctx, k, C * ctx->wg, ctx->wg, args, nargs);
+}
+
 /* SPATIAL statistics: partials, then the per-map finalize writing the coefficients to scoef (running update with
  * rmean/rvar, saved statistics with smean/sinvstd, all optional). */
 static clnorm_status enqueue_stats(clnorm_context *ctx, const plan *p, const clnorm_tensor *x, cl_kernel kpart,
@@ -205,7 +214,7 @@ static clnorm_status enqueue_stats(clnorm_context *ctx, const plan *p, const cln
                  A_U64(p->M),      A_U64(p->C),           A_MEM(scale), A_MEM(bias),    A_MEM(rmean),
                  A_MEM(rvar),      A_MEM(smean),          A_MEM(sinvstd), A_MEM(scoef), A_F32(factor),
                  A_F32(eps),       A_F32(unbias),         A_U32(flags)};
-    return launch_1d(ctx, kfin, p->C, FINALIZE_LOCAL, a2, NARGS(a2));
+    return launch_finalize(ctx, kfin, p->C, a2, NARGS(a2));
 }
 
 /* bn_apply over the whole tensor */
@@ -223,10 +232,16 @@ static clnorm_status enqueue_apply(clnorm_context *ctx, const plan *p, cl_kernel
                 A_MEM(scale), A_MEM(bias), A_MEM(mean), A_MEM(var), A_MEM(coef), A_F32(eps), A_U32(flags)};
     if (ctx->strategy == CN_STRATEGY_CPU)
         return launch_1d(ctx, k, (total + chunk - 1) / chunk, 1, a, NARGS(a));
-    /* GPU: (values of a row, rows); rows beyond what fills the device are walked by a grid-stride loop */
-    size_t rows = p->B * p->C, cols = round_up(p->S < 1024 ? p->S : 1024, ctx->wg);
+    /* GPU: (values of a row, rows), or of groups of four rows when rows are short (S < 4 * cols: the kernel
+     * tests the same), then in work-groups of (64, wg / 64) so that few items fall past the row's end (on an
+     * H100, (32,512,7,7) inference: 0.42 -> 0.87 of copy); rows beyond what fills the device are walked by a
+     * grid-stride loop */
+    size_t l0 = (p->S < 4096 && ctx->wg > 64 && ctx->wg % 64 == 0) ? 64 : ctx->wg;
+    size_t rows = p->B * p->C, cols = round_up(p->S < 1024 ? p->S : 1024, l0);
+    size_t items = p->S >= 4 * cols ? rows : (rows + 3) / 4;
     size_t most_rows = ((size_t)ctx->units * 8192) / cols + 1;
-    size_t global[2] = {cols, rows < most_rows ? rows : most_rows}, local[2] = {ctx->wg, 1};
+    size_t global[2] = {cols, round_up(items < most_rows ? items : most_rows, ctx->wg / l0)},
+           local[2] = {l0, ctx->wg / l0};
     return launch(ctx, k, 2, global, local, a, NARGS(a));
 }
 
@@ -549,7 +564,7 @@ clnorm_status cn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm
     karg a2[] = {A_MEM(part),  A_U32(G),      A_U64(p.M),   A_U64(p.C),    A_MEM(save_mean),
                  A_MEM(save_invstd), A_MEM(scoef), A_MEM(scale), A_MEM(dscale), A_MEM(dbias),
                  A_MEM(coef),  A_F32(alpha),  A_F32(beta),  A_U32(flags)};
-    if ((st = launch_1d(ctx, k[3], p.C, FINALIZE_LOCAL, a2, NARGS(a2))) != CLNORM_SUCCESS || !dx)
+    if ((st = launch_finalize(ctx, k[3], p.C, a2, NARGS(a2))) != CLNORM_SUCCESS || !dx)
         return st;
     return enqueue_apply(ctx, &p, k[4], x, dy, dx, NULL, NULL, NULL, NULL, coef, epsilon, F_DX | F_COEF);
 }
