@@ -40,20 +40,35 @@ __kernel void bn_col_partial(__global const stype *x, ulong xoff, ulong rows, ul
 #endif
 }
 
-/* One work-item per column: merge the R chunks (in order), finalise, coefficients to scoef[5k..]. */
+/* Per column: merge the R chunks (in order), finalise, coefficients to scoef[5k..]. CPU one work-item per
+ * column, GPU one work-group. */
 __kernel void bn_col_finalize(__global const stype *x, ulong xoff, __global const float *part, uint R, ulong rows,
                               ulong K, __global const float *scale, __global const float *bias,
                               __global float *rmean, __global float *rvar, __global float *smean,
                               __global float *sinvstd, __global float *scoef, float factor, float eps, float unbias,
                               ulong pC, ulong pS, uint flags) {
+    acc_t a;
+    acc_init(&a);
+#if defined(STRATEGY_CPU)
     ulong k = get_global_id(0);
     if (k >= K)
         return;
-    acc_t a;
-    acc_init(&a);
     for (uint r = 0; r < R; ++r)
         acc_merge(&a, slice_begin(rows, r + 1, R) - slice_begin(rows, r, R), part[(ulong)r * 2 * K + k],
                   part[(ulong)r * 2 * K + K + k]);
+#else
+    /* GPU: one work-group per column, each item merging a contiguous run of the chunks, then the tree */
+    __local ulong ln[WG];
+    __local float lm[WG], lq[WG];
+    ulong k = get_group_id(0);
+    uint lid = get_local_id(0);
+    for (uint r = lid * R / WG; r < (lid + 1) * R / WG; ++r)
+        acc_merge(&a, slice_begin(rows, r + 1, R) - slice_begin(rows, r, R), part[(ulong)r * 2 * K + k],
+                  part[(ulong)r * 2 * K + K + k]);
+    acc_reduce_local(&a, ln, lm, lq);
+    if (lid != 0)
+        return;
+#endif
     coef_store(finalize_stats(&a, LOAD1(x + xoff, k), rows, param_index(k, pC, pS, flags), scale, bias, rmean, rvar,
                               smean, sinvstd, factor, eps, unbias, flags),
                scoef, k);
@@ -112,7 +127,23 @@ __kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const s
     if (k >= K)
         return;
     coef_t c = col_coef(k, scale, bias, mean, var, coef, eps, pC, pS, flags);
-    for (ulong b = b0; b < b1; ++b) {
+    ulong b = b0;
+    /* four rows per trip: four loads of x (and of dy) in flight, then the four stores (x and out may be one
+     * buffer: each element is read, then written, by the same item) */
+    for (; b + 4 <= b1; b += 4) {
+        float v[4], gv[4];
+        for (uint j = 0; j < 4; ++j) {
+            v[j] = LOAD1(xp, (b + j) * K + k);
+            gv[j] = gp ? LOAD1(gp, (b + j) * K + k) : 0.0f;
+        }
+        for (uint j = 0; j < 4; ++j) {
+            float r = fma((v[j] - c.K) - c.m, c.k2, c.k3);
+            if (gp)
+                r = fma(c.k1, gv[j], r);
+            STORE1(r, op, (b + j) * K + k);
+        }
+    }
+    for (; b < b1; ++b) {
         float v = fma((LOAD1(xp, b * K + k) - c.K) - c.m, c.k2, c.k3);
         if (gp)
             v = fma(c.k1, LOAD1(gp, b * K + k), v);
@@ -170,17 +201,33 @@ __kernel void bn_col_bwd_finalize(__global const stype *x, ulong xoff, __global 
                                   __global const float *scoef, __global const float *scale, __global float *dscale,
                                   __global float *dbias, __global float *coef, float alpha, float beta, ulong pC,
                                   ulong pS, uint flags) {
+    float su = 0.0f, suc = 0.0f, sv = 0.0f, svc = 0.0f, sh, m, is;
+#if defined(STRATEGY_CPU)
     ulong k = get_global_id(0);
     if (k >= K)
         return;
-    float su = 0.0f, suc = 0.0f, sv = 0.0f, svc = 0.0f, sh, m, is;
     for (uint r = 0; r < R; ++r) {
         kahan_add(&su, &suc, part[(ulong)r * 2 * K + k]);
         kahan_add(&sv, &svc, part[(ulong)r * 2 * K + K + k]);
     }
-    pa_group_stats_w1(x + xoff + k, rows, K, k, 1, smean, sinvstd, scoef, pC, pS, flags, &sh, &m, &is);
     su -= suc;
     sv -= svc;
+#else
+    /* GPU: one work-group per column, each item summing a contiguous run of the chunks, then the tree */
+    __local float lu[WG], lv[WG];
+    ulong k = get_group_id(0);
+    uint lid = get_local_id(0);
+    for (uint r = lid * R / WG; r < (lid + 1) * R / WG; ++r) {
+        kahan_add(&su, &suc, part[(ulong)r * 2 * K + k]);
+        kahan_add(&sv, &svc, part[(ulong)r * 2 * K + K + k]);
+    }
+    su -= suc;
+    sv -= svc;
+    sum2_reduce_local(&su, &sv, lu, lv);
+    if (lid != 0)
+        return;
+#endif
+    pa_group_stats_w1(x + xoff + k, rows, K, k, 1, smean, sinvstd, scoef, pC, pS, flags, &sh, &m, &is);
     pa_grads_w1(k, 1, (float)rows, scale, dscale, dbias, alpha, beta, pC, pS, flags, &su, &sv, &is);
     if (flags & F_DX) {
         coef_t c = {sh, m, su, sv, is};
