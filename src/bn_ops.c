@@ -268,8 +268,10 @@ static clnorm_status launch_columns(clnorm_context *ctx, cl_kernel k, const plan
 /* Row chunks for the column layouts: 1 while the columns alone fill the device, else enough chunks of at least
  * a few hundred rows each on a CPU (few maps in NHWC, tall per-activation matrices); on a GPU chunks of at least
  * gpu_rows rows: short walks per work-item (on an H100, (256,1024) per-activation in one chunk: inference 45 us a
- * call, the latency of 256 rows one after the other; in chunks of 16 rows: 8 us). */
-static cl_uint row_chunks(const clnorm_context *ctx, const plan *p, size_t gpu_rows) {
+ * call, the latency of 256 rows one after the other; in chunks of 16 rows: 8 us), and none when fewer than
+ * gpu_min_chunks would do (the backward's split takes 3 launches, 2 more than its one-launch kernel: measured on
+ * the H100, worth it from 8 chunks on). */
+static cl_uint row_chunks(const clnorm_context *ctx, const plan *p, size_t gpu_rows, size_t gpu_min_chunks) {
     int cpu = ctx->strategy == CN_STRATEGY_CPU;
     size_t items = cpu ? (p->groups + 255) / 256 : p->groups;
     size_t want = cpu ? 4 * (size_t)ctx->units : 256 * (size_t)ctx->units;
@@ -278,6 +280,8 @@ static cl_uint row_chunks(const clnorm_context *ctx, const plan *p, size_t gpu_r
     size_t r = (want + items - 1) / items, rmax = p->rows / (cpu ? 1024 : gpu_rows);
     if (r > rmax)
         r = rmax;
+    if (!cpu && r < gpu_min_chunks)
+        return 1;
     if (r > 1024)
         r = 1024;
     return (cl_uint)(r ? r : 1);
@@ -354,7 +358,7 @@ clnorm_status cn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, cons
         return st;
 
     unsigned flags = (affine ? F_AFFINE : 0) | (running ? F_RUNNING : 0) | (save ? F_SAVE : 0) | F_STATS;
-    cl_uint R = p.columns ? row_chunks(ctx, &p, 64) : 1;
+    cl_uint R = p.columns ? row_chunks(ctx, &p, 64, 2) : 1;
     if (R > 1) {
         cl_kernel k[3];
         static const cn_kernel_id ids[] = {K_COL_PARTIAL, K_COL_FINALIZE, K_COL_APPLY};
@@ -439,7 +443,7 @@ clnorm_status clnorm_bn_forward_inference(clnorm_context *ctx, clnorm_bn_mode mo
     if (st != CLNORM_SUCCESS)
         return st;
     cl_kernel k;
-    cl_uint R = p.columns ? row_chunks(ctx, &p, 16) : 1;
+    cl_uint R = p.columns ? row_chunks(ctx, &p, 16, 2) : 1;
     static const cn_kernel_id pa[] = {K_PA_FORWARD}, ap[] = {K_APPLY}, ca[] = {K_COL_APPLY};
     if ((st = kernels(ctx, x->dtype, R > 1 ? ca : p.columns ? pa : ap, &k, 1)) != CLNORM_SUCCESS)
         return st;
@@ -485,7 +489,7 @@ clnorm_status cn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm
         return CLNORM_SUCCESS; /* nothing asked for */
 
     unsigned flags = (scale ? F_AFFINE : 0) | (grads ? F_GRADS : 0) | (dx ? F_DX : 0) | (beta != 0.0 ? F_ACCUM : 0);
-    cl_uint R = p.columns ? row_chunks(ctx, &p, 256) : 1;
+    cl_uint R = p.columns ? row_chunks(ctx, &p, 64, 8) : 1;
     if (R > 1) {
         cl_kernel k[5];
         static const cn_kernel_id ids[] = {K_COL_PARTIAL, K_COL_FINALIZE, K_COL_BWD_PARTIAL, K_COL_BWD_FINALIZE,
