@@ -53,18 +53,14 @@ __kernel void bn_col_finalize(__global const stype *x, ulong xoff, __global cons
     ulong k = get_global_id(0);
     if (k >= K)
         return;
-    for (uint r = 0; r < R; ++r)
-        acc_merge(&a, slice_begin(rows, r + 1, R) - slice_begin(rows, r, R), part[(ulong)r * 2 * K + k],
-                  part[(ulong)r * 2 * K + K + k]);
+    acc_merge_parts(&a, part + k, part + K + k, 2 * K, 0, R, R, rows);
 #else
     /* GPU: one work-group per column, each item merging a contiguous run of the chunks, then the tree */
     __local ulong ln[WG];
     __local float lm[WG], lq[WG];
     ulong k = get_group_id(0);
     uint lid = get_local_id(0);
-    for (uint r = lid * R / WG; r < (lid + 1) * R / WG; ++r)
-        acc_merge(&a, slice_begin(rows, r + 1, R) - slice_begin(rows, r, R), part[(ulong)r * 2 * K + k],
-                  part[(ulong)r * 2 * K + K + k]);
+    acc_merge_parts(&a, part + k, part + K + k, 2 * K, lid * R / WG, (lid + 1) * R / WG, R, rows);
     acc_reduce_local(&a, ln, lm, lq);
     if (lid != 0)
         return;

@@ -66,17 +66,13 @@ __kernel void bn_stats_finalize(__global const stype *x, ulong xoff, ulong S, __
     ulong c = get_global_id(0);
     if (c >= C)
         return;
-    for (uint g = 0; g < G; ++g)
-        acc_merge(&a, slice_begin(N, g + 1, G) - slice_begin(N, g, G), part[(c * G + g) * 2],
-                  part[(c * G + g) * 2 + 1]);
+    acc_merge_parts(&a, part + c * G * 2, part + c * G * 2 + 1, 2, 0, G, G, N);
 #else
     __local ulong ln[WG];
     __local float lm[WG], lq[WG];
     ulong c = get_group_id(0);
     uint lid = get_local_id(0);
-    for (uint g = lid * G / WG; g < (lid + 1) * G / WG; ++g)
-        acc_merge(&a, slice_begin(N, g + 1, G) - slice_begin(N, g, G), part[(c * G + g) * 2],
-                  part[(c * G + g) * 2 + 1]);
+    acc_merge_parts(&a, part + c * G * 2, part + c * G * 2 + 1, 2, lid * G / WG, (lid + 1) * G / WG, G, N);
     acc_reduce_local(&a, ln, lm, lq);
     if (lid != 0)
         return;

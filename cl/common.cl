@@ -221,6 +221,26 @@ inline void gpu_step(ulong *s, ulong *rb, ulong S, ulong CS) {
     }
 }
 
+/* The offsets of the next n (<= 8) elements of a GPU work-item's walk (element e, then every WG-th one, at
+ * (s, rb)) into idx, all computed before any load so that the loads go out together; returns how many of them lie
+ * below end. */
+inline uint gpu_walk(ulong *idx, uint n, ulong *s, ulong *rb, ulong e, ulong end, ulong S, ulong CS) {
+    for (uint k = 0; k < n; ++k) {
+        idx[k] = *rb + *s;
+        gpu_step(s, rb, S, CS);
+    }
+    ulong left = (end - e + WG - 1) / WG;
+    return left < n ? (uint)left : n;
+}
+
+/* Merge partial statistics g0 <= g < g1 of G, over the slices of N values that slice_begin gives: (mean, M2) at
+ * m[g * stride] and q[g * stride]. */
+inline void acc_merge_parts(acc_t *a, __global const float *m, __global const float *q, ulong stride, uint g0,
+                            uint g1, uint G, ulong N) {
+    for (uint g = g0; g < g1; ++g)
+        acc_merge(a, slice_begin(N, g + 1, G) - slice_begin(N, g, G), m[g * stride], q[g * stride]);
+}
+
 /* Merge the values of map c in the slice [start, end) of its flattened (batch, spatial) extent, shifted by K,
  * into a. CPU strategy: each work-item a contiguous piece, walked one row run at a time (blocks of BLK,
  * vectorised). GPU strategy: neighbouring work-items on neighbouring elements, register blocks of 8 per item. */
@@ -242,18 +262,13 @@ inline void acc_range(acc_t *a, __global const stype *xp, ulong C, ulong S, ulon
     ulong s = e % S, rb = ((e / S) * C + c) * S;
     while (e < end) {
         ulong idx[8];
-        for (uint k = 0; k < 8; ++k) {
-            idx[k] = rb + s;
-            gpu_step(&s, &rb, S, CS);
-        }
-        ulong left = (end - e + WG - 1) / WG;
+        uint nv = gpu_walk(idx, 8, &s, &rb, e, end, S, CS);
         float v[8];
-        if (left >= 8) {
+        if (nv == 8) {
             for (uint k = 0; k < 8; ++k)
                 v[k] = LOAD1(xp, idx[k]) - K;
             TWO_PASS_SCALAR(a, 8, v[i]);
         } else {
-            uint nv = (uint)left;
             for (uint k = 0; k < 8; ++k)
                 v[k] = k < nv ? LOAD1(xp, idx[k]) - K : 0.0f;
             TWO_PASS_SCALAR(a, nv, v[i]);
@@ -301,21 +316,17 @@ inline void dsum_range(float *u, float *v, __global const stype *xp, __global co
     ulong s = e % S, rb = ((e / S) * C + c) * S;
     while (e < end) {
         ulong idx[8];
-        for (uint k = 0; k < 8; ++k) {
-            idx[k] = rb + s;
-            gpu_step(&s, &rb, S, CS);
-        }
-        ulong left = (end - e + WG - 1) / WG;
+        uint nv = gpu_walk(idx, 8, &s, &rb, e, end, S, CS);
         float g[8], xv[8], tu = 0.0f, tv = 0.0f;
-        if (left >= 8) {
+        if (nv == 8) {
             for (uint k = 0; k < 8; ++k) {
                 g[k] = LOAD1(gp, idx[k]);
                 xv[k] = LOAD1(xp, idx[k]);
             }
         } else {
             for (uint k = 0; k < 8; ++k) {
-                g[k] = k < left ? LOAD1(gp, idx[k]) : 0.0f;
-                xv[k] = k < left ? LOAD1(xp, idx[k]) : K + m;
+                g[k] = k < nv ? LOAD1(gp, idx[k]) : 0.0f;
+                xv[k] = k < nv ? LOAD1(xp, idx[k]) : K + m;
             }
         }
         for (uint k = 0; k < 8; ++k) {
@@ -439,12 +450,7 @@ inline void apply_map(__global const stype *xp, __global const stype *gp, __glob
     ulong s = e % S, rb = ((e / S) * C + c) * S;
     while (e < N) {
         ulong idx[4];
-        for (uint j = 0; j < 4; ++j) {
-            idx[j] = rb + s;
-            gpu_step(&s, &rb, S, CS);
-        }
-        ulong left = (N - e + WG - 1) / WG;
-        uint n = left < 4 ? (uint)left : 4u;
+        uint n = gpu_walk(idx, 4, &s, &rb, e, N, S, CS);
         float v[4], gv[4];
         for (uint j = 0; j < 4; ++j) {
             v[j] = j < n ? LOAD1(xp, idx[j]) : 0.0f;
