@@ -42,8 +42,9 @@ inline coef_t bwd_coef(float su, float sv, float K, float m, float is, ulong N, 
     return k;
 }
 
-/* Sums of the G partials of map c (in order), gradients, dx coefficients to coef (F_DX). CPU: one work-item per
- * map. GPU: one work-group per map, each item summing a contiguous run of the partials, then the tree. */
+/* Sums of the G partials of map c (fixed order: deterministic), gradients, dx coefficients to coef (F_DX). CPU:
+ * one work-item per map. GPU: one work-group per map, each item summing a contiguous run of the partials, then
+ * the tree. */
 __kernel void bn_bwd_finalize(__global const float *part, uint G, ulong N, ulong C, __global const float *smean,
                               __global const float *sinvstd, __global const float *scoef,
                               __global const float *scale, __global float *dscale, __global float *dbias,

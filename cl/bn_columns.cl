@@ -40,8 +40,8 @@ __kernel void bn_col_partial(__global const stype *x, ulong xoff, ulong rows, ul
 #endif
 }
 
-/* Per column: merge the R chunks (in order), finalise, coefficients to scoef[5k..]. CPU one work-item per
- * column, GPU one work-group. */
+/* Per column: merge the R chunks (fixed order: deterministic), finalise, coefficients to scoef[5k..]. CPU one
+ * work-item per column, GPU one work-group. */
 __kernel void bn_col_finalize(__global const stype *x, ulong xoff, __global const float *part, uint R, ulong rows,
                               ulong K, __global const float *scale, __global const float *bias,
                               __global float *rmean, __global float *rvar, __global float *smean,
@@ -191,7 +191,8 @@ __kernel void bn_col_bwd_partial(__global const stype *x, ulong xoff, __global c
 #endif
 }
 
-/* One work-item per column: sums of the R chunks (in order), gradients, dx coefficients to coef[5k..] (F_DX). */
+/* Per column: sums of the R chunks (fixed order: deterministic), gradients, dx coefficients to coef[5k..]
+ * (F_DX). CPU one work-item per column, GPU one work-group. */
 __kernel void bn_col_bwd_finalize(__global const stype *x, ulong xoff, __global const float *part, uint R,
                                   ulong rows, ulong K, __global const float *smean, __global const float *sinvstd,
                                   __global const float *scoef, __global const float *scale, __global float *dscale,

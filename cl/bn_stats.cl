@@ -53,7 +53,7 @@ inline coef_t finalize_stats(const acc_t *a, float K, ulong N, ulong c, __global
     return k;
 }
 
-/* Merge the G partials of map c in order (deterministic), finalise, coefficients to scoef. CPU: one work-item
+/* Merge the G partials of map c (fixed order: deterministic), finalise, coefficients to scoef. CPU: one work-item
  * per map. GPU: one work-group per map, each item merging a contiguous run of the partials, then the tree. */
 __kernel void bn_stats_finalize(__global const stype *x, ulong xoff, ulong S, __global const float *part, uint G,
                                 ulong N, ulong C, __global const float *scale, __global const float *bias,

@@ -323,15 +323,16 @@ inline void dsum_range(float *u, float *v, __global const stype *xp, __global co
                 g[k] = LOAD1(gp, idx[k]);
                 xv[k] = LOAD1(xp, idx[k]);
             }
-        } else {
             for (uint k = 0; k < 8; ++k) {
-                g[k] = k < nv ? LOAD1(gp, idx[k]) : 0.0f;
-                xv[k] = k < nv ? LOAD1(xp, idx[k]) : K + m;
+                tu += g[k];
+                tv = fma(g[k], (xv[k] - K) - m, tv);
             }
-        }
-        for (uint k = 0; k < 8; ++k) {
-            tu += g[k];
-            tv = fma(g[k], (xv[k] - K) - m, tv);
+        } else {
+            for (uint k = 0; k < nv; ++k) {
+                float gk = LOAD1(gp, idx[k]);
+                tu += gk;
+                tv = fma(gk, (LOAD1(xp, idx[k]) - K) - m, tv);
+            }
         }
         kahan_add(&su, &suc, tu);
         kahan_add(&sv, &svc, tv);
