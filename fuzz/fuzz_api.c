@@ -211,7 +211,19 @@ static size_t numel_of(int ndim, const size_t *shape) {
     return n;
 }
 
+/* the input in hex on stderr before an abort: CI logs then carry what reproduces a finding */
+static const uint8_t *cur_bytes;
+static size_t cur_size;
+static void dump_input(void) {
+    fprintf(stderr, "fuzz_api: input (%zu bytes):", cur_size);
+    for (size_t i = 0; i < cur_size; i++)
+        fprintf(stderr, " %02x", cur_bytes[i]);
+    fprintf(stderr, "\n");
+}
+#define FAIL_ABORT() (dump_input(), abort())
+
 int LLVMFuzzerTestOneInput(const uint8_t *bytes, size_t size) {
+    cur_bytes = bytes, cur_size = size;
     rd r = {bytes, size, 0};
     unsigned op = u8(&r) % 9;
     unsigned mraw = u8(&r);
@@ -300,7 +312,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *bytes, size_t size) {
         if (st == CLNORM_SUCCESS)
             clnorm_tensor_release(&t);
         else if (t.buffer)
-            abort(); /* a failure hands out no buffer */
+            FAIL_ABORT(); /* a failure hands out no buffer */
         break;
     }
     }
@@ -308,13 +320,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *bytes, size_t size) {
 
     if ((int)st < (int)CLNORM_SUCCESS || (int)st > (int)CLNORM_ERROR_OPENCL) {
         fprintf(stderr, "fuzz_api: op %u returned %d, not a clnorm_status\n", op, (int)st);
-        abort();
+        FAIL_ABORT();
     }
     if (st != CLNORM_SUCCESS) {
         if (clnorm_last_error()[0] == '\0') {
             fprintf(stderr, "fuzz_api: op %u failed with %s but clnorm_last_error() is empty\n", op,
                     clnorm_status_string(st));
-            abort();
+            FAIL_ABORT();
         }
         /* refused: nothing written. (The layer calls 5/6 may fail in the second step after the first wrote.) */
         if (op != 5 && op != 6) {
@@ -322,7 +334,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *bytes, size_t size) {
                 if (memcmp(before[b], after[b], root_bytes(b)) != 0) {
                     fprintf(stderr, "fuzz_api: op %u refused with %s (%s) but buffer %d changed\n", op,
                             clnorm_status_string(st), clnorm_last_error(), b);
-                    abort();
+                    FAIL_ABORT();
                 }
         }
     } else if (outputs_y || outputs_params) {
@@ -334,14 +346,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *bytes, size_t size) {
             if (outputs_y && !finite_range(y.root, y.abs_off, nb, dt)) {
                 fprintf(stderr, "fuzz_api: op %u succeeded but wrote a non-finite output (eps %g, factor %g)\n", op,
                         eps, factor);
-                abort();
+                FAIL_ABORT();
             }
             int outs[4] = {op <= 1 ? irm : op >= 3 && op <= 4 ? irm : -1, op <= 1 ? irv : op >= 3 && op <= 4 ? irv : -1,
                            op <= 1 ? ism : -1, op <= 1 ? isi : -1};
             for (int k = 0; k < 4 && outputs_params; k++)
                 if (outs[k] >= 0 && !finite_range(NDATA + outs[k], 0, PARAM_BYTES, CLNORM_F32)) {
                     fprintf(stderr, "fuzz_api: op %u succeeded but parameter output %d is not finite\n", op, k);
-                    abort();
+                    FAIL_ABORT();
                 }
         }
     }

@@ -61,7 +61,8 @@ CLNORM_API unsigned clnorm_version(void);
 typedef enum clnorm_status {
     CLNORM_SUCCESS = 0,            /**< the call did what it says (an enqueueing call: the work is enqueued) */
     CLNORM_ERROR_INVALID_ARGUMENT, /**< NULL where not allowed, bad enum, epsilon <= 0 or NaN, factor outside
-                                        [0,1], a cl_mem of another context, overlapping x/y, half of a pair... */
+                                        [0,1], a cl_mem of another context, overlapping x/y, an output over
+                                        another argument, half of a pair... */
     CLNORM_ERROR_SHAPE,            /**< wrong ndim, maps mismatch, shapes differ, zero-sized dim, < 2 values
                                         per statistic in training */
     CLNORM_ERROR_BUFFER_TOO_SMALL, /**< a cl_mem is smaller than offset + bytes the call touches */
@@ -248,7 +249,10 @@ typedef enum clnorm_bn_mode {
  * statistics updated and the batch mean / invstd saved for the backward. Enqueues and returns (non-blocking).
  *
  * Parameter vectors (here and in the other `clnorm_bn_*` calls) are float32 cl_mem of ctx holding maps values
- * (SPATIAL) or maps*d*h*w values (PER_ACTIVATION), in (maps, d, h, w) order, at offset 0.
+ * (SPATIAL) or maps*d*h*w values (PER_ACTIVATION), in (maps, d, h, w) order, at offset 0. Memory a call writes
+ * (y, dx, running and saved statistics, dscale, dbias) must not overlap any other argument of the call (through
+ * the same cl_mem or sub-buffers of one parent), apart from the in-place views each call allows:
+ * ::CLNORM_ERROR_INVALID_ARGUMENT names both. Inputs may share memory.
  * @param ctx the context.
  * @param mode ::CLNORM_BN_SPATIAL or ::CLNORM_BN_PER_ACTIVATION.
  * @param x input view; at least 2 values per statistic.

@@ -354,6 +354,17 @@ clnorm_status cn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, cons
         st = check_pair(ctx, save_mean, save_invstd, "save_mean", "save_invstd", p.groups, &save);
     if (st == CLNORM_SUCCESS)
         st = check_training_size(&p, x);
+    if (st == CLNORM_SUCCESS) {
+        const cn_region r[] = {cn_region_view(x, "x", 0),
+                               cn_region_view(y, "y", 1),
+                               cn_region_param(scale, p.groups, "scale", 0),
+                               cn_region_param(bias, p.groups, "bias", 0),
+                               cn_region_param(running_mean, p.groups, "running_mean", 1),
+                               cn_region_param(running_var, p.groups, "running_var", 1),
+                               cn_region_param(save_mean, p.groups, "save_mean", 1),
+                               cn_region_param(save_invstd, p.groups, "save_invstd", 1)};
+        st = cn_check_regions(r, (int)(sizeof r / sizeof r[0]));
+    }
     if (st != CLNORM_SUCCESS)
         return st;
 
@@ -440,6 +451,12 @@ clnorm_status clnorm_bn_forward_inference(clnorm_context *ctx, clnorm_bn_mode mo
                      !mean ? "mean" : "var");
     if (st == CLNORM_SUCCESS)
         st = check_pair(ctx, mean, var, "mean", "var", p.groups, &stats);
+    if (st == CLNORM_SUCCESS) {
+        const cn_region r[] = {cn_region_view(y, "y", 1), cn_region_param(scale, p.groups, "scale", 0),
+                               cn_region_param(bias, p.groups, "bias", 0), cn_region_param(mean, p.groups, "mean", 0),
+                               cn_region_param(var, p.groups, "var", 0)};
+        st = cn_check_regions(r, (int)(sizeof r / sizeof r[0]));
+    }
     if (st != CLNORM_SUCCESS)
         return st;
     cl_kernel k;
@@ -483,6 +500,17 @@ clnorm_status cn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm
         st = check_pair(ctx, dscale, dbias, "dscale", "dbias", p.groups, &grads);
     if (st == CLNORM_SUCCESS)
         st = check_pair(ctx, save_mean, save_invstd, "save_mean", "save_invstd", p.groups, &saved);
+    if (st == CLNORM_SUCCESS) {
+        const cn_region r[] = {cn_region_view(x, "x", 0),
+                               cn_region_view(dy, "dy", 0),
+                               cn_region_view(dx, "dx", 1),
+                               cn_region_param(scale, p.groups, "scale", 0),
+                               cn_region_param(dscale, p.groups, "dscale", 1),
+                               cn_region_param(dbias, p.groups, "dbias", 1),
+                               cn_region_param(save_mean, p.groups, "save_mean", 0),
+                               cn_region_param(save_invstd, p.groups, "save_invstd", 0)};
+        st = cn_check_regions(r, (int)(sizeof r / sizeof r[0]));
+    }
     if (st != CLNORM_SUCCESS)
         return st;
     if (!dx && !grads)

@@ -112,6 +112,20 @@ clnorm_status cn_check_param(const clnorm_context *ctx, cl_mem m, size_t count, 
 clnorm_status cn_check_overlap(const clnorm_tensor *in, const char *in_name, const clnorm_tensor *out,
                                const char *out_name, int *same);
 int cn_same_view(const clnorm_tensor *a, const clnorm_tensor *b);
+/* The memory one argument of a call covers: root buffer (sub-buffers resolved) and byte range; out when the call
+ * writes it; view for the data tensors (pairs of views are cn_check_overlap's business). */
+typedef struct {
+    const char *name;
+    cl_mem root;
+    size_t begin, end;
+    int out, view;
+} cn_region;
+cn_region cn_region_param(cl_mem m, size_t count, const char *name, int out); /* m may be NULL: skipped */
+cn_region cn_region_view(const clnorm_tensor *t, const char *name, int out);  /* t may be NULL: skipped */
+/* CLNORM_ERROR_INVALID_ARGUMENT, naming both, when memory the call writes is also another of its arguments
+ * (scale passed as dscale, running_mean as save_mean, y over a parameter vector...): the result would depend on
+ * the order of the kernels' reads and writes. */
+clnorm_status cn_check_regions(const cn_region *r, int n);
 
 /* ---- rng.c --------------------------------------------------------------------------------- */
 typedef struct cn_rng {

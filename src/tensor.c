@@ -121,6 +121,42 @@ static size_t view_bytes(const clnorm_tensor *t) {
     return n;
 }
 
+cn_region cn_region_param(cl_mem m, size_t count, const char *name, int out) {
+    cn_region r = {name, NULL, 0, 0, out, 0};
+    if (m) {
+        r.root = root_of(m, &r.begin);
+        r.end = r.begin + count * sizeof(float);
+    }
+    return r;
+}
+
+cn_region cn_region_view(const clnorm_tensor *t, const char *name, int out) {
+    cn_region r = {name, NULL, 0, 0, out, 1};
+    if (t) {
+        r.begin = t->offset;
+        r.root = root_of(t->buffer, &r.begin);
+        r.end = r.begin + view_bytes(t);
+    }
+    return r;
+}
+
+clnorm_status cn_check_regions(const cn_region *r, int n) {
+    for (int i = 0; i < n; ++i)
+        for (int j = i + 1; j < n; ++j) {
+            const cn_region *a = &r[i], *b = &r[j];
+            if (!a->root || a->root != b->root || (!a->out && !b->out) || (a->view && b->view))
+                continue;
+            if (a->begin < b->end && b->begin < a->end) {
+                const cn_region *w = a->out ? a : b, *o = a->out ? b : a;
+                return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT,
+                               "%s (bytes %zu..%zu of its buffer) and %s (bytes %zu..%zu) share memory: the call "
+                               "writes %s, so it must not overlap any other argument",
+                               w->name, w->begin, w->end, o->name, o->begin, o->end, w->name);
+            }
+        }
+    return CLNORM_SUCCESS;
+}
+
 int cn_same_view(const clnorm_tensor *a, const clnorm_tensor *b) {
     size_t oa = a->offset, ob = b->offset;
     return root_of(a->buffer, &oa) == root_of(b->buffer, &ob) && oa == ob;

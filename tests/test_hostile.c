@@ -2,7 +2,8 @@
  * Faults and hostile input not covered by test_errors.c: a kernel build that fails (CLNORM_ERROR_BUILD with the
  * build log), device allocations beyond the device's limits (CLNORM_ERROR_DEVICE_MEMORY), shapes whose product
  * overflows size_t, ndim far outside 2..5, NaN / Inf in layer configs and backward factors, x / y overlapping
- * through sub-buffers of one parent, 16-bit storage at odd byte offsets, wrong counts. Every refusal: the
+ * through sub-buffers of one parent, memory a call writes that is also another of its arguments (dscale passed as
+ * scale...), 16-bit storage at odd byte offsets, wrong counts. Every refusal: the
  * documented status, a message naming the argument, and nothing written (sentinel-filled buffers compared bit
  * for bit after clnorm_context_finish).
  */
@@ -267,6 +268,37 @@ static void test_subbuffer_overlap(void **state) {
     fix_free();
 }
 
+/* ---- memory the call writes that is also another of its arguments ------------------------------------------ */
+static void test_parameter_aliasing(void **state) {
+    (void)state;
+    tu_case("parameter aliasing");
+    fix_make();
+    const clnorm_bn_mode S = CLNORM_BN_SPATIAL;
+    clnorm_tensor x = view(X, 0, 4, SHAPE), y = view(Y, 0, 4, SHAPE), dy = view(DY, 0, 4, SHAPE),
+                  dx = view(DX, 0, 4, SHAPE), y64 = view(Y, 64, 4, SHAPE);
+    /* training: two outputs in one buffer, an output over an input, y over a parameter */
+    REFUSED(IA, "save_mean", clnorm_bn_forward_training(tu_ctx, S, &x, &y, b[SC], b[BI], 0.1, 1e-5, b[RM], b[RV],
+                                                        b[RM], b[SI]));
+    REFUSED(IA, "running_var", clnorm_bn_forward_training(tu_ctx, S, &x, &y, b[SC], b[BI], 0.1, 1e-5, b[RM], b[SC],
+                                                          b[SM], b[SI]));
+    REFUSED(IA, "scale", clnorm_bn_forward_training(tu_ctx, S, &x, &y, b[Y], b[BI], 0.1, 1e-5, b[RM], b[RV], b[SM],
+                                                    b[SI]));
+    /* inference: y over the mean */
+    REFUSED(IA, "mean", clnorm_bn_forward_inference(tu_ctx, S, &x, &y, b[SC], b[BI], b[Y], b[RV], 1e-5));
+    /* backward: dscale over scale, dbias over save_invstd, dscale over dbias, dx over dscale */
+    REFUSED(IA, "dscale", clnorm_bn_backward(tu_ctx, S, &x, &dy, &dx, b[SC], b[SC], b[BI], 1e-5, b[SM], b[SI]));
+    REFUSED(IA, "save_invstd", clnorm_bn_backward(tu_ctx, S, &x, &dy, &dx, b[SC], b[RM], b[SI], 1e-5, b[SM], b[SI]));
+    REFUSED(IA, "dbias", clnorm_bn_backward(tu_ctx, S, &x, &dy, &dx, b[SC], b[RM], b[RM], 1e-5, b[SM], b[SI]));
+    REFUSED(IA, "dx", clnorm_bn_backward(tu_ctx, S, &x, &dy, &dx, b[SC], b[DX], b[RV], 1e-5, b[SM], b[SI]));
+    /* inputs may share memory (scale and bias one buffer), and an output may share a buffer with a parameter
+       when their bytes do not overlap (the parameter in bytes 0..12 of y's buffer, y's view from byte 64) */
+    TU_OK(clnorm_bn_forward_training(tu_ctx, S, &x, &y64, b[SC], b[SC], 0.1, 1e-5, NULL, NULL, NULL, NULL));
+    TU_OK(clnorm_bn_forward_inference(tu_ctx, S, &x, &y64, b[Y], b[Y], b[RM], b[RV], 1e-5));
+    TU_OK(clnorm_bn_backward(tu_ctx, S, &x, &dy, &dx, b[SM], b[RM], b[RV], 1e-5, b[SM], b[SI]));
+    tu_finish();
+    fix_free();
+}
+
 /* ---- 16-bit storage at odd byte offsets; F32 at offsets that are 2 mod 4 ---------------------------------- */
 static void test_misaligned_16bit(void **state) {
     (void)state;
@@ -517,6 +549,7 @@ int main(void) {
         cmocka_unit_test(test_nan_inf_arguments), cmocka_unit_test(test_subbuffer_overlap),
         cmocka_unit_test(test_misaligned_16bit),  cmocka_unit_test(test_wrong_counts),
         cmocka_unit_test(test_device_memory),     cmocka_unit_test(test_build_failure),
+        cmocka_unit_test(test_parameter_aliasing),
     };
     return cmocka_run_group_tests_name("hostile", tests, tu_group_setup, tu_group_teardown);
 }
