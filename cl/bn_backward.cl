@@ -49,25 +49,17 @@ __kernel void bn_bwd_finalize(__global const float *part, uint G, ulong N, ulong
                               __global const float *sinvstd, __global const float *scoef,
                               __global const float *scale, __global float *dscale, __global float *dbias,
                               __global float *coef, float alpha, float beta, uint flags) {
-    float su = 0.0f, suc = 0.0f, sv = 0.0f, svc = 0.0f, K, m, is;
+    float u, v, K, m, is;
 #if defined(STRATEGY_CPU)
     ulong c = get_global_id(0);
     if (c >= C)
         return;
-    for (uint g = 0; g < G; ++g) {
-        kahan_add(&su, &suc, part[(c * G + g) * 2]);
-        kahan_add(&sv, &svc, part[(c * G + g) * 2 + 1]);
-    }
-    float u = su - suc, v = sv - svc;
+    sum_parts(&u, &v, part + c * G * 2, part + c * G * 2 + 1, 2, 0, G);
 #else
     __local float lu[WG], lv[WG];
     ulong c = get_group_id(0);
     uint lid = get_local_id(0);
-    for (uint g = lid * G / WG; g < (lid + 1) * G / WG; ++g) {
-        kahan_add(&su, &suc, part[(c * G + g) * 2]);
-        kahan_add(&sv, &svc, part[(c * G + g) * 2 + 1]);
-    }
-    float u = su - suc, v = sv - svc;
+    sum_parts(&u, &v, part + c * G * 2, part + c * G * 2 + 1, 2, lid * G / WG, (lid + 1) * G / WG);
     sum2_reduce_local(&u, &v, lu, lv);
     if (lid != 0)
         return;

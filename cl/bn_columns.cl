@@ -198,28 +198,18 @@ __kernel void bn_col_bwd_finalize(__global const stype *x, ulong xoff, __global 
                                   __global const float *scoef, __global const float *scale, __global float *dscale,
                                   __global float *dbias, __global float *coef, float alpha, float beta, ulong pC,
                                   ulong pS, uint flags) {
-    float su = 0.0f, suc = 0.0f, sv = 0.0f, svc = 0.0f, sh, m, is;
+    float su, sv, sh, m, is;
 #if defined(STRATEGY_CPU)
     ulong k = get_global_id(0);
     if (k >= K)
         return;
-    for (uint r = 0; r < R; ++r) {
-        kahan_add(&su, &suc, part[(ulong)r * 2 * K + k]);
-        kahan_add(&sv, &svc, part[(ulong)r * 2 * K + K + k]);
-    }
-    su -= suc;
-    sv -= svc;
+    sum_parts(&su, &sv, part + k, part + K + k, 2 * K, 0, R);
 #else
     /* GPU: one work-group per column, each item summing a contiguous run of the chunks, then the tree */
     __local float lu[WG], lv[WG];
     ulong k = get_group_id(0);
     uint lid = get_local_id(0);
-    for (uint r = lid * R / WG; r < (lid + 1) * R / WG; ++r) {
-        kahan_add(&su, &suc, part[(ulong)r * 2 * K + k]);
-        kahan_add(&sv, &svc, part[(ulong)r * 2 * K + K + k]);
-    }
-    su -= suc;
-    sv -= svc;
+    sum_parts(&su, &sv, part + k, part + K + k, 2 * K, lid * R / WG, (lid + 1) * R / WG);
     sum2_reduce_local(&su, &sv, lu, lv);
     if (lid != 0)
         return;

@@ -241,6 +241,18 @@ inline void acc_merge_parts(acc_t *a, __global const float *m, __global const fl
         acc_merge(a, slice_begin(N, g + 1, G) - slice_begin(N, g, G), m[g * stride], q[g * stride]);
 }
 
+/* Compensated sums of partials g0 <= g < g1: u of pu[g * stride], v of pv[g * stride]. */
+inline void sum_parts(float *u, float *v, __global const float *pu, __global const float *pv, ulong stride, uint g0,
+                      uint g1) {
+    float su = 0.0f, suc = 0.0f, sv = 0.0f, svc = 0.0f;
+    for (uint g = g0; g < g1; ++g) {
+        kahan_add(&su, &suc, pu[g * stride]);
+        kahan_add(&sv, &svc, pv[g * stride]);
+    }
+    *u = su - suc;
+    *v = sv - svc;
+}
+
 /* Merge the values of map c in the slice [start, end) of its flattened (batch, spatial) extent, shifted by K,
  * into a. CPU strategy: each work-item a contiguous piece, walked one row run at a time (blocks of BLK,
  * vectorised). GPU strategy: neighbouring work-items on neighbouring elements, register blocks of 8 per item. */
