@@ -446,6 +446,15 @@ CLNORM_API size_t clnorm_batchnorm_param_count(const clnorm_batchnorm *bn);
  */
 CLNORM_API uint64_t clnorm_batchnorm_batches(const clnorm_batchnorm *bn);
 /**
+ * @brief Sets n, the count of training forwards of the factor schedule, so that a restored layer continues its
+ * schedule (the next training forward uses factor max(init_factor / (n + 1), min_factor)). Parameters, running and
+ * saved statistics are kept. Not blocking.
+ * @param bn the layer.
+ * @param n the new count (0 is a fresh schedule, as after clnorm_batchnorm_reset).
+ * @return CLNORM_SUCCESS, or CLNORM_ERROR_INVALID_ARGUMENT when bn is NULL.
+ */
+CLNORM_API clnorm_status clnorm_batchnorm_set_batches(clnorm_batchnorm *bn, uint64_t n);
+/**
  * @brief Sets n to 0 (the next training forward uses factor init_factor) and drops the saved statistics
  * (a backward needs a new training forward). Parameters and running statistics are kept. Not blocking.
  * @param bn the layer, or NULL (no-op).

@@ -290,6 +290,13 @@ cl_mem clnorm_batchnorm_buffer(const clnorm_batchnorm *bn, clnorm_field f) {
 
 size_t clnorm_batchnorm_param_count(const clnorm_batchnorm *bn) { return bn ? bn->cfg.maps : 0; }
 uint64_t clnorm_batchnorm_batches(const clnorm_batchnorm *bn) { return bn ? bn->n : 0; }
+
+clnorm_status clnorm_batchnorm_set_batches(clnorm_batchnorm *bn, uint64_t n) {
+    if (!bn)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "bn is NULL");
+    bn->n = n;
+    return CLNORM_SUCCESS;
+}
 const char *clnorm_batchnorm_name(const clnorm_batchnorm *bn) { return bn ? bn->name : NULL; }
 
 void clnorm_batchnorm_reset(clnorm_batchnorm *bn) {
