@@ -324,7 +324,7 @@ typedef struct clnorm_batchnorm_config {
     float init_factor;   /**< 1.0 */
     float min_factor;    /**< 0.1 */
     float sscale;        /**< 0.01: scale ~ Normal(1, sscale) when affine */
-    int affine;          /**< 1 */
+    int affine;          /**< 1; 0: scale and bias are kept (1 and 0, writable, used) but never trained */
     const char *name;    /**< NULL; copied */
     int empty;           /**< 0; 1: no parameter is initialised until written */
     int inplace;         /**< 0; 1: inference may write y over x (training refuses) */
@@ -342,7 +342,7 @@ typedef struct clnorm_batchnorm_config {
 CLNORM_API void clnorm_batchnorm_config_init(clnorm_batchnorm_config *cfg, int nd, size_t maps);
 /**
  * @brief Creates a layer: allocates its buffers on ctx and initialises them (scale ~ Normal(1, sscale) from
- * seed, bias 0, running mean 0, running variance 1, gradients 0; with empty only the gradients). Blocking.
+ * seed when affine, else 1; bias 0, running mean 0, running variance 1, gradients 0; with empty only the gradients). Blocking.
  * @param ctx the context; must outlive the layer.
  * @param cfg the configuration (copied, name included).
  * @param out receives the layer (NULL on failure); the caller owns it and frees it with
@@ -385,8 +385,11 @@ CLNORM_API clnorm_status clnorm_batchnorm_forward(clnorm_batchnorm *bn, int trai
  * @param dx receives the input gradient, or NULL: not computed.
  * @param scale weight of this gradient in the accumulation; finite.
  * @param momentum weight of the accumulated gradient; finite.
+ * A non-affine layer computes dx with its scale (1 unless written) and has no parameter gradients.
  * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_STATE (no training forward since create or reset);
- *         ::CLNORM_ERROR_SHAPE; ::CLNORM_ERROR_INVALID_ARGUMENT; and the statuses of clnorm_bn_backward().
+ *         ::CLNORM_ERROR_SHAPE (also: x's shape is not that of the last training forward, whose statistics the
+ *         backward uses; the message names both); ::CLNORM_ERROR_INVALID_ARGUMENT; and the statuses of
+ *         clnorm_bn_backward().
  */
 CLNORM_API clnorm_status clnorm_batchnorm_backward(clnorm_batchnorm *bn, const clnorm_tensor *x,
                                                    const clnorm_tensor *dy,
@@ -395,8 +398,8 @@ CLNORM_API clnorm_status clnorm_batchnorm_backward(clnorm_batchnorm *bn, const c
 
 /** @brief A layer's float32 vectors, each clnorm_batchnorm_param_count() values. */
 typedef enum clnorm_field {
-    CLNORM_SCALE,        /**< scale (gamma); affine layers only */
-    CLNORM_BIAS,         /**< bias (beta); affine layers only */
+    CLNORM_SCALE,        /**< scale (gamma); a non-affine layer has it too (1), uses it, never trains it */
+    CLNORM_BIAS,         /**< bias (beta); a non-affine layer has it too (0), uses it, never trains it */
     CLNORM_RUNNING_MEAN, /**< running mean */
     CLNORM_RUNNING_VAR,  /**< running (unbiased) variance */
     CLNORM_SAVE_MEAN,    /**< batch mean of the last training forward */
@@ -410,7 +413,7 @@ typedef enum clnorm_field {
  * @param f the field.
  * @param host count floats.
  * @param count must equal clnorm_batchnorm_param_count().
- * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (NULL, bad field, a field a non-affine layer lacks);
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (NULL, bad field, a gradient of a non-affine layer);
  *         ::CLNORM_ERROR_SHAPE (count); ::CLNORM_ERROR_INVALID_STATE (nothing written yet: saved statistics
  *         before a training forward, an empty layer's parameters); ::CLNORM_ERROR_OPENCL.
  */
@@ -430,7 +433,7 @@ CLNORM_API clnorm_status clnorm_batchnorm_write(clnorm_batchnorm *bn, clnorm_fie
  * @param bn the layer (NULL gives NULL).
  * @param f the field.
  * @return borrowed (not retained; valid while the layer lives); NULL if absent (non-affine layers have no
- *         scale, bias or their gradients).
+ *         SCALE_GRAD or BIAS_GRAD; their SCALE and BIAS exist).
  */
 CLNORM_API cl_mem clnorm_batchnorm_buffer(const clnorm_batchnorm *bn, clnorm_field f);
 /**

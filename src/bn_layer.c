@@ -4,6 +4,7 @@
 #include "bn_ops.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,14 +14,16 @@ struct clnorm_batchnorm {
     clnorm_context *ctx;
     clnorm_batchnorm_config cfg; /* cfg.name points at name */
     char *name;
-    cl_mem buf[N_FIELDS];        /* NULL: the field is absent (non-affine: scale, bias and their gradients) */
-    int written[N_FIELDS];       /* holds meaningful values (an 'empty' layer starts with none) */
-    uint64_t n;                  /* training forwards since create / reset */
+    cl_mem buf[N_FIELDS];  /* NULL: the field is absent (non-affine: the two gradients) */
+    int written[N_FIELDS]; /* holds meaningful values (an 'empty' layer starts with none) */
+    uint64_t n;            /* training forwards since create / reset */
+    int last_ndim;         /* x shape of the last training forward (the saved statistics belong to it) */
+    size_t last_shape[CLNORM_MAX_DIMS];
 };
 
-static const char *const field_names[N_FIELDS] = {"CLNORM_SCALE",      "CLNORM_BIAS",        "CLNORM_RUNNING_MEAN",
-                                                  "CLNORM_RUNNING_VAR", "CLNORM_SAVE_MEAN",   "CLNORM_SAVE_INVSTD",
-                                                  "CLNORM_SCALE_GRAD", "CLNORM_BIAS_GRAD"};
+static const char *const field_names[N_FIELDS] = {"CLNORM_SCALE",       "CLNORM_BIAS",      "CLNORM_RUNNING_MEAN",
+                                                  "CLNORM_RUNNING_VAR", "CLNORM_SAVE_MEAN", "CLNORM_SAVE_INVSTD",
+                                                  "CLNORM_SCALE_GRAD",  "CLNORM_BIAS_GRAD"};
 
 void clnorm_batchnorm_config_init(clnorm_batchnorm_config *cfg, int nd, size_t maps) {
     if (!cfg)
@@ -70,16 +73,15 @@ static int field_present(const clnorm_batchnorm *bn, clnorm_field f) {
 }
 
 static clnorm_status write_field(clnorm_batchnorm *bn, clnorm_field f, const float *host) {
-    cl_int err = clEnqueueWriteBuffer(bn->ctx->queue, bn->buf[f], CL_TRUE, 0, bn->cfg.maps * sizeof(float), host, 0,
-                                      NULL, NULL);
+    cl_int err =
+        clEnqueueWriteBuffer(bn->ctx->queue, bn->buf[f], CL_TRUE, 0, bn->cfg.maps * sizeof(float), host, 0, NULL, NULL);
     if (err != CL_SUCCESS)
         return cn_cl_fail(err, "clEnqueueWriteBuffer");
     bn->written[f] = 1;
     return CLNORM_SUCCESS;
 }
 
-clnorm_status clnorm_batchnorm_create(clnorm_context *ctx, const clnorm_batchnorm_config *cfg,
-                                      clnorm_batchnorm **out) {
+clnorm_status clnorm_batchnorm_create(clnorm_context *ctx, const clnorm_batchnorm_config *cfg, clnorm_batchnorm **out) {
     clnorm_status st;
     float *init = NULL;
     if (!out)
@@ -105,12 +107,15 @@ clnorm_status clnorm_batchnorm_create(clnorm_context *ctx, const clnorm_batchnor
     }
     size_t bytes = cfg->maps * sizeof(float);
     if (bytes > ctx->max_alloc) {
-        st = cn_fail(CLNORM_ERROR_DEVICE_MEMORY, "cfg.maps %zu: %zu bytes per parameter exceed the device's "
-                                                 "CL_DEVICE_MAX_MEM_ALLOC_SIZE", cfg->maps, bytes);
+        st = cn_fail(CLNORM_ERROR_DEVICE_MEMORY,
+                     "cfg.maps %zu: %zu bytes per parameter exceed the device's "
+                     "CL_DEVICE_MAX_MEM_ALLOC_SIZE",
+                     cfg->maps, bytes);
         goto fail;
     }
     for (int f = 0; f < N_FIELDS; ++f) {
-        int affine_only = f == CLNORM_SCALE || f == CLNORM_BIAS || f == CLNORM_SCALE_GRAD || f == CLNORM_BIAS_GRAD;
+        /* a non-affine layer keeps scale (1) and bias (0), as PuzzleLib does, but never trains them */
+        int affine_only = f == CLNORM_SCALE_GRAD || f == CLNORM_BIAS_GRAD;
         if (affine_only && !cfg->affine)
             continue;
         cl_int err;
@@ -134,7 +139,7 @@ clnorm_status clnorm_batchnorm_create(clnorm_context *ctx, const clnorm_batchnor
     if (!cfg->empty) {
         if ((st = write_field(bn, CLNORM_RUNNING_MEAN, init)) != CLNORM_SUCCESS)
             goto fail;
-        if (cfg->affine && (st = write_field(bn, CLNORM_BIAS, init)) != CLNORM_SUCCESS)
+        if ((st = write_field(bn, CLNORM_BIAS, init)) != CLNORM_SUCCESS)
             goto fail;
         for (size_t i = 0; i < cfg->maps; ++i)
             init[i] = 1.0f;
@@ -145,9 +150,9 @@ clnorm_status clnorm_batchnorm_create(clnorm_context *ctx, const clnorm_batchnor
             cn_rng_seed(&rng, cfg->seed);
             for (size_t i = 0; i < cfg->maps; ++i)
                 init[i] = (float)(1.0 + (double)cfg->sscale * cn_rng_normal(&rng));
-            if ((st = write_field(bn, CLNORM_SCALE, init)) != CLNORM_SUCCESS)
-                goto fail;
-        }
+        } /* else: all 1, as the running variance above */
+        if ((st = write_field(bn, CLNORM_SCALE, init)) != CLNORM_SUCCESS)
+            goto fail;
     }
     free(init);
     *out = bn;
@@ -178,8 +183,10 @@ static clnorm_status check_data(const clnorm_batchnorm *bn, const clnorm_tensor 
     if (t->shape[1] != bn->cfg.maps)
         return cn_fail(CLNORM_ERROR_SHAPE, "Data has %zu maps (expected: %zu)", t->shape[1], bn->cfg.maps);
     if (t->dtype != bn->cfg.dtype || t->layout != bn->cfg.layout)
-        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "%s: dtype and layout must be the layer's (cfg.dtype, "
-                                                      "cfg.layout)", what);
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT,
+                       "%s: dtype and layout must be the layer's (cfg.dtype, "
+                       "cfg.layout)",
+                       what);
     return CLNORM_SUCCESS;
 }
 
@@ -188,6 +195,14 @@ static clnorm_status need(const clnorm_batchnorm *bn, clnorm_field f, const char
         return cn_fail(CLNORM_ERROR_INVALID_STATE, "%s: %s has not been written (the layer was created 'empty')", why,
                        field_names[f]);
     return CLNORM_SUCCESS;
+}
+
+static void shape_text(int ndim, const size_t *shape, char *buf, size_t n) {
+    size_t used = (size_t)snprintf(buf, n, "(");
+    for (int i = 0; i < ndim && used < n; ++i)
+        used += (size_t)snprintf(buf + used, n - used, i ? ", %zu" : "%zu", shape[i]);
+    if (used < n)
+        snprintf(buf + used, n - used, ")");
 }
 
 static clnorm_bn_mode layer_mode(const clnorm_batchnorm *bn) {
@@ -212,8 +227,7 @@ clnorm_status clnorm_batchnorm_forward(clnorm_batchnorm *bn, int train, const cl
             return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT,
                            "y is x but the layer is not inplace (cfg.inplace = 1 allows writing y over x)");
         return clnorm_bn_forward_inference(bn->ctx, layer_mode(bn), x, y, bn->buf[CLNORM_SCALE], bn->buf[CLNORM_BIAS],
-                                           bn->buf[CLNORM_RUNNING_MEAN], bn->buf[CLNORM_RUNNING_VAR],
-                                           bn->cfg.epsilon);
+                                           bn->buf[CLNORM_RUNNING_MEAN], bn->buf[CLNORM_RUNNING_VAR], bn->cfg.epsilon);
     }
     if (same)
         return cn_fail(CLNORM_ERROR_INVALID_STATE, "inplace in training: y is x, but backward needs x as it was");
@@ -226,6 +240,8 @@ clnorm_status clnorm_batchnorm_forward(clnorm_batchnorm *bn, int train, const cl
     if (st == CLNORM_SUCCESS) {
         bn->n++;
         bn->written[CLNORM_SAVE_MEAN] = bn->written[CLNORM_SAVE_INVSTD] = 1;
+        bn->last_ndim = x->ndim;
+        memcpy(bn->last_shape, x->shape, sizeof bn->last_shape);
     }
     return st;
 }
@@ -239,17 +255,29 @@ clnorm_status clnorm_batchnorm_backward(clnorm_batchnorm *bn, const clnorm_tenso
         (dx && (st = check_data(bn, dx, "dx")) != CLNORM_SUCCESS))
         return st;
     if (!isfinite(scale) || !isfinite(momentum))
-        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "scale and momentum must be finite, got %g and %g",
-                       (double)scale, (double)momentum);
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "scale and momentum must be finite, got %g and %g", (double)scale,
+                       (double)momentum);
     if (!bn->written[CLNORM_SAVE_MEAN] || !bn->written[CLNORM_SAVE_INVSTD])
         return cn_fail(CLNORM_ERROR_INVALID_STATE,
                        "backward before a training forward: no saved statistics (since create or reset)");
+    int same_shape = x->ndim == bn->last_ndim;
+    for (int i = 0; same_shape && i < x->ndim; ++i)
+        same_shape = x->shape[i] == bn->last_shape[i];
+    if (!same_shape) {
+        char got[160], want[160];
+        shape_text(x->ndim, x->shape, got, sizeof got);
+        shape_text(bn->last_ndim, bn->last_shape, want, sizeof want);
+        return cn_fail(CLNORM_ERROR_SHAPE,
+                       "backward: x has shape %s but the last training forward's x had %s (the saved statistics "
+                       "belong to that batch)",
+                       got, want);
+    }
     if ((st = need(bn, CLNORM_SCALE, "backward")) != CLNORM_SUCCESS)
         return st;
-    int affine = bn->cfg.affine != 0;
-    return cn_backward(bn->ctx, layer_mode(bn), x, dy, dx, bn->buf[CLNORM_SCALE], affine ? bn->buf[CLNORM_SCALE_GRAD] : NULL,
-                       affine ? bn->buf[CLNORM_BIAS_GRAD] : NULL, bn->cfg.epsilon, bn->buf[CLNORM_SAVE_MEAN],
-                       bn->buf[CLNORM_SAVE_INVSTD], scale, momentum);
+    int affine = bn->cfg.affine != 0; /* non-affine: dx still uses the (never trained) scale */
+    return cn_backward(bn->ctx, layer_mode(bn), x, dy, dx, bn->buf[CLNORM_SCALE],
+                       affine ? bn->buf[CLNORM_SCALE_GRAD] : NULL, affine ? bn->buf[CLNORM_BIAS_GRAD] : NULL,
+                       bn->cfg.epsilon, bn->buf[CLNORM_SAVE_MEAN], bn->buf[CLNORM_SAVE_INVSTD], scale, momentum);
 }
 
 static clnorm_status check_field(const clnorm_batchnorm *bn, clnorm_field f, const void *host, size_t count,
@@ -259,7 +287,10 @@ static clnorm_status check_field(const clnorm_batchnorm *bn, clnorm_field f, con
     if ((int)f < 0 || (int)f >= N_FIELDS)
         return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "%s: field %d is not a clnorm_field", fn, (int)f);
     if (!field_present(bn, f))
-        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "%s: the layer is not affine: it has no %s", fn, field_names[f]);
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT,
+                       "%s: the layer is not affine: it has no %s (its scale and bias "
+                       "are never trained)",
+                       fn, field_names[f]);
     if (count != bn->cfg.maps)
         return cn_fail(CLNORM_ERROR_SHAPE, "%s: count %zu, but %s holds %zu values", fn, count, field_names[f],
                        bn->cfg.maps);
@@ -273,9 +304,9 @@ clnorm_status clnorm_batchnorm_read(clnorm_batchnorm *bn, clnorm_field f, float 
     if (!bn->written[f])
         return cn_fail(CLNORM_ERROR_INVALID_STATE, "clnorm_batchnorm_read: %s holds nothing yet (%s)", field_names[f],
                        f == CLNORM_SAVE_MEAN || f == CLNORM_SAVE_INVSTD ? "no training forward since create or reset"
-                                                                         : "the layer was created 'empty'");
-    cl_int err = clEnqueueReadBuffer(bn->ctx->queue, bn->buf[f], CL_TRUE, 0, count * sizeof(float), host, 0, NULL,
-                                     NULL);
+                                                                        : "the layer was created 'empty'");
+    cl_int err =
+        clEnqueueReadBuffer(bn->ctx->queue, bn->buf[f], CL_TRUE, 0, count * sizeof(float), host, 0, NULL, NULL);
     return err == CL_SUCCESS ? CLNORM_SUCCESS : cn_cl_fail(err, "clEnqueueReadBuffer");
 }
 
@@ -288,8 +319,12 @@ cl_mem clnorm_batchnorm_buffer(const clnorm_batchnorm *bn, clnorm_field f) {
     return bn && field_present(bn, f) ? bn->buf[f] : NULL;
 }
 
-size_t clnorm_batchnorm_param_count(const clnorm_batchnorm *bn) { return bn ? bn->cfg.maps : 0; }
-uint64_t clnorm_batchnorm_batches(const clnorm_batchnorm *bn) { return bn ? bn->n : 0; }
+size_t clnorm_batchnorm_param_count(const clnorm_batchnorm *bn) {
+    return bn ? bn->cfg.maps : 0;
+}
+uint64_t clnorm_batchnorm_batches(const clnorm_batchnorm *bn) {
+    return bn ? bn->n : 0;
+}
 
 clnorm_status clnorm_batchnorm_set_batches(clnorm_batchnorm *bn, uint64_t n) {
     if (!bn)
@@ -297,7 +332,9 @@ clnorm_status clnorm_batchnorm_set_batches(clnorm_batchnorm *bn, uint64_t n) {
     bn->n = n;
     return CLNORM_SUCCESS;
 }
-const char *clnorm_batchnorm_name(const clnorm_batchnorm *bn) { return bn ? bn->name : NULL; }
+const char *clnorm_batchnorm_name(const clnorm_batchnorm *bn) {
+    return bn ? bn->name : NULL;
+}
 
 void clnorm_batchnorm_reset(clnorm_batchnorm *bn) {
     if (!bn)
