@@ -1,0 +1,1 @@
+/* empty: cffi knows size_t (see cmake/python_cdef.cmake) */

@@ -1,0 +1,202 @@
+"""The binding: cffi in ABI mode over the public C API (include/clnorm.h), nothing else.
+
+The declarations are not written here: CMake runs include/clnorm.h through the C preprocessor at build time
+(cmake/python_cdef.cmake) and installs the result, _clnorm_cdef.h, next to libclnorm.so inside this package, so
+struct layouts and enum values always come from the header the library was built with. No compiler is needed at
+import time.
+
+Also here: ModuleError (C failures carry the status name and clnorm_last_error()), the clnorm context of each
+pyopencl queue (one per queue, cached, released once the queue is gone), the default device and queue, and the
+zero-copy tensor views of pyopencl arrays.
+"""
+import os
+import threading
+import weakref
+
+import cffi
+import numpy as np
+import pyopencl as cl
+import pyopencl.array as cla
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_LIB_PATH = os.environ.get("CLNORM_PYTHON_LIBRARY") or os.path.join(_HERE, "libclnorm.so")
+_CDEF_PATH = os.environ.get("CLNORM_PYTHON_CDEF") or os.path.join(_HERE, "_clnorm_cdef.h")
+
+ffi = cffi.FFI()
+with open(_CDEF_PATH, encoding="utf-8") as _f:
+    ffi.cdef(_f.read())
+lib = ffi.dlopen(_LIB_PATH)
+
+#: status value -> enumerator name ("CLNORM_ERROR_SHAPE"), from the header's enum
+STATUS_NAMES = dict(ffi.typeof("clnorm_status").elements)
+SUCCESS = lib.CLNORM_SUCCESS
+
+
+class ModuleError(Exception):
+    """PuzzleLib's ModuleError; also raised for every failure of the C library.
+
+    For a C failure: ``status`` (the clnorm_status value), ``status_name`` ("CLNORM_ERROR_SHAPE") and ``detail``
+    (clnorm_last_error()) are set, and the message is "CLNORM_ERROR_SHAPE: <detail>". Otherwise they are None.
+    """
+
+    def __init__(self, message, status=None, detail=None):
+        super().__init__(message)
+        self.status = status
+        self.status_name = STATUS_NAMES.get(status) if status is not None else None
+        self.detail = detail
+
+
+def error(status, where=None):
+    """The ModuleError of a failed C call (reads this thread's clnorm_last_error())."""
+    name = STATUS_NAMES.get(status, "status %d" % status)
+    detail = ffi.string(lib.clnorm_last_error()).decode("utf-8", "replace")
+    msg = "%s: %s" % (name, detail) if where is None else "%s: %s: %s" % (where, name, detail)
+    return ModuleError(msg, status, detail)
+
+
+def check(status, where=None):
+    if status != SUCCESS:
+        raise error(status, where)
+
+
+# ---- clnorm contexts: one per pyopencl queue ----------------------------------------------------------------
+class Context:
+    """A clnorm_context on one OpenCL command queue (the C library retains the queue until it is destroyed)."""
+
+    __slots__ = ("ptr", "queue_ptr", "__weakref__")
+
+    def __init__(self, ptr):
+        self.ptr = ffi.gc(ptr, lib.clnorm_context_destroy)
+        self.queue_ptr = int(ffi.cast("intptr_t", lib.clnorm_context_queue(ptr)))
+
+    def device_name(self):
+        return ffi.string(lib.clnorm_context_device_name(self.ptr)).decode("utf-8", "replace")
+
+
+_lock = threading.Lock()
+_contexts = {}  # queue int_ptr -> Context (strong; dropped by _sweep once the queue has no other holder)
+_live = weakref.WeakSet()  # every Context object still alive, for live_contexts()
+_default = None  # (Context, pyopencl.Context, pyopencl.CommandQueue) of the default device
+_selector = None
+
+
+def _queue_refcount(queue_ptr):
+    probe = cl.CommandQueue.from_int_ptr(queue_ptr, retain=True)
+    try:
+        return probe.get_info(cl.command_queue_info.REFERENCE_COUNT) - 1
+    finally:
+        del probe
+
+
+def _sweep():
+    """Drops the cached contexts whose queue only clnorm still holds (the application released it)."""
+    dead = [k for k, c in _contexts.items() if (_default is None or c is not _default[0])
+            and _queue_refcount(c.queue_ptr) <= 1]
+    for k in dead:
+        del _contexts[k]
+
+
+def context_for(queue):
+    """The clnorm context of a pyopencl queue: created on first use, cached, released once the queue is gone."""
+    key = queue.int_ptr
+    ctx = _contexts.get(key)
+    if ctx is not None:
+        return ctx
+    with _lock:
+        ctx = _contexts.get(key)
+        if ctx is None:
+            _sweep()
+            out = ffi.new("clnorm_context **")
+            check(lib.clnorm_context_create_from_queue(ffi.cast("cl_command_queue", key), out),
+                  "clnorm_context_create_from_queue")
+            ctx = Context(out[0])
+            _contexts[key] = ctx
+            _live.add(ctx)
+        return ctx
+
+
+def release_unused_contexts():
+    """Releases now the clnorm contexts of queues the application has dropped (otherwise done on the next new
+    context). Returns the number of clnorm contexts still alive."""
+    import gc
+    with _lock:
+        _sweep()
+    gc.collect()
+    return live_contexts()
+
+
+def live_contexts():
+    """Number of clnorm contexts alive in this process (cached or still held by a module)."""
+    return len(_live)
+
+
+def set_device(selector=None):
+    """Chooses the default device, with the C library's selector grammar: None or "" for $CLNORM_DEVICE, else the
+    first GPU, accelerator, CPU; "P:D"; or a substring of "<platform> <device>" ("pocl"). Arrays made by
+    clnorm.gpuarray and modules created afterwards use it; existing arrays keep their queue."""
+    global _default, _selector
+    out = ffi.new("clnorm_context **")
+    sel = ffi.NULL if selector is None else selector.encode("utf-8")
+    check(lib.clnorm_context_create(sel, out), "clnorm_context_create")
+    ctx = Context(out[0])
+    clctx = cl.Context.from_int_ptr(int(ffi.cast("intptr_t", lib.clnorm_context_cl_context(out[0]))), retain=True)
+    queue = cl.CommandQueue.from_int_ptr(ctx.queue_ptr, retain=True)
+    with _lock:
+        _contexts[ctx.queue_ptr] = ctx
+        _live.add(ctx)
+        _default = (ctx, clctx, queue)
+        _selector = selector
+    return queue
+
+
+def default_queue():
+    """The queue of the default device (created on first use, see set_device)."""
+    d = _default
+    if d is None:
+        set_device(None)
+        d = _default
+    return d[2]
+
+
+def default_device_name():
+    default_queue()
+    return _default[0].device_name()
+
+
+# ---- tensors ------------------------------------------------------------------------------------------------
+DTYPES = {np.dtype(np.float32): lib.CLNORM_F32, np.dtype(np.float16): lib.CLNORM_F16}
+
+
+def fill_tensor(t, ary, shape):
+    """Fills the clnorm_tensor t (a cffi cdata) as a zero-copy view of the pyopencl array ary: its cl_mem and byte
+    offset, with shape (up to 5 dims, batch and maps first)."""
+    t.buffer = ffi.cast("cl_mem", ary.base_data.int_ptr)
+    t.offset = ary.offset
+    t.ndim = len(shape)
+    sh = t.shape
+    for i, n in enumerate(shape):
+        sh[i] = n
+    t.dtype = DTYPES[ary.dtype]
+    t.layout = lib.CLNORM_NCHW
+
+
+def new_tensor():
+    return ffi.new("clnorm_tensor *")
+
+
+def mem_of(ary):
+    """The cl_mem of a parameter array (the C API wants parameter vectors at offset 0)."""
+    return ffi.cast("cl_mem", ary.base_data.int_ptr)
+
+
+def as_device(ary, queue, what="data", dtype=None):
+    """A pyopencl array as is; a numpy array (or anything array-like) copied to the device of queue (converted to
+    dtype when given: host data of another type is converted, as a copy is made anyway)."""
+    if isinstance(ary, cla.Array):
+        if ary.queue is None:
+            raise ModuleError("%s: the pyopencl array has no queue (clnorm runs on the array's queue)" % what)
+        if not ary.flags.c_contiguous:
+            raise ModuleError("%s: the array must be C-contiguous (dense), got strides %s" % (what, ary.strides))
+        return ary
+    host = np.ascontiguousarray(ary, dtype=dtype)
+    return cla.to_device(queue, host)
