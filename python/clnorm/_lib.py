@@ -9,6 +9,7 @@ Also here: ModuleError (C failures carry the status name and clnorm_last_error()
 pyopencl queue (one per queue, cached, released once the queue is gone), the default device and queue, and the
 zero-copy tensor views of pyopencl arrays.
 """
+import collections
 import os
 import threading
 import weakref
@@ -74,59 +75,51 @@ class Context:
 
 
 _lock = threading.Lock()
-_contexts = {}  # queue int_ptr -> Context (strong; dropped by _sweep once the queue has no other holder)
+# queue int_ptr -> Context. Weak: a context lives while something uses it: a module's layer on that queue, one of
+# the RECENT queues of the latest calls (kept so that dnn calls on a queue reuse its compiled kernels), or the
+# default queue. The C library retains the queue while the context lives; once a context goes, it releases it.
+_contexts = weakref.WeakValueDictionary()
+_recent = collections.OrderedDict()
+RECENT = 8
 _live = weakref.WeakSet()  # every Context object still alive, for live_contexts()
 _default = None  # (Context, pyopencl.Context, pyopencl.CommandQueue) of the default device
 _selector = None
 
 
-def _queue_refcount(queue_ptr):
-    probe = cl.CommandQueue.from_int_ptr(queue_ptr, retain=True)
-    try:
-        return probe.get_info(cl.command_queue_info.REFERENCE_COUNT) - 1
-    finally:
-        del probe
-
-
-def _sweep():
-    """Drops the cached contexts whose queue only clnorm still holds (the application released it)."""
-    dead = [k for k, c in _contexts.items() if (_default is None or c is not _default[0])
-            and _queue_refcount(c.queue_ptr) <= 1]
-    for k in dead:
-        del _contexts[k]
-
-
 def context_for(queue):
-    """The clnorm context of a pyopencl queue: created on first use, cached, released once the queue is gone."""
+    """The clnorm context of a pyopencl queue: created on first use, cached, released once neither a module nor
+    the recent-queue cache uses it."""
     key = queue.int_ptr
-    ctx = _contexts.get(key)
+    ctx = _recent.get(key)
     if ctx is not None:
         return ctx
     with _lock:
         ctx = _contexts.get(key)
         if ctx is None:
-            _sweep()
             out = ffi.new("clnorm_context **")
             check(lib.clnorm_context_create_from_queue(ffi.cast("cl_command_queue", key), out),
                   "clnorm_context_create_from_queue")
             ctx = Context(out[0])
             _contexts[key] = ctx
             _live.add(ctx)
+        _recent[key] = ctx
+        while len(_recent) > RECENT:
+            _recent.popitem(last=False)
         return ctx
 
 
 def release_unused_contexts():
-    """Releases now the clnorm contexts of queues the application has dropped (otherwise done on the next new
-    context). Returns the number of clnorm contexts still alive."""
+    """Drops the recent-queue cache, so that every clnorm context no module uses is released (with its hold on the
+    queue). Returns the number of clnorm contexts still alive."""
     import gc
     with _lock:
-        _sweep()
+        _recent.clear()
     gc.collect()
     return live_contexts()
 
 
 def live_contexts():
-    """Number of clnorm contexts alive in this process (cached or still held by a module)."""
+    """Number of clnorm contexts alive in this process (the default one, recent queues', modules')."""
     return len(_live)
 
 
@@ -144,7 +137,7 @@ def set_device(selector=None):
     with _lock:
         _contexts[ctx.queue_ptr] = ctx
         _live.add(ctx)
-        _default = (ctx, clctx, queue)
+        _default = (ctx, clctx, queue)  # keeps the default context alive
         _selector = selector
     return queue
 

@@ -1,0 +1,80 @@
+"""Shared pieces of the Python suite: a float64 numpy reference of SEMANTICS.md, seeded data fresh per case,
+tolerances (SEMANTICS.md "Precision")."""
+import os
+import zlib
+
+import numpy as np
+import pytest
+
+# POCL keeps its compiled kernels here between runs (make test sets it inside the build folder)
+os.environ.setdefault("POCL_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "build", "pocl-cache"))
+
+FWD = dict(atol=1e-5, rtol=1e-4)
+BWD = dict(atol=1e-4, rtol=1e-3)
+STAT = dict(atol=1e-5, rtol=1e-5)
+F16 = dict(atol=2e-2, rtol=2e-2)
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded from the test's id (and $CLNORM_TEST_SEED), so each case gets its own fresh data."""
+    base = int(os.environ.get("CLNORM_TEST_SEED", "20261201"))
+    return np.random.default_rng([base, zlib.crc32(request.node.nodeid.encode())])
+
+
+@pytest.fixture(scope="session")
+def queue():
+    import clnorm
+    return clnorm.default_queue()
+
+
+def axes(ndim, spatial):
+    return (0,) + tuple(range(2, ndim)) if spatial else (0,)
+
+
+def ref_train(x, scale, bias, eps=1e-5, spatial=True):
+    """Batch statistics and output in float64; scale/bias of any shape with the group count of values."""
+    x = x.astype(np.float64)
+    ax = axes(x.ndim, spatial)
+    mean = x.mean(axis=ax, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=ax, keepdims=True)
+    inv = 1.0 / np.sqrt(var + eps)
+    s = np.asarray(scale, np.float64).reshape(mean.shape)
+    b = np.asarray(bias, np.float64).reshape(mean.shape)
+    y = (x - mean) * inv * s + b
+    M = x.size // mean.size
+    return y, mean, var, inv, M
+
+
+def ref_infer(x, scale, bias, mean, var, eps=1e-5, spatial=True):
+    x = x.astype(np.float64)
+    shape = ref_param_shape(x, spatial)
+    s, b, m, v = (np.asarray(a, np.float64).reshape(shape) for a in (scale, bias, mean, var))
+    return (x - m) / np.sqrt(v + eps) * s + b
+
+
+def ref_param_shape(x, spatial):
+    return (1, x.shape[1]) + (1,) * (x.ndim - 2) if spatial else (1,) + x.shape[1:]
+
+
+def ref_backward(x, dy, scale, smean, sinv, spatial=True):
+    x, dy = x.astype(np.float64), dy.astype(np.float64)
+    ax = axes(x.ndim, spatial)
+    shape = ref_param_shape(x, spatial)
+    m = np.asarray(smean, np.float64).reshape(shape)
+    inv = np.asarray(sinv, np.float64).reshape(shape)
+    s = np.asarray(scale, np.float64).reshape(shape)
+    M = x.size // int(np.prod(shape))
+    xhat = (x - m) * inv
+    db = dy.sum(axis=ax, keepdims=True)
+    ds = (dy * xhat).sum(axis=ax, keepdims=True)
+    dx = s * inv / M * (M * dy - db - xhat * ds)
+    return dx, ds, db
+
+
+def close(got, ref, atol, rtol, what=""):
+    got = np.asarray(got, np.float64).reshape(np.shape(ref))
+    err = np.abs(got - ref) - (atol + rtol * np.abs(ref))
+    if np.any(~np.isfinite(got)) or np.any(err > 0):
+        i = np.unravel_index(int(np.nanargmax(np.where(np.isfinite(err), err, np.inf))), err.shape)
+        raise AssertionError("%s: worst index %s got %r expected %r" % (what, i, got[i], ref[i]))
