@@ -5,9 +5,16 @@ WERROR   ?= OFF
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
 PREFIX   ?= /usr/local
-PKGS     := cmake make gcc pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libcmocka-dev clinfo
+PKGS     := cmake make gcc pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libcmocka-dev clinfo \
+            python3 python3-venv
+# Python package: a venv under the build folder, the package installed into it the README's way (pip install .)
+PYTHON   ?= python3
+VENV     ?= $(BUILD)/venv
+PY_DEPS  := numpy pyopencl h5py cffi pytest scikit-build-core
+PY_ENV   := POCL_CACHE_DIR=$(CURDIR)/$(BUILD)/pocl-cache CLNORM_CACHE_DIR=$(CURDIR)/$(BUILD)/clnorm-cache
 
-.PHONY: all deps configure build demo test bench clean format install docs check-memory check-asan check-valgrind fuzz
+.PHONY: all deps configure build demo test bench clean format install docs check-memory check-asan check-valgrind fuzz \
+        python
 
 all: build
 
@@ -29,11 +36,21 @@ configure: deps
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
-demo: build
+demo: build python
 	./$(BUILD)/clnorm-demo
+	$(PY_ENV) $(VENV)/bin/python examples/demo.py
 
-test: build
+test: build python
 	cd $(BUILD) && ctest --output-on-failure -j 1
+	$(PY_ENV) $(VENV)/bin/python -m pytest -q -p no:cacheprovider python/tests
+
+# the venv (made once; numpy pyopencl h5py cffi pytest scikit-build-core from PyPI), then `pip install .` into it:
+# scikit-build-core builds this CMakeLists.txt in $(BUILD)/python-build (incremental) and installs the package
+python: deps
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@test -f $(VENV)/.clnorm-deps || { $(VENV)/bin/pip install -q --upgrade pip && \
+	  $(VENV)/bin/pip install -q $(PY_DEPS) && touch $(VENV)/.clnorm-deps; }
+	$(VENV)/bin/pip install -q --no-build-isolation -C build-dir=$(BUILD)/python-build .
 
 # Memory checks: the whole ctest suite (but `large`) built with -fsanitize=$(SANITIZE) in $(ASAN_BUILD)/, then
 # valgrind memcheck over a subset on the normal build (tests/memcheck.sh). Suppressions: tests/lsan.supp,
@@ -66,8 +83,9 @@ fuzz: deps
 	  POCL_CACHE_DIR=$(CURDIR)/$(FUZZ_BUILD)/pocl-cache CLNORM_CACHE_DIR=$(CURDIR)/$(FUZZ_BUILD)/clnorm-cache \
 	  ./fuzz_api -max_total_time=$(FUZZ_SECONDS) -timeout=300 -rss_limit_mb=6144 -max_len=64 -len_control=0 -print_final_stats=1 corpus
 
-bench: build
+bench: build python
 	./$(BUILD)/clnorm-bench $(BENCH_ARGS)
+	$(PY_ENV) $(VENV)/bin/python bench/python_bench.py --bench ./$(BUILD)/clnorm-bench $(PYBENCH_ARGS)
 	python3 bench/peers.py --bench ./$(BUILD)/clnorm-bench $(PEERS_ARGS)
 
 # libraries, header, CMake package, pkg-config file and clnorm-info under $(PREFIX) (DESTDIR is honoured)

@@ -6,8 +6,6 @@ import zlib
 import numpy as np
 import pytest
 
-# POCL keeps its compiled kernels here between runs (make test sets it inside the build folder)
-os.environ.setdefault("POCL_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "build", "pocl-cache"))
 
 FWD = dict(atol=1e-5, rtol=1e-4)
 BWD = dict(atol=1e-4, rtol=1e-3)
