@@ -85,7 +85,7 @@ fuzz: deps
 
 bench: build python
 	./$(BUILD)/clnorm-bench $(BENCH_ARGS)
-	$(PY_ENV) $(VENV)/bin/python bench/python_bench.py --bench ./$(BUILD)/clnorm-bench $(PYBENCH_ARGS)
+	$(PY_ENV) $(VENV)/bin/python bench/python_bench.py $(PYBENCH_ARGS)
 	python3 bench/peers.py --bench ./$(BUILD)/clnorm-bench $(PEERS_ARGS)
 
 # libraries, header, CMake package, pkg-config file and clnorm-info under $(PREFIX) (DESTDIR is honoured)
