@@ -18,6 +18,7 @@ import cffi
 import numpy as np
 import pyopencl as cl
 import pyopencl.array as cla
+import pyopencl.tools as cl_tools
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _LIB_PATH = os.environ.get("CLNORM_PYTHON_LIBRARY") or os.path.join(_HERE, "libclnorm.so")
@@ -62,16 +63,36 @@ def check(status, where=None):
 
 # ---- clnorm contexts: one per pyopencl queue ----------------------------------------------------------------
 class Context:
-    """A clnorm_context on one OpenCL command queue (the C library retains the queue until it is destroyed)."""
+    """A clnorm_context on one OpenCL command queue (the C library retains the queue until it is destroyed), with
+    a pyopencl memory pool for the outputs made on that queue (as PuzzleLib's backends do: a new output buffer
+    each call would cost its page faults every time on a CPU device)."""
 
-    __slots__ = ("ptr", "queue_ptr", "__weakref__")
+    __slots__ = ("ptr", "queue_ptr", "queue", "pool", "tmpl", "__weakref__")
 
-    def __init__(self, ptr):
+    def __init__(self, ptr, queue=None):
         self.ptr = ffi.gc(ptr, lib.clnorm_context_destroy)
         self.queue_ptr = int(ffi.cast("intptr_t", lib.clnorm_context_queue(ptr)))
+        self.queue = queue
+        self.pool = None
+        self.tmpl = {}
 
     def device_name(self):
         return ffi.string(lib.clnorm_context_device_name(self.ptr)).decode("utf-8", "replace")
+
+    def empty_like(self, ary):
+        """An uninitialised array of ary's shape and dtype on this queue, from the pool (pyopencl's fast path:
+        about 2 us)."""
+        key = (ary.shape, ary.dtype)
+        t = self.tmpl.get(key)
+        if t is None:
+            if self.pool is None:
+                self.pool = cl_tools.MemoryPool(cl_tools.ImmediateAllocator(self.queue))
+                self.tmpl.clear()
+            if len(self.tmpl) > 64:
+                self.tmpl.clear()
+            dummy = cl.Buffer(self.queue.context, cl.mem_flags.READ_WRITE, 4)  # never used: a template's data
+            t = self.tmpl[key] = cla.Array(self.queue, ary.shape, ary.dtype, allocator=self.pool, data=dummy)
+        return cla.empty_like(t)
 
 
 _lock = threading.Lock()
@@ -99,7 +120,7 @@ def context_for(queue):
             out = ffi.new("clnorm_context **")
             check(lib.clnorm_context_create_from_queue(ffi.cast("cl_command_queue", key), out),
                   "clnorm_context_create_from_queue")
-            ctx = Context(out[0])
+            ctx = Context(out[0], queue)
             _contexts[key] = ctx
             _live.add(ctx)
         _recent[key] = ctx
@@ -134,6 +155,7 @@ def set_device(selector=None):
     ctx = Context(out[0])
     clctx = cl.Context.from_int_ptr(int(ffi.cast("intptr_t", lib.clnorm_context_cl_context(out[0]))), retain=True)
     queue = cl.CommandQueue.from_int_ptr(ctx.queue_ptr, retain=True)
+    ctx.queue = queue
     with _lock:
         _contexts[ctx.queue_ptr] = ctx
         _live.add(ctx)

@@ -122,7 +122,7 @@ def batchNormNd(data, scale, bias, mean, var, epsilon=1e-5, factor=1.0, test=Fal
     ps = _Param(scale, queue, count, "scale") if scale is not None else None
     pb = _Param(bias, queue, count, "bias") if bias is not None else None
     if out is None:
-        out = cla.empty_like(data)
+        out = ctx.empty_like(data)
     elif not isinstance(out, cla.Array) or out.shape != data.shape or out.dtype != data.dtype:
         raise ModuleError("out must be a device array of data's shape %s and dtype %s" % (data.shape, data.dtype))
     tx, ty = _lib.new_tensor(), _lib.new_tensor()
@@ -168,7 +168,7 @@ def batchNormNdBackward(data, grad, scale, savemean, saveinvvar, epsilon=1e-5, m
         raise ModuleError("savemean and saveinvvar must both be given or both be None")
     psm = _Param(savemean, queue, count, "savemean") if savemean is not None else None
     psi = _Param(saveinvvar, queue, count, "saveinvvar") if saveinvvar is not None else None
-    ingrad = cla.empty_like(data)
+    ingrad = ctx.empty_like(data)
     pshape = _param_shape(scale, savemean, saveinvvar) or (count,)
     scalegrad = cla.empty(queue, pshape, np.float32)
     biasgrad = cla.empty(queue, pshape, np.float32)

@@ -626,7 +626,7 @@ class BatchNormND(Module):
         if self.train:
             if self.inplace:
                 raise ModuleError("%s: using inplace flag in train mode is prohibited" % self)
-            out = cla.empty_like(data)  # pyopencl's fast path (1 us against 13)
+            out = layer.ctx.empty_like(data)
             _lib.fill_tensor(layer.ty, out, shape)
             st = lib.clnorm_batchnorm_forward(layer.ptr, 1, layer.tx, layer.ty)
             if st:
@@ -637,7 +637,7 @@ class BatchNormND(Module):
                 out = data
                 ty = layer.tx
             else:
-                out = cla.empty_like(data)  # pyopencl's fast path (1 us against 13)
+                out = layer.ctx.empty_like(data)
                 ty = layer.ty
                 _lib.fill_tensor(ty, out, shape)
             st = lib.clnorm_batchnorm_forward(layer.ptr, 0, layer.tx, ty)
@@ -667,7 +667,7 @@ class BatchNormND(Module):
         dx = None
         tdx = ffi.NULL
         if updGrad:
-            dx = cla.empty_like(grad)
+            dx = layer.ctx.empty_like(grad)
             _lib.fill_tensor(layer.tdx, dx, shape)
             tdx = layer.tdx
         if accumulate or not self.affine:
