@@ -9,6 +9,11 @@ forward (PuzzleLib allocates new ones).
 
 Data may come from any pyopencl context and queue: the first call with data of another queue moves the layer
 there (its values copied through the host); numpy data are copied to the module's device.
+
+Extension points (for options such as an MPI communicator ``comm=`` or a fused activation): the C layer's
+configuration is made in one place (``BatchNormND._newLayer`` -> ``_Layer``), the forward's C call in
+``updateData`` and the backward's in ``backward``; a new keyword is stored by ``_init`` and read there, and
+``_rebuild`` carries every value across a new layer.
 """
 import json
 import os
