@@ -155,7 +155,10 @@ int cn_open_private_dir(const char *path, int create, const char *what, char *wh
                 continue;
             char saved = *c;
             *c = '\0';
-            if (mkdir(p, 0700) == 0) {
+            struct stat st;
+            if (lstat(p, &st) == 0) {
+                /* exists: left as it is (and checked below if it is the folder itself) */
+            } else if (mkdir(p, 0700) == 0) {
                 fix_created_dir(p);
             } else if (errno != EEXIST) {
                 snprintf(why, n, "%s %s cannot be created: %s", what, p, strerror(errno));
