@@ -65,7 +65,7 @@ fuzz: deps
 	cache_s=$$(( $(FUZZ_SECONDS) / 4 )); [ $$cache_s -ge 1 ] || cache_s=1; \
 	api_s=$$(( $(FUZZ_SECONDS) - cache_s )); [ $$api_s -ge 1 ] || api_s=1; \
 	cd $(FUZZ_BUILD) && ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0 \
-	  ./fuzz_cache -max_total_time=$$cache_s -max_len=4096 -print_final_stats=1 corpus-cache && \
+	  ./fuzz_cache -max_total_time=$$cache_s -max_len=1024 -print_final_stats=1 corpus-cache && \
 	ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	  POCL_CACHE_DIR=$(CURDIR)/$(FUZZ_BUILD)/pocl-cache CLNORM_CACHE_DIR=$(CURDIR)/$(FUZZ_BUILD)/clnorm-cache \

@@ -63,10 +63,10 @@ static void check_raw(const uint8_t *data, size_t size, const char *key) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static const char *const keys[] = {
-        "", "k",
+    static const char realistic[] =
         "clnorm 100 | -cl-std=CL1.2 -DDTYPE_F32 -DSTRATEGY_CPU -DWG=1 -DCLNORM_SOURCE_HASH=0x0123456789abcdef  | "
-        "Portable Computing Language cpu | vendor 0x8086 | driver 3.1 | platform OpenCL 3.0 PoCL 3.1"};
+        "Portable Computing Language cpu | vendor 0x8086 | driver 3.1 | platform OpenCL 3.0 PoCL 3.1";
+    static const char *const keys[] = {"", "k", realistic};
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; ++k)
         check_raw(data, size, keys[k]);
     if (size >= H) { /* the key the input carries itself, if it is there and has no NUL */
@@ -103,11 +103,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t off = 0, bs = 0;
     if (!parse_copy(file, n, key, &off, &bs) || off != H + klen || bs != bsize || memcmp(file + off, bin, bsize) != 0)
         fail("a file written by cn_disk_cache_header is not read back", size);
-    /* truncations: every length for small files, a spread of them for large ones */
-    size_t step = n <= 2048 ? 1 : n / 512;
-    for (size_t len = 0; len < n; len += step)
+    /* truncations: every length through the header, the key and a few bytes of binary, then 64 spread over the
+     * rest of the binary (where a cut can only be caught by the size field and the checksum) */
+    size_t dense = H + klen + 8 < n ? H + klen + 8 : n;
+    for (size_t len = 0; len < dense; ++len)
         if (parse_copy(file, len, key, &off, &bs))
             fail("a truncated file was accepted", size);
+    for (size_t k = 1; k < 64 && dense < n; ++k) {
+        size_t len = dense + (n - dense) * k / 64;
+        if (len < n && parse_copy(file, len, key, &off, &bs))
+            fail("a truncated file was accepted", size);
+    }
     if (parse_copy(file, n - 1, key, &off, &bs))
         fail("a file one byte short was accepted", size);
     file[n] = data[size - 1];
