@@ -37,6 +37,8 @@
  *   kernel dir      CLNORM_KERNEL_DIR: a private copy of cl/ gives the reference results; a folder writable by
  *                   group or others, another user's, a symbolic link, and a source file writable by others,
  *                   another user's, a symbolic link, a FIFO: a BUILD error that says why, and y is not written
+ *   queries         clnorm_context_cache_dir / _status for CLNORM_CACHE_DIR, XDG_CACHE_HOME, HOME, CLNORM_CACHE=0
+ *                   and nothing set, from clnorm_context_create and clnorm_context_create_from_queue; NULL
  * Cases that need a second user (chown) or mounts are skipped with a message when not run as root (CI is root).
  */
 #define _GNU_SOURCE /* unshare(CLONE_NEWNS) for the disk-full case */
@@ -1189,9 +1191,64 @@ static void test_kernel_dir(void **state) {
     expect_kernel_dir_refused(dir, "cannot read common.cl: it is not a regular file");
 }
 
-/* the queries on NULL */
+/* a context made in this process with the environment given (NULL: unset), and one on its queue: both must report
+ * want_dir (NULL: off) and a status starting with want_status */
+static void expect_query(const char *cache, const char *dir, const char *xdg, const char *home, const char *want_dir,
+                         const char *want_status) {
+    const char *names[4] = {"CLNORM_CACHE", "CLNORM_CACHE_DIR", "XDG_CACHE_HOME", "HOME"};
+    const char *values[4] = {cache, dir, xdg, home};
+    char *saved[4];
+    for (int i = 0; i < 4; ++i) {
+        saved[i] = getenv(names[i]) ? strdup(getenv(names[i])) : NULL;
+        if (values[i])
+            setenv(names[i], values[i], 1);
+        else
+            unsetenv(names[i]);
+    }
+    clnorm_context *ctx = NULL, *qctx = NULL;
+    TU_OK(tu_context_create(&ctx));
+    TU_OK(clnorm_context_create_from_queue(clnorm_context_queue(ctx), &qctx));
+    for (int k = 0; k < 2; ++k) {
+        const clnorm_context *c = k ? qctx : ctx;
+        const char *got = clnorm_context_cache_dir(c), *status = clnorm_context_cache_status(c);
+        if ((want_dir == NULL) != (got == NULL) || (got && strcmp(got, want_dir) != 0) ||
+            strncmp(status, want_status, strlen(want_status)) != 0)
+            tu_fail_at(__FILE__, __LINE__, "%s: cache dir \"%s\", status \"%s\"; expected \"%s\", \"%s...\"",
+                       k ? "clnorm_context_create_from_queue" : "clnorm_context_create", got ? got : "(null)", status,
+                       want_dir ? want_dir : "(null)", want_status);
+    }
+    clnorm_context_destroy(qctx);
+    clnorm_context_destroy(ctx);
+    for (int i = 0; i < 4; ++i) {
+        if (saved[i])
+            setenv(names[i], saved[i], 1);
+        else
+            unsetenv(names[i]);
+        free(saved[i]);
+    }
+    if (want_dir) { /* created, private */
+        struct stat st;
+        TU_TRUE(lstat(want_dir, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0700);
+    }
+}
+
+/* the queries: where the folder comes from, for both ways of making a context; NULL */
 static void test_queries(void **state) {
     (void)state;
+    char dir[4200], xdg[4200], xdg_dir[4300], home[4200], home_dir[4300];
+    snprintf(dir, sizeof dir, "%s/query-dir", base_dir);
+    snprintf(xdg, sizeof xdg, "%s/query-xdg", base_dir);
+    snprintf(xdg_dir, sizeof xdg_dir, "%s/clnorm", xdg);
+    snprintf(home, sizeof home, "%s/query-home", base_dir);
+    snprintf(home_dir, sizeof home_dir, "%s/.cache/clnorm", home);
+    expect_query(NULL, dir, xdg, home, dir, "on");
+    expect_query("1", NULL, xdg, home, xdg_dir, "on");
+    expect_query(NULL, "", NULL, home, home_dir, "on");
+    expect_query("0", dir, xdg, home, NULL, "off: CLNORM_CACHE=0");
+    expect_query(NULL, NULL, NULL, NULL, NULL, "off: no folder");
+    struct stat st;
+    snprintf(home_dir, sizeof home_dir, "%s/.cache", home);
+    TU_TRUE(lstat(home_dir, &st) == 0 && (st.st_mode & 07777) == 0700); /* made by clnorm: 0700 too */
     TU_TRUE(clnorm_context_cache_dir(NULL) == NULL);
     TU_TRUE(clnorm_context_cache_status(NULL) == NULL);
 }
