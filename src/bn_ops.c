@@ -13,13 +13,13 @@
 #include <string.h>
 
 typedef struct plan {
-    size_t B, C, S;   /* the (B, C, S) view */
-    size_t groups;    /* statistics (length of every parameter vector) */
-    size_t M;         /* values per statistic */
-    int columns;      /* column kernels: the tensor is a (rows, groups) matrix with one statistic per column */
-    size_t rows;      /* rows of that matrix (== M) */
-    size_t pC, pS;    /* column j's parameter index is (j % pC) * pS + j / pC (NHWC per-activation) */
-    unsigned pmap;    /* F_PMAP when that index is not the identity */
+    size_t B, C, S; /* the (B, C, S) view */
+    size_t groups;  /* statistics (length of every parameter vector) */
+    size_t M;       /* values per statistic */
+    int columns;    /* column kernels: the tensor is a (rows, groups) matrix with one statistic per column */
+    size_t rows;    /* rows of that matrix (== M) */
+    size_t pC, pS;  /* column j's parameter index is (j % pC) * pS + j / pC (NHWC per-activation) */
+    unsigned pmap;  /* F_PMAP when that index is not the identity */
     size_t numel;
 } plan;
 
@@ -89,8 +89,7 @@ static void shape_text(const clnorm_tensor *t, char *buf, size_t n) {
 }
 
 /* t (when given) must be a valid view with x's shape and dtype */
-static clnorm_status check_like(clnorm_context *ctx, const clnorm_tensor *x, const clnorm_tensor *t,
-                                const char *name) {
+static clnorm_status check_like(clnorm_context *ctx, const clnorm_tensor *x, const clnorm_tensor *t, const char *name) {
     size_t numel;
     clnorm_status st = cn_check_tensor(ctx, t, name, &numel);
     if (st != CLNORM_SUCCESS)
@@ -105,8 +104,9 @@ static clnorm_status check_like(clnorm_context *ctx, const clnorm_tensor *x, con
         return cn_fail(CLNORM_ERROR_SHAPE, "%s has shape %s but x has %s", name, b, a);
     }
     if (t->dtype != x->dtype || t->layout != x->layout)
-        return cn_fail(CLNORM_ERROR_UNSUPPORTED, "%s must have x's dtype and layout: mixing storage types or layouts "
-                                                 "within one call is not supported",
+        return cn_fail(CLNORM_ERROR_UNSUPPORTED,
+                       "%s must have x's dtype and layout: mixing storage types or layouts "
+                       "within one call is not supported",
                        name);
     return CLNORM_SUCCESS;
 }
@@ -146,8 +146,8 @@ typedef struct {
 #define A_F32(v) ((karg){sizeof(cl_float), &(cl_float){(cl_float)(v)}})
 #define NARGS(a) ((cl_uint)(sizeof(a) / sizeof((a)[0])))
 
-static clnorm_status launch(clnorm_context *ctx, cl_kernel k, cl_uint dims, const size_t *global,
-                            const size_t *local, const karg *args, cl_uint nargs) {
+static clnorm_status launch(clnorm_context *ctx, cl_kernel k, cl_uint dims, const size_t *global, const size_t *local,
+                            const karg *args, cl_uint nargs) {
     for (cl_uint i = 0; i < nargs; ++i) {
         cl_int err = clSetKernelArg(k, i, args[i].size, args[i].ptr);
         if (err != CL_SUCCESS)
@@ -157,7 +157,9 @@ static clnorm_status launch(clnorm_context *ctx, cl_kernel k, cl_uint dims, cons
     return err == CL_SUCCESS ? CLNORM_SUCCESS : cn_cl_fail(err, "clEnqueueNDRangeKernel");
 }
 
-static size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
+static size_t round_up(size_t v, size_t m) {
+    return (v + m - 1) / m * m;
+}
 
 /* items work-items in groups of local (the global size rounded up; kernels ignore the extra items). Local sizes
  * are always given: a runtime that picks one per global size (POCL) would compile the kernel once per shape. */
@@ -167,7 +169,9 @@ static clnorm_status launch_1d(clnorm_context *ctx, cl_kernel k, size_t items, s
     return launch(ctx, k, 1, &global, &local, args, nargs);
 }
 
-static size_t elem_offset(const clnorm_tensor *t) { return t ? t->offset / cn_dtype_size(t->dtype) : 0; }
+static size_t elem_offset(const clnorm_tensor *t) {
+    return t ? t->offset / cn_dtype_size(t->dtype) : 0;
+}
 
 /* slices per map for the SPATIAL reductions: enough work-groups to fill the device, none tiny */
 static cl_uint slices_per_map(const clnorm_context *ctx, const plan *p) {
@@ -208,20 +212,17 @@ static clnorm_status launch_finalize(clnorm_context *ctx, cl_kernel k, size_t C,
  * rmean/rvar, saved statistics with smean/sinvstd, all optional). */
 static clnorm_status enqueue_stats(clnorm_context *ctx, const plan *p, const clnorm_tensor *x, cl_kernel kpart,
                                    cl_kernel kfin, cl_mem part, cl_uint G, cl_mem scale, cl_mem bias, cl_mem rmean,
-                                   cl_mem rvar, cl_mem smean, cl_mem sinvstd, cl_mem scoef, double factor,
-                                   double eps) {
+                                   cl_mem rvar, cl_mem smean, cl_mem sinvstd, cl_mem scoef, double factor, double eps) {
     size_t gp[2] = {G * ctx->wg, p->C}, lp[2] = {ctx->wg, 1};
-    karg a1[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_U64(p->B), A_U64(p->C), A_U64(p->S), A_U32(G),
-                 A_MEM(part)};
+    karg a1[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_U64(p->B), A_U64(p->C), A_U64(p->S), A_U32(G), A_MEM(part)};
     clnorm_status st = launch(ctx, kpart, 2, gp, lp, a1, NARGS(a1));
     if (st != CLNORM_SUCCESS)
         return st;
     double unbias = p->M > 1 ? (double)p->M / (double)(p->M - 1) : 1.0;
     unsigned flags = (scale ? F_AFFINE : 0) | (rmean ? F_RUNNING : 0) | (smean ? F_SAVE : 0);
-    karg a2[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_U64(p->S),  A_MEM(part),    A_U32(G),
-                 A_U64(p->M),      A_U64(p->C),           A_MEM(scale), A_MEM(bias),    A_MEM(rmean),
-                 A_MEM(rvar),      A_MEM(smean),          A_MEM(sinvstd), A_MEM(scoef), A_F32(factor),
-                 A_F32(eps),       A_F32(unbias),         A_U32(flags)};
+    karg a2[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_U64(p->S),   A_MEM(part),  A_U32(G),      A_U64(p->M),
+                 A_U64(p->C),      A_MEM(scale),          A_MEM(bias),   A_MEM(rmean), A_MEM(rvar),   A_MEM(smean),
+                 A_MEM(sinvstd),   A_MEM(scoef),          A_F32(factor), A_F32(eps),   A_F32(unbias), A_U32(flags)};
     return launch_finalize(ctx, kfin, p->C, a2, NARGS(a2));
 }
 
@@ -236,10 +237,25 @@ static clnorm_status enqueue_apply(clnorm_context *ctx, const plan *p, cl_kernel
         if (chunk < 16384)
             chunk = 16384;
     }
-    karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy ? dy->buffer : NULL), A_U64(elem_offset(dy)),
-                A_MEM(aux ? aux->buffer : NULL), A_U64(elem_offset(aux)), A_MEM(out->buffer), A_U64(elem_offset(out)),
-                A_U64(p->C), A_U64(p->S), A_U64(total), A_U64(chunk),
-                A_MEM(scale), A_MEM(bias), A_MEM(mean), A_MEM(var), A_MEM(coef), A_F32(eps), A_U32(flags)};
+    karg a[] = {A_MEM(x->buffer),
+                A_U64(elem_offset(x)),
+                A_MEM(dy ? dy->buffer : NULL),
+                A_U64(elem_offset(dy)),
+                A_MEM(aux ? aux->buffer : NULL),
+                A_U64(elem_offset(aux)),
+                A_MEM(out->buffer),
+                A_U64(elem_offset(out)),
+                A_U64(p->C),
+                A_U64(p->S),
+                A_U64(total),
+                A_U64(chunk),
+                A_MEM(scale),
+                A_MEM(bias),
+                A_MEM(mean),
+                A_MEM(var),
+                A_MEM(coef),
+                A_F32(eps),
+                A_U32(flags)};
     if (ctx->strategy == CN_STRATEGY_CPU)
         return launch_1d(ctx, k, (total + chunk - 1) / chunk, 1, a, NARGS(a));
     /* GPU: (values of a row, rows), or of groups of four rows when rows are short (S < 4 * cols: the kernel
@@ -266,8 +282,7 @@ static int fused(const clnorm_context *ctx, const plan *p) {
 
 /* column kernels: CPU a few work-items (one per group) taking tiles of 256 columns, strided; GPU one column per
  * work-item */
-static clnorm_status launch_columns(clnorm_context *ctx, cl_kernel k, const plan *p, const karg *args,
-                                    cl_uint nargs) {
+static clnorm_status launch_columns(clnorm_context *ctx, cl_kernel k, const plan *p, const karg *args, cl_uint nargs) {
     if (ctx->strategy == CN_STRATEGY_CPU) {
         size_t items = (p->groups + 255) / 256, most = 4 * (size_t)ctx->units;
         return launch_1d(ctx, k, items < most ? items : most, 1, args, nargs);
@@ -322,10 +337,10 @@ static clnorm_status enqueue_col_stats(clnorm_context *ctx, const plan *p, const
         return st;
     double unbias = p->M > 1 ? (double)p->M / (double)(p->M - 1) : 1.0;
     unsigned flags = (scale ? F_AFFINE : 0) | (rmean ? F_RUNNING : 0) | (smean ? F_SAVE : 0) | p->pmap;
-    karg a2[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(part),    A_U32(R),        A_U64(p->rows),
-                 A_U64(p->groups), A_MEM(scale),          A_MEM(bias),    A_MEM(rmean),    A_MEM(rvar),
-                 A_MEM(smean),     A_MEM(sinvstd),        A_MEM(scoef),   A_F32(factor),   A_F32(eps),
-                 A_F32(unbias),    A_U64(p->pC),          A_U64(p->pS),   A_U32(flags)};
+    karg a2[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(part),  A_U32(R),      A_U64(p->rows),
+                 A_U64(p->groups), A_MEM(scale),          A_MEM(bias),  A_MEM(rmean),  A_MEM(rvar),
+                 A_MEM(smean),     A_MEM(sinvstd),        A_MEM(scoef), A_F32(factor), A_F32(eps),
+                 A_F32(unbias),    A_U64(p->pC),          A_U64(p->pS), A_U32(flags)};
     return launch_finalize(ctx, kfin, p->groups, a2, NARGS(a2));
 }
 
@@ -333,10 +348,26 @@ static clnorm_status enqueue_col_apply(clnorm_context *ctx, const plan *p, cl_ui
                                        const clnorm_tensor *x, const clnorm_tensor *dy, const clnorm_tensor *out,
                                        cl_mem scale, cl_mem bias, cl_mem mean, cl_mem var, cl_mem coef, double eps,
                                        unsigned flags, const clnorm_tensor *aux) {
-    karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy ? dy->buffer : NULL), A_U64(elem_offset(dy)),
-                A_MEM(aux ? aux->buffer : NULL), A_U64(elem_offset(aux)), A_MEM(out->buffer), A_U64(elem_offset(out)), A_U64(p->rows), A_U64(p->groups), A_U32(R),
-                A_MEM(scale), A_MEM(bias), A_MEM(mean), A_MEM(var), A_MEM(coef), A_F32(eps), A_U64(p->pC),
-                A_U64(p->pS), A_U32(flags | p->pmap)};
+    karg a[] = {A_MEM(x->buffer),
+                A_U64(elem_offset(x)),
+                A_MEM(dy ? dy->buffer : NULL),
+                A_U64(elem_offset(dy)),
+                A_MEM(aux ? aux->buffer : NULL),
+                A_U64(elem_offset(aux)),
+                A_MEM(out->buffer),
+                A_U64(elem_offset(out)),
+                A_U64(p->rows),
+                A_U64(p->groups),
+                A_U32(R),
+                A_MEM(scale),
+                A_MEM(bias),
+                A_MEM(mean),
+                A_MEM(var),
+                A_MEM(coef),
+                A_F32(eps),
+                A_U64(p->pC),
+                A_U64(p->pS),
+                A_U32(flags | p->pmap)};
     return launch_col_grid(ctx, k, p, R, a, NARGS(a));
 }
 
@@ -359,10 +390,9 @@ static unsigned act_flags(const clnorm_tensor *z, clnorm_activation act) {
 }
 
 clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
-                                            const clnorm_tensor *z, const clnorm_tensor *y, cl_mem scale,
-                                            cl_mem bias, double factor, double epsilon, cl_mem running_mean,
-                                            cl_mem running_var, cl_mem save_mean, cl_mem save_invstd,
-                                            clnorm_activation activation) {
+                                            const clnorm_tensor *z, const clnorm_tensor *y, cl_mem scale, cl_mem bias,
+                                            double factor, double epsilon, cl_mem running_mean, cl_mem running_var,
+                                            cl_mem save_mean, cl_mem save_invstd, clnorm_activation activation) {
     plan p;
     int affine, running, save, same;
     clnorm_status st = make_plan(ctx, mode, x, "x", &p);
@@ -410,8 +440,8 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, R * p.groups * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * 5 * sizeof(float), &scoef)) != CLNORM_SUCCESS)
             return st;
-        st = enqueue_col_stats(ctx, &p, x, R, k[0], k[1], part, scale, bias, running ? running_mean : NULL,
-                               running_var, save ? save_mean : NULL, save_invstd, scoef, factor, epsilon);
+        st = enqueue_col_stats(ctx, &p, x, R, k[0], k[1], part, scale, bias, running ? running_mean : NULL, running_var,
+                               save ? save_mean : NULL, save_invstd, scoef, factor, epsilon);
         if (st != CLNORM_SUCCESS)
             return st;
         return enqueue_col_apply(ctx, &p, R, k[2], x, NULL, y, NULL, NULL, NULL, NULL, scoef, epsilon, F_COEF | act, z);
@@ -422,10 +452,14 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
         if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
             return st;
         double unbias = (double)p.M / (double)(p.M - 1);
-        karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(z ? z->buffer : NULL), A_U64(elem_offset(z)),
-                    A_MEM(y->buffer), A_U64(elem_offset(y)), A_U64(p.rows), A_U64(p.groups), A_MEM(scale), A_MEM(bias), A_MEM(NULL), A_MEM(NULL),
-                    A_MEM(running_mean), A_MEM(running_var), A_MEM(save_mean), A_MEM(save_invstd), A_F32(factor),
-                    A_F32(epsilon), A_F32(unbias), A_U64(p.pC), A_U64(p.pS), A_U32(flags | p.pmap)};
+        karg a[] = {A_MEM(x->buffer),      A_U64(elem_offset(x)), A_MEM(z ? z->buffer : NULL),
+                    A_U64(elem_offset(z)), A_MEM(y->buffer),      A_U64(elem_offset(y)),
+                    A_U64(p.rows),         A_U64(p.groups),       A_MEM(scale),
+                    A_MEM(bias),           A_MEM(NULL),           A_MEM(NULL),
+                    A_MEM(running_mean),   A_MEM(running_var),    A_MEM(save_mean),
+                    A_MEM(save_invstd),    A_F32(factor),         A_F32(epsilon),
+                    A_F32(unbias),         A_U64(p.pC),           A_U64(p.pS),
+                    A_U32(flags | p.pmap)};
         return launch_columns(ctx, k, &p, a, NARGS(a));
     }
     if (fused(ctx, &p)) {
@@ -435,9 +469,24 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
             return st;
         size_t global = p.C * ctx->wg, local = ctx->wg;
         double unbias = (double)p.M / (double)(p.M - 1);
-        karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(z ? z->buffer : NULL), A_U64(elem_offset(z)),
-                    A_MEM(y->buffer), A_U64(elem_offset(y)), A_U64(p.B), A_U64(p.C), A_U64(p.S), A_MEM(scale), A_MEM(bias), A_MEM(running_mean), A_MEM(running_var),
-                    A_MEM(save_mean), A_MEM(save_invstd), A_F32(factor), A_F32(epsilon), A_F32(unbias),
+        karg a[] = {A_MEM(x->buffer),
+                    A_U64(elem_offset(x)),
+                    A_MEM(z ? z->buffer : NULL),
+                    A_U64(elem_offset(z)),
+                    A_MEM(y->buffer),
+                    A_U64(elem_offset(y)),
+                    A_U64(p.B),
+                    A_U64(p.C),
+                    A_U64(p.S),
+                    A_MEM(scale),
+                    A_MEM(bias),
+                    A_MEM(running_mean),
+                    A_MEM(running_var),
+                    A_MEM(save_mean),
+                    A_MEM(save_invstd),
+                    A_F32(factor),
+                    A_F32(epsilon),
+                    A_F32(unbias),
                     A_U32(flags)};
         return launch(ctx, k, 1, &global, &local, a, NARGS(a));
     }
@@ -449,8 +498,8 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
         (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
         (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.C * 5 * sizeof(float), &scoef)) != CLNORM_SUCCESS)
         return st;
-    st = enqueue_stats(ctx, &p, x, k[0], k[1], part, G, scale, bias, running_mean, running_var, save_mean,
-                       save_invstd, scoef, factor, epsilon);
+    st = enqueue_stats(ctx, &p, x, k[0], k[1], part, G, scale, bias, running_mean, running_var, save_mean, save_invstd,
+                       scoef, factor, epsilon);
     if (st != CLNORM_SUCCESS)
         return st;
     return enqueue_apply(ctx, &p, k[2], x, NULL, y, NULL, NULL, NULL, NULL, scoef, epsilon, F_COEF | act, z);
@@ -459,8 +508,8 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
 clnorm_status cn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
                                   const clnorm_tensor *y, cl_mem scale, cl_mem bias, double factor, double epsilon,
                                   cl_mem running_mean, cl_mem running_var, cl_mem save_mean, cl_mem save_invstd) {
-    return clnorm_bn_forward_training_ex(ctx, mode, x, NULL, y, scale, bias, factor, epsilon, running_mean,
-                                         running_var, save_mean, save_invstd, CLNORM_ACTIVATION_NONE);
+    return clnorm_bn_forward_training_ex(ctx, mode, x, NULL, y, scale, bias, factor, epsilon, running_mean, running_var,
+                                         save_mean, save_invstd, CLNORM_ACTIVATION_NONE);
 }
 
 clnorm_status clnorm_bn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
@@ -472,9 +521,8 @@ clnorm_status clnorm_bn_forward_training(clnorm_context *ctx, clnorm_bn_mode mod
 }
 
 clnorm_status clnorm_bn_forward_inference_ex(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
-                                             const clnorm_tensor *z, const clnorm_tensor *y, cl_mem scale,
-                                             cl_mem bias, cl_mem mean, cl_mem var, double epsilon,
-                                             clnorm_activation activation) {
+                                             const clnorm_tensor *z, const clnorm_tensor *y, cl_mem scale, cl_mem bias,
+                                             cl_mem mean, cl_mem var, double epsilon, clnorm_activation activation) {
     plan p;
     int affine, stats, same;
     clnorm_status st = make_plan(ctx, mode, x, "x", &p);
@@ -494,9 +542,11 @@ clnorm_status clnorm_bn_forward_inference_ex(clnorm_context *ctx, clnorm_bn_mode
     if (st == CLNORM_SUCCESS)
         st = check_pair(ctx, mean, var, "mean", "var", p.groups, &stats);
     if (st == CLNORM_SUCCESS) {
-        const cn_region r[] = {cn_region_view(y, "y", 1), cn_region_view(z, "z", 0),
+        const cn_region r[] = {cn_region_view(y, "y", 1),
+                               cn_region_view(z, "z", 0),
                                cn_region_param(scale, p.groups, "scale", 0),
-                               cn_region_param(bias, p.groups, "bias", 0), cn_region_param(mean, p.groups, "mean", 0),
+                               cn_region_param(bias, p.groups, "bias", 0),
+                               cn_region_param(mean, p.groups, "mean", 0),
                                cn_region_param(var, p.groups, "var", 0)};
         st = cn_check_regions(r, (int)(sizeof r / sizeof r[0]));
     }
@@ -512,9 +562,13 @@ clnorm_status clnorm_bn_forward_inference_ex(clnorm_context *ctx, clnorm_bn_mode
         return enqueue_col_apply(ctx, &p, R, k, x, NULL, y, scale, bias, mean, var, NULL, epsilon, flags, z);
     if (!p.columns)
         return enqueue_apply(ctx, &p, k, x, NULL, y, scale, bias, mean, var, NULL, epsilon, flags, z);
-    karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(z ? z->buffer : NULL), A_U64(elem_offset(z)),
-                A_MEM(y->buffer), A_U64(elem_offset(y)), A_U64(p.rows), A_U64(p.groups), A_MEM(scale), A_MEM(bias), A_MEM(mean), A_MEM(var), A_MEM(NULL), A_MEM(NULL),
-                A_MEM(NULL), A_MEM(NULL), A_F32(0.0f), A_F32(epsilon), A_F32(1.0f), A_U64(p.pC), A_U64(p.pS),
+    karg a[] = {A_MEM(x->buffer),      A_U64(elem_offset(x)), A_MEM(z ? z->buffer : NULL),
+                A_U64(elem_offset(z)), A_MEM(y->buffer),      A_U64(elem_offset(y)),
+                A_U64(p.rows),         A_U64(p.groups),       A_MEM(scale),
+                A_MEM(bias),           A_MEM(mean),           A_MEM(var),
+                A_MEM(NULL),           A_MEM(NULL),           A_MEM(NULL),
+                A_MEM(NULL),           A_F32(0.0f),           A_F32(epsilon),
+                A_F32(1.0f),           A_U64(p.pC),           A_U64(p.pS),
                 A_U32(flags | p.pmap)};
     return launch_columns(ctx, k, &p, a, NARGS(a));
 }
@@ -568,11 +622,10 @@ static clnorm_status check_backward_ex(clnorm_context *ctx, const plan *p, const
     return st;
 }
 
-clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
-                             const clnorm_tensor *y, const clnorm_tensor *dy, const clnorm_tensor *dx,
-                             const clnorm_tensor *dz, cl_mem scale, cl_mem bias, cl_mem dscale, cl_mem dbias,
-                             double epsilon, cl_mem save_mean, cl_mem save_invstd, clnorm_activation activation,
-                             double alpha, double beta) {
+clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x, const clnorm_tensor *y,
+                             const clnorm_tensor *dy, const clnorm_tensor *dx, const clnorm_tensor *dz, cl_mem scale,
+                             cl_mem bias, cl_mem dscale, cl_mem dbias, double epsilon, cl_mem save_mean,
+                             cl_mem save_invstd, clnorm_activation activation, double alpha, double beta) {
     plan p;
     int grads, saved, same;
     clnorm_status st = make_plan(ctx, mode, x, "x", &p);
@@ -639,16 +692,30 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
                 return st;
             flags |= F_COEF;
         }
-        karg a1[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy->buffer), A_U64(elem_offset(dy)),
-                     A_MEM(y ? y->buffer : NULL), A_U64(elem_offset(y)), A_MEM(dz ? dz->buffer : NULL),
-                     A_U64(elem_offset(dz)), A_U64(p.rows), A_U64(p.groups), A_U32(R), A_MEM(save_mean), A_MEM(save_invstd), A_MEM(scoef),
-                     A_U64(p.pC), A_U64(p.pS), A_U32(flags | p.pmap), A_MEM(part)};
+        karg a1[] = {A_MEM(x->buffer),
+                     A_U64(elem_offset(x)),
+                     A_MEM(dy->buffer),
+                     A_U64(elem_offset(dy)),
+                     A_MEM(y ? y->buffer : NULL),
+                     A_U64(elem_offset(y)),
+                     A_MEM(dz ? dz->buffer : NULL),
+                     A_U64(elem_offset(dz)),
+                     A_U64(p.rows),
+                     A_U64(p.groups),
+                     A_U32(R),
+                     A_MEM(save_mean),
+                     A_MEM(save_invstd),
+                     A_MEM(scoef),
+                     A_U64(p.pC),
+                     A_U64(p.pS),
+                     A_U32(flags | p.pmap),
+                     A_MEM(part)};
         if ((st = launch_col_grid(ctx, k[2], &p, R, a1, NARGS(a1))) != CLNORM_SUCCESS)
             return st;
-        karg a2[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(part), A_U32(R), A_U64(p.rows),
-                     A_U64(p.groups), A_MEM(save_mean), A_MEM(save_invstd), A_MEM(scoef), A_MEM(scale),
-                     A_MEM(dscale), A_MEM(dbias), A_MEM(coef), A_F32(alpha), A_F32(beta), A_U64(p.pC),
-                     A_U64(p.pS), A_U32(flags | p.pmap)};
+        karg a2[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(part),          A_U32(R),     A_U64(p.rows),
+                     A_U64(p.groups),  A_MEM(save_mean),      A_MEM(save_invstd),   A_MEM(scoef), A_MEM(scale),
+                     A_MEM(dscale),    A_MEM(dbias),          A_MEM(coef),          A_F32(alpha), A_F32(beta),
+                     A_U64(p.pC),      A_U64(p.pS),           A_U32(flags | p.pmap)};
         if ((st = launch_finalize(ctx, k[3], p.groups, a2, NARGS(a2))) != CLNORM_SUCCESS || !dx)
             return st;
         return enqueue_col_apply(ctx, &p, R, k[4], x, gsrc, dx, NULL, NULL, NULL, NULL, coef, epsilon,
@@ -659,12 +726,28 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
         static const cn_kernel_id ids[] = {K_PA_BACKWARD};
         if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
             return st;
-        karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy->buffer), A_U64(elem_offset(dy)),
-                    A_MEM(y ? y->buffer : NULL), A_U64(elem_offset(y)), A_MEM(dz ? dz->buffer : NULL),
-                    A_U64(elem_offset(dz)), A_MEM(dx ? dx->buffer : NULL), A_U64(elem_offset(dx)), A_U64(p.rows),
+        karg a[] = {A_MEM(x->buffer),
+                    A_U64(elem_offset(x)),
+                    A_MEM(dy->buffer),
+                    A_U64(elem_offset(dy)),
+                    A_MEM(y ? y->buffer : NULL),
+                    A_U64(elem_offset(y)),
+                    A_MEM(dz ? dz->buffer : NULL),
+                    A_U64(elem_offset(dz)),
+                    A_MEM(dx ? dx->buffer : NULL),
+                    A_U64(elem_offset(dx)),
+                    A_U64(p.rows),
                     A_U64(p.groups),
-                    A_MEM(scale), A_MEM(save_mean), A_MEM(save_invstd), A_MEM(dscale), A_MEM(dbias), A_F32(alpha),
-                    A_F32(beta), A_F32(epsilon), A_U64(p.pC), A_U64(p.pS),
+                    A_MEM(scale),
+                    A_MEM(save_mean),
+                    A_MEM(save_invstd),
+                    A_MEM(dscale),
+                    A_MEM(dbias),
+                    A_F32(alpha),
+                    A_F32(beta),
+                    A_F32(epsilon),
+                    A_U64(p.pC),
+                    A_U64(p.pS),
                     A_U32(flags | p.pmap | (saved ? 0 : F_STATS))};
         return launch_columns(ctx, k, &p, a, NARGS(a));
     }
@@ -674,12 +757,28 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
         if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
             return st;
         size_t global = p.C * ctx->wg, local = ctx->wg;
-        karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy->buffer), A_U64(elem_offset(dy)),
-                    A_MEM(y ? y->buffer : NULL), A_U64(elem_offset(y)), A_MEM(dz ? dz->buffer : NULL),
-                    A_U64(elem_offset(dz)), A_MEM(dx ? dx->buffer : NULL), A_U64(elem_offset(dx)), A_U64(p.B),
-                    A_U64(p.C), A_U64(p.S),
-                    A_MEM(scale), A_MEM(save_mean), A_MEM(save_invstd), A_MEM(dscale), A_MEM(dbias), A_F32(alpha),
-                    A_F32(beta), A_F32(epsilon), A_U32(flags | (saved ? 0 : F_STATS))};
+        karg a[] = {A_MEM(x->buffer),
+                    A_U64(elem_offset(x)),
+                    A_MEM(dy->buffer),
+                    A_U64(elem_offset(dy)),
+                    A_MEM(y ? y->buffer : NULL),
+                    A_U64(elem_offset(y)),
+                    A_MEM(dz ? dz->buffer : NULL),
+                    A_U64(elem_offset(dz)),
+                    A_MEM(dx ? dx->buffer : NULL),
+                    A_U64(elem_offset(dx)),
+                    A_U64(p.B),
+                    A_U64(p.C),
+                    A_U64(p.S),
+                    A_MEM(scale),
+                    A_MEM(save_mean),
+                    A_MEM(save_invstd),
+                    A_MEM(dscale),
+                    A_MEM(dbias),
+                    A_F32(alpha),
+                    A_F32(beta),
+                    A_F32(epsilon),
+                    A_U32(flags | (saved ? 0 : F_STATS))};
         return launch(ctx, k, 1, &global, &local, a, NARGS(a));
     }
     cl_kernel k[5];
@@ -698,27 +797,38 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
             return st;
     }
     size_t gp[2] = {G * ctx->wg, p.C}, lp[2] = {ctx->wg, 1};
-    karg a1[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy->buffer), A_U64(elem_offset(dy)),
-                 A_MEM(y ? y->buffer : NULL), A_U64(elem_offset(y)), A_MEM(dz ? dz->buffer : NULL),
-                 A_U64(elem_offset(dz)), A_U64(p.B),       A_U64(p.C),            A_U64(p.S),        A_U32(G),
-                 A_MEM(save_mean), A_MEM(save_invstd),    A_MEM(scoef),      A_U32(flags),
+    karg a1[] = {A_MEM(x->buffer),
+                 A_U64(elem_offset(x)),
+                 A_MEM(dy->buffer),
+                 A_U64(elem_offset(dy)),
+                 A_MEM(y ? y->buffer : NULL),
+                 A_U64(elem_offset(y)),
+                 A_MEM(dz ? dz->buffer : NULL),
+                 A_U64(elem_offset(dz)),
+                 A_U64(p.B),
+                 A_U64(p.C),
+                 A_U64(p.S),
+                 A_U32(G),
+                 A_MEM(save_mean),
+                 A_MEM(save_invstd),
+                 A_MEM(scoef),
+                 A_U32(flags),
                  A_MEM(part)};
     if ((st = launch(ctx, k[2], 2, gp, lp, a1, NARGS(a1))) != CLNORM_SUCCESS)
         return st;
-    karg a2[] = {A_MEM(part),  A_U32(G),      A_U64(p.M),   A_U64(p.C),    A_MEM(save_mean),
+    karg a2[] = {A_MEM(part),        A_U32(G),     A_U64(p.M),   A_U64(p.C),    A_MEM(save_mean),
                  A_MEM(save_invstd), A_MEM(scoef), A_MEM(scale), A_MEM(dscale), A_MEM(dbias),
-                 A_MEM(coef),  A_F32(alpha),  A_F32(beta),  A_U32(flags)};
+                 A_MEM(coef),        A_F32(alpha), A_F32(beta),  A_U32(flags)};
     if ((st = launch_finalize(ctx, k[3], p.C, a2, NARGS(a2))) != CLNORM_SUCCESS || !dx)
         return st;
-    return enqueue_apply(ctx, &p, k[4], x, gsrc, dx, NULL, NULL, NULL, NULL, coef, epsilon, F_DX | F_COEF | gmask,
-                         y);
+    return enqueue_apply(ctx, &p, k[4], x, gsrc, dx, NULL, NULL, NULL, NULL, coef, epsilon, F_DX | F_COEF | gmask, y);
 }
 
 clnorm_status cn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x, const clnorm_tensor *dy,
                           const clnorm_tensor *dx, cl_mem scale, cl_mem dscale, cl_mem dbias, double epsilon,
                           cl_mem save_mean, cl_mem save_invstd, double alpha, double beta) {
-    return cn_backward_ex(ctx, mode, x, NULL, dy, dx, NULL, scale, NULL, dscale, dbias, epsilon, save_mean,
-                          save_invstd, CLNORM_ACTIVATION_NONE, alpha, beta);
+    return cn_backward_ex(ctx, mode, x, NULL, dy, dx, NULL, scale, NULL, dscale, dbias, epsilon, save_mean, save_invstd,
+                          CLNORM_ACTIVATION_NONE, alpha, beta);
 }
 
 clnorm_status clnorm_bn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
