@@ -340,12 +340,11 @@ typedef enum clnorm_activation {
  * @param activation ::CLNORM_ACTIVATION_NONE or ::CLNORM_ACTIVATION_RELU (else ::CLNORM_ERROR_INVALID_ARGUMENT).
  * @return as clnorm_bn_forward_training(); a refused call writes nothing.
  */
-CLNORM_API clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode mode,
-                                                       const clnorm_tensor *x,
+CLNORM_API clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
                                                        const clnorm_tensor *z, /* NULL: no residual */
-                                                       const clnorm_tensor *y, cl_mem scale, cl_mem bias,
-                                                       double factor, double epsilon, cl_mem running_mean,
-                                                       cl_mem running_var, cl_mem save_mean, cl_mem save_invstd,
+                                                       const clnorm_tensor *y, cl_mem scale, cl_mem bias, double factor,
+                                                       double epsilon, cl_mem running_mean, cl_mem running_var,
+                                                       cl_mem save_mean, cl_mem save_invstd,
                                                        clnorm_activation activation);
 /**
  * @brief Inference forward fused with a residual add and an activation:
@@ -364,8 +363,8 @@ CLNORM_API clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clno
  */
 CLNORM_API clnorm_status clnorm_bn_forward_inference_ex(clnorm_context *ctx, clnorm_bn_mode mode,
                                                         const clnorm_tensor *x, const clnorm_tensor *z,
-                                                        const clnorm_tensor *y, cl_mem scale, cl_mem bias,
-                                                        cl_mem mean, cl_mem var, double epsilon,
+                                                        const clnorm_tensor *y, cl_mem scale, cl_mem bias, cl_mem mean,
+                                                        cl_mem var, double epsilon,
                                                         clnorm_activation activation); /* y may be x or z */
 /**
  * @brief Backward of clnorm_bn_forward_training_ex(): g = dy * (y > 0) for ::CLNORM_ACTIVATION_RELU (dy for NONE),
@@ -398,8 +397,8 @@ CLNORM_API clnorm_status clnorm_bn_forward_inference_ex(clnorm_context *ctx, cln
 CLNORM_API clnorm_status clnorm_bn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
                                                const clnorm_tensor *y, /* the forward's output: the mask y > 0 */
                                                const clnorm_tensor *dy,
-                                               const clnorm_tensor *dx, /* NULL: not computed */
-                                               const clnorm_tensor *dz, /* NULL: not computed; else masked dy */
+                                               const clnorm_tensor *dx,   /* NULL: not computed */
+                                               const clnorm_tensor *dz,   /* NULL: not computed; else masked dy */
                                                cl_mem scale, cl_mem bias, /* bias as in the forward (NULL: 0) */
                                                cl_mem dscale, cl_mem dbias, double epsilon, cl_mem save_mean,
                                                cl_mem save_invstd, /* both NULL: recomputed from x */

@@ -13,13 +13,13 @@
 #include <string.h>
 
 typedef struct plan {
-    size_t B, C, S; /* the (B, C, S) view */
-    size_t groups;  /* statistics (length of every parameter vector) */
-    size_t M;       /* values per statistic */
-    int columns;    /* column kernels: the tensor is a (rows, groups) matrix with one statistic per column */
-    size_t rows;    /* rows of that matrix (== M) */
-    size_t pC, pS;  /* column j's parameter index is (j % pC) * pS + j / pC (NHWC per-activation) */
-    unsigned pmap;  /* F_PMAP when that index is not the identity */
+    size_t B, C, S;   /* the (B, C, S) view */
+    size_t groups;    /* statistics (length of every parameter vector) */
+    size_t M;         /* values per statistic */
+    int columns;      /* column kernels: the tensor is a (rows, groups) matrix with one statistic per column */
+    size_t rows;      /* rows of that matrix (== M) */
+    size_t pC, pS;    /* column j's parameter index is (j % pC) * pS + j / pC (NHWC per-activation) */
+    unsigned pmap;    /* F_PMAP when that index is not the identity */
     size_t numel;
 } plan;
 
@@ -89,7 +89,8 @@ static void shape_text(const clnorm_tensor *t, char *buf, size_t n) {
 }
 
 /* t (when given) must be a valid view with x's shape and dtype */
-static clnorm_status check_like(clnorm_context *ctx, const clnorm_tensor *x, const clnorm_tensor *t, const char *name) {
+static clnorm_status check_like(clnorm_context *ctx, const clnorm_tensor *x, const clnorm_tensor *t,
+                                const char *name) {
     size_t numel;
     clnorm_status st = cn_check_tensor(ctx, t, name, &numel);
     if (st != CLNORM_SUCCESS)
@@ -104,9 +105,8 @@ static clnorm_status check_like(clnorm_context *ctx, const clnorm_tensor *x, con
         return cn_fail(CLNORM_ERROR_SHAPE, "%s has shape %s but x has %s", name, b, a);
     }
     if (t->dtype != x->dtype || t->layout != x->layout)
-        return cn_fail(CLNORM_ERROR_UNSUPPORTED,
-                       "%s must have x's dtype and layout: mixing storage types or layouts "
-                       "within one call is not supported",
+        return cn_fail(CLNORM_ERROR_UNSUPPORTED, "%s must have x's dtype and layout: mixing storage types or layouts "
+                                                 "within one call is not supported",
                        name);
     return CLNORM_SUCCESS;
 }
@@ -146,8 +146,8 @@ typedef struct {
 #define A_F32(v) ((karg){sizeof(cl_float), &(cl_float){(cl_float)(v)}})
 #define NARGS(a) ((cl_uint)(sizeof(a) / sizeof((a)[0])))
 
-static clnorm_status launch(clnorm_context *ctx, cl_kernel k, cl_uint dims, const size_t *global, const size_t *local,
-                            const karg *args, cl_uint nargs) {
+static clnorm_status launch(clnorm_context *ctx, cl_kernel k, cl_uint dims, const size_t *global,
+                            const size_t *local, const karg *args, cl_uint nargs) {
     for (cl_uint i = 0; i < nargs; ++i) {
         cl_int err = clSetKernelArg(k, i, args[i].size, args[i].ptr);
         if (err != CL_SUCCESS)
@@ -157,9 +157,7 @@ static clnorm_status launch(clnorm_context *ctx, cl_kernel k, cl_uint dims, cons
     return err == CL_SUCCESS ? CLNORM_SUCCESS : cn_cl_fail(err, "clEnqueueNDRangeKernel");
 }
 
-static size_t round_up(size_t v, size_t m) {
-    return (v + m - 1) / m * m;
-}
+static size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 
 /* items work-items in groups of local (the global size rounded up; kernels ignore the extra items). Local sizes
  * are always given: a runtime that picks one per global size (POCL) would compile the kernel once per shape. */
@@ -169,9 +167,7 @@ static clnorm_status launch_1d(clnorm_context *ctx, cl_kernel k, size_t items, s
     return launch(ctx, k, 1, &global, &local, args, nargs);
 }
 
-static size_t elem_offset(const clnorm_tensor *t) {
-    return t ? t->offset / cn_dtype_size(t->dtype) : 0;
-}
+static size_t elem_offset(const clnorm_tensor *t) { return t ? t->offset / cn_dtype_size(t->dtype) : 0; }
 
 /* slices per map for the SPATIAL reductions: enough work-groups to fill the device, none tiny */
 static cl_uint slices_per_map(const clnorm_context *ctx, const plan *p) {
@@ -212,17 +208,20 @@ static clnorm_status launch_finalize(clnorm_context *ctx, cl_kernel k, size_t C,
  * rmean/rvar, saved statistics with smean/sinvstd, all optional). */
 static clnorm_status enqueue_stats(clnorm_context *ctx, const plan *p, const clnorm_tensor *x, cl_kernel kpart,
                                    cl_kernel kfin, cl_mem part, cl_uint G, cl_mem scale, cl_mem bias, cl_mem rmean,
-                                   cl_mem rvar, cl_mem smean, cl_mem sinvstd, cl_mem scoef, double factor, double eps) {
+                                   cl_mem rvar, cl_mem smean, cl_mem sinvstd, cl_mem scoef, double factor,
+                                   double eps) {
     size_t gp[2] = {G * ctx->wg, p->C}, lp[2] = {ctx->wg, 1};
-    karg a1[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_U64(p->B), A_U64(p->C), A_U64(p->S), A_U32(G), A_MEM(part)};
+    karg a1[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_U64(p->B), A_U64(p->C), A_U64(p->S), A_U32(G),
+                 A_MEM(part)};
     clnorm_status st = launch(ctx, kpart, 2, gp, lp, a1, NARGS(a1));
     if (st != CLNORM_SUCCESS)
         return st;
     double unbias = p->M > 1 ? (double)p->M / (double)(p->M - 1) : 1.0;
     unsigned flags = (scale ? F_AFFINE : 0) | (rmean ? F_RUNNING : 0) | (smean ? F_SAVE : 0);
-    karg a2[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_U64(p->S),   A_MEM(part),  A_U32(G),      A_U64(p->M),
-                 A_U64(p->C),      A_MEM(scale),          A_MEM(bias),   A_MEM(rmean), A_MEM(rvar),   A_MEM(smean),
-                 A_MEM(sinvstd),   A_MEM(scoef),          A_F32(factor), A_F32(eps),   A_F32(unbias), A_U32(flags)};
+    karg a2[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_U64(p->S),  A_MEM(part),    A_U32(G),
+                 A_U64(p->M),      A_U64(p->C),           A_MEM(scale), A_MEM(bias),    A_MEM(rmean),
+                 A_MEM(rvar),      A_MEM(smean),          A_MEM(sinvstd), A_MEM(scoef), A_F32(factor),
+                 A_F32(eps),       A_F32(unbias),         A_U32(flags)};
     return launch_finalize(ctx, kfin, p->C, a2, NARGS(a2));
 }
 
@@ -282,7 +281,8 @@ static int fused(const clnorm_context *ctx, const plan *p) {
 
 /* column kernels: CPU a few work-items (one per group) taking tiles of 256 columns, strided; GPU one column per
  * work-item */
-static clnorm_status launch_columns(clnorm_context *ctx, cl_kernel k, const plan *p, const karg *args, cl_uint nargs) {
+static clnorm_status launch_columns(clnorm_context *ctx, cl_kernel k, const plan *p, const karg *args,
+                                    cl_uint nargs) {
     if (ctx->strategy == CN_STRATEGY_CPU) {
         size_t items = (p->groups + 255) / 256, most = 4 * (size_t)ctx->units;
         return launch_1d(ctx, k, items < most ? items : most, 1, args, nargs);
@@ -337,10 +337,10 @@ static clnorm_status enqueue_col_stats(clnorm_context *ctx, const plan *p, const
         return st;
     double unbias = p->M > 1 ? (double)p->M / (double)(p->M - 1) : 1.0;
     unsigned flags = (scale ? F_AFFINE : 0) | (rmean ? F_RUNNING : 0) | (smean ? F_SAVE : 0) | p->pmap;
-    karg a2[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(part),  A_U32(R),      A_U64(p->rows),
-                 A_U64(p->groups), A_MEM(scale),          A_MEM(bias),  A_MEM(rmean),  A_MEM(rvar),
-                 A_MEM(smean),     A_MEM(sinvstd),        A_MEM(scoef), A_F32(factor), A_F32(eps),
-                 A_F32(unbias),    A_U64(p->pC),          A_U64(p->pS), A_U32(flags)};
+    karg a2[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(part),    A_U32(R),        A_U64(p->rows),
+                 A_U64(p->groups), A_MEM(scale),          A_MEM(bias),    A_MEM(rmean),    A_MEM(rvar),
+                 A_MEM(smean),     A_MEM(sinvstd),        A_MEM(scoef),   A_F32(factor),   A_F32(eps),
+                 A_F32(unbias),    A_U64(p->pC),          A_U64(p->pS),   A_U32(flags)};
     return launch_finalize(ctx, kfin, p->groups, a2, NARGS(a2));
 }
 
@@ -440,8 +440,8 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, R * p.groups * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * 5 * sizeof(float), &scoef)) != CLNORM_SUCCESS)
             return st;
-        st = enqueue_col_stats(ctx, &p, x, R, k[0], k[1], part, scale, bias, running ? running_mean : NULL, running_var,
-                               save ? save_mean : NULL, save_invstd, scoef, factor, epsilon);
+        st = enqueue_col_stats(ctx, &p, x, R, k[0], k[1], part, scale, bias, running ? running_mean : NULL,
+                               running_var, save ? save_mean : NULL, save_invstd, scoef, factor, epsilon);
         if (st != CLNORM_SUCCESS)
             return st;
         return enqueue_col_apply(ctx, &p, R, k[2], x, NULL, y, NULL, NULL, NULL, NULL, scoef, epsilon, F_COEF | act, z);
@@ -498,8 +498,8 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
         (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
         (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.C * 5 * sizeof(float), &scoef)) != CLNORM_SUCCESS)
         return st;
-    st = enqueue_stats(ctx, &p, x, k[0], k[1], part, G, scale, bias, running_mean, running_var, save_mean, save_invstd,
-                       scoef, factor, epsilon);
+    st = enqueue_stats(ctx, &p, x, k[0], k[1], part, G, scale, bias, running_mean, running_var, save_mean,
+                       save_invstd, scoef, factor, epsilon);
     if (st != CLNORM_SUCCESS)
         return st;
     return enqueue_apply(ctx, &p, k[2], x, NULL, y, NULL, NULL, NULL, NULL, scoef, epsilon, F_COEF | act, z);
@@ -712,10 +712,10 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
                      A_MEM(part)};
         if ((st = launch_col_grid(ctx, k[2], &p, R, a1, NARGS(a1))) != CLNORM_SUCCESS)
             return st;
-        karg a2[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(part),          A_U32(R),     A_U64(p.rows),
-                     A_U64(p.groups),  A_MEM(save_mean),      A_MEM(save_invstd),   A_MEM(scoef), A_MEM(scale),
-                     A_MEM(dscale),    A_MEM(dbias),          A_MEM(coef),          A_F32(alpha), A_F32(beta),
-                     A_U64(p.pC),      A_U64(p.pS),           A_U32(flags | p.pmap)};
+        karg a2[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(part), A_U32(R), A_U64(p.rows),
+                     A_U64(p.groups), A_MEM(save_mean), A_MEM(save_invstd), A_MEM(scoef), A_MEM(scale),
+                     A_MEM(dscale), A_MEM(dbias), A_MEM(coef), A_F32(alpha), A_F32(beta), A_U64(p.pC),
+                     A_U64(p.pS), A_U32(flags | p.pmap)};
         if ((st = launch_finalize(ctx, k[3], p.groups, a2, NARGS(a2))) != CLNORM_SUCCESS || !dx)
             return st;
         return enqueue_col_apply(ctx, &p, R, k[4], x, gsrc, dx, NULL, NULL, NULL, NULL, coef, epsilon,
@@ -816,9 +816,9 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
                  A_MEM(part)};
     if ((st = launch(ctx, k[2], 2, gp, lp, a1, NARGS(a1))) != CLNORM_SUCCESS)
         return st;
-    karg a2[] = {A_MEM(part),        A_U32(G),     A_U64(p.M),   A_U64(p.C),    A_MEM(save_mean),
+    karg a2[] = {A_MEM(part),  A_U32(G),      A_U64(p.M),   A_U64(p.C),    A_MEM(save_mean),
                  A_MEM(save_invstd), A_MEM(scoef), A_MEM(scale), A_MEM(dscale), A_MEM(dbias),
-                 A_MEM(coef),        A_F32(alpha), A_F32(beta),  A_U32(flags)};
+                 A_MEM(coef),  A_F32(alpha),  A_F32(beta),  A_U32(flags)};
     if ((st = launch_finalize(ctx, k[3], p.C, a2, NARGS(a2))) != CLNORM_SUCCESS || !dx)
         return st;
     return enqueue_apply(ctx, &p, k[4], x, gsrc, dx, NULL, NULL, NULL, NULL, coef, epsilon, F_DX | F_COEF | gmask, y);
