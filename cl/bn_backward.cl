@@ -111,11 +111,14 @@ __kernel void bn_fused_backward(__global const stype *x, ulong xoff, __global co
         lk[3] = k.k2;
         lk[4] = k.k3;
     }
-    barrier(CLK_LOCAL_MEM_FENCE);
+    barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE); /* also makes the first pass's dz visible */
     if (flags & F_DX) {
-        /* dx from dy and y again (dz over dy is allowed: masking the stored g again gives g) */
+        /* dx from g: dz when the first pass wrote it (a stream less), else dy masked by y again */
         coef_t k = {lk[0], lk[1], lk[2], lk[3], lk[4]};
-        apply_map(xp, gp, yp, dx + dxoff, B, C, S, c, k, flags & F_RELU);
+        if (flags & F_DZ)
+            apply_map(xp, dz + dzoff, NULL, dx + dxoff, B, C, S, c, k, 0);
+        else
+            apply_map(xp, gp, yp, dx + dxoff, B, C, S, c, k, flags & F_RELU);
     }
 }
 

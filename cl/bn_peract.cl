@@ -231,7 +231,7 @@ inline void FN(pa_backward)(__global const stype *xp, __global const stype *dyp,
         for (ulong b = 0; b < B; ++b)
             for (uint g = 0; g < ng; ++g) {
                 ulong i = b * K + g * PA_W;
-                XST(fma(su[g], GRADV(dyp + i, yp ? yp + i : yp), fma(sv[g], (XLD(xp + i) - shift[g]) - m[g], is[g])), dxp + i);
+                XST(fma(su[g], (flags & F_DZ) ? XLD(dzp + i) : GRADV(dyp + i, yp ? yp + i : yp), fma(sv[g], (XLD(xp + i) - shift[g]) - m[g], is[g])), dxp + i);
             }
 }
 

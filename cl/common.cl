@@ -103,6 +103,17 @@ inline float16 grad16(__global const stype *dy, __global const stype *y, ulong i
     return g;
 }
 
+/* the same where p happens to be 64-byte aligned, else a plain store (outputs written in runs of any alignment) */
+inline void store16_stream_any(float16 v, __global stype *p) {
+#if defined(HAVE_NT_STORE)
+    if ((((ulong)p) & 63) == 0) {
+        __builtin_nontemporal_store(v, (__global float16 *)p);
+        return;
+    }
+#endif
+    STORE16(v, p, 0);
+}
+
 inline float hsum16(float16 v) {
     float8 a = v.lo + v.hi;
     float4 b = a.lo + a.hi;
@@ -340,7 +351,7 @@ inline void dsum_range(float *u, float *v, __global const stype *xp, __global co
             for (int k = 0; k < BLK; k += 16) {
                 float16 g = grad16(gp, yp, base + i + k, flags);
                 if (flags & F_DZ)
-                    STORE16(g, dzp, base + i + k);
+                    store16_stream_any(g, dzp + base + i + k);
                 bu += g;
                 bv = fma(g, (LOAD16(xp, base + i + k) - K) - m, bv);
             }
