@@ -111,14 +111,13 @@ __kernel void bn_fused_backward(__global const stype *x, ulong xoff, __global co
         lk[3] = k.k2;
         lk[4] = k.k3;
     }
-    barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE); /* also makes the first pass's dz visible */
+    /* the global fence orders the first pass's dz stores before the reads below when dz is dy itself */
+    barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
     if (flags & F_DX) {
-        /* dx from g: dz when the first pass wrote it (a stream less), else dy masked by y again */
+        /* dx from dy masked by y again, both still in cache (dz went out with streaming stores, so reading it back
+         * would come from DRAM; dz over dy is fine: masking the stored g again gives g) */
         coef_t k = {lk[0], lk[1], lk[2], lk[3], lk[4]};
-        if (flags & F_DZ)
-            apply_map(xp, dz + dzoff, NULL, dx + dxoff, B, C, S, c, k, 0);
-        else
-            apply_map(xp, gp, yp, dx + dxoff, B, C, S, c, k, flags & F_RELU);
+        apply_map(xp, gp, yp, dx + dxoff, B, C, S, c, k, flags & F_RELU);
     }
 }
 
