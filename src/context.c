@@ -75,6 +75,8 @@ clnorm_status clnorm_context_create(const char *device, clnorm_context **out) {
         goto fail;
     }
     st = fill_device_info(c, platform);
+    if (st == CLNORM_SUCCESS)
+        st = cn_programs_init(c);
     if (st != CLNORM_SUCCESS)
         goto fail;
     cn_disk_cache_open(c);
@@ -112,7 +114,10 @@ clnorm_status clnorm_context_create_from_queue(cl_command_queue queue, clnorm_co
         return cn_fail(CLNORM_ERROR_HOST_MEMORY, "out of host memory creating a context");
     c->device = dev;
     st = fill_device_info(c, NULL);
+    if (st == CLNORM_SUCCESS)
+        st = cn_programs_init(c);
     if (st != CLNORM_SUCCESS) {
+        cn_programs_release(c);
         free(c->name);
         free(c->cache_id);
         free(c);

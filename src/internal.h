@@ -59,6 +59,8 @@ typedef enum cn_kernel_id {
     K_COUNT
 } cn_kernel_id;
 
+#define CN_DTYPE_COUNT 3 /* clnorm_dtype values 0..2 */
+
 typedef enum cn_strategy { CN_STRATEGY_CPU = 0, CN_STRATEGY_GPU = 1 } cn_strategy;
 
 typedef struct cn_program {
@@ -83,6 +85,10 @@ struct clnorm_context {
     cl_uint units;     /* compute units */
     cl_ulong max_alloc;
     cn_program *programs;
+    /* program.c: CLNORM_KERNEL_DIR (NULL when unset) and CLNORM_BUILD_OPTIONS ("" when unset), read at context
+     * creation; the kernels made so far, per (dtype, kernel id), borrowed from programs: the hot path's look-up */
+    char *kernel_dir, *build_options;
+    cl_kernel kernel_table[CN_DTYPE_COUNT][K_COUNT];
     cl_mem scratch[CN_SCRATCH_COUNT];
     size_t scratch_size[CN_SCRATCH_COUNT];
     /* disk_cache.c: the on-disk cache folder, checked and opened at context creation (cache_fd valid when
@@ -98,8 +104,18 @@ clnorm_status cn_select_device(const char *selector, cl_platform_id *platform, c
 char *cn_device_full_name(cl_platform_id platform, cl_device_id device);
 
 /* ---- program.c ------------------------------------------------------------------------------ */
-clnorm_status cn_get_kernel(clnorm_context *ctx, clnorm_dtype dtype, cn_kernel_id id, cl_kernel *out);
+/* Reads CLNORM_KERNEL_DIR and CLNORM_BUILD_OPTIONS into ctx (context creation); cn_programs_release frees all. */
+clnorm_status cn_programs_init(clnorm_context *ctx);
 void cn_programs_release(clnorm_context *ctx);
+/* The kernel id for dtype, its program built on first use (only the kernels of its group are compiled). */
+clnorm_status cn_get_kernel_slow(clnorm_context *ctx, clnorm_dtype dtype, cn_kernel_id id, cl_kernel *out);
+static inline clnorm_status cn_get_kernel(clnorm_context *ctx, clnorm_dtype dtype, cn_kernel_id id, cl_kernel *out) {
+    if ((unsigned)dtype < CN_DTYPE_COUNT && (unsigned)id < K_COUNT && ctx->kernel_table[dtype][id]) {
+        *out = ctx->kernel_table[dtype][id];
+        return CLNORM_SUCCESS;
+    }
+    return cn_get_kernel_slow(ctx, dtype, id, out);
+}
 
 /* ---- disk_cache.c: compiled binaries on disk (silently absent when unusable) ------------------- */
 /* Chooses, creates (0700), checks and opens the context's cache folder, or records why the disk cache is off;

@@ -659,6 +659,7 @@ static struct {
     size_t size;
     int f32, f16;
 } genuine[MAX_FILES];
+static char *genuine_key[MAX_FILES]; /* their keys */
 static int n_genuine;
 
 static uint32_t le32(const unsigned char *p) {
@@ -685,19 +686,28 @@ static void load_genuine(void) {
         key[klen] = '\0';
         genuine[i].f32 = strstr(key, "-DDTYPE_F32") != NULL;
         genuine[i].f16 = strstr(key, "-DDTYPE_F16") != NULL;
-        free(key);
+        genuine_key[i] = key;
     }
     n_genuine = l.n;
 }
 
-/* A valid cache file that computes something else: the F32 program's file (its name, key and a correct checksum)
- * holding the F16 program's binary, so that a run which loads it gives results other than the reference. The
- * other files are genuine copies. Returns malloc'ed bytes. */
+/* A valid cache file that computes something else: an F32 program's file (its name, key and a correct checksum)
+ * holding the binary of the F16 program of the same kernels (the key with DTYPE_F16 for DTYPE_F32), so that a run
+ * which loads it gives results other than the reference. The other files are genuine copies. Returns malloc'ed
+ * bytes. */
 static unsigned char *poison_bytes(int i, size_t *size) {
     int f16 = -1;
+    char *want = genuine[i].f32 ? tu_malloc(strlen(genuine_key[i]) + 1) : NULL;
+    if (want) {
+        strcpy(want, genuine_key[i]);
+        char *d = strstr(want, "-DDTYPE_F32");
+        d[strlen("-DDTYPE_F")] = '1';
+        d[strlen("-DDTYPE_F1")] = '6';
+    }
     for (int j = 0; j < n_genuine; ++j)
-        if (genuine[j].f16)
+        if (genuine[j].f16 && (f16 < 0 || (want && strcmp(genuine_key[j], want) == 0)))
             f16 = j;
+    free(want);
     TU_TRUE(f16 >= 0);
     if (!genuine[i].f32) {
         *size = genuine[i].size;
