@@ -25,9 +25,10 @@
  * Every status is checked: on failure the bench prints the status and clnorm_last_error() and
  * exits with status 1.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* dlsym(RTLD_NEXT) for the launch counter */
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -71,13 +72,19 @@ typedef enum op_kind {
     OP_CHAIN_BWD,
     OP_STEP_EX,
     OP_STEP_CHAIN,
+    OP_COPY_NT,   /* limit yardstick: a float16 copy kernel with non-temporal stores (2 T) */
+    OP_FUSED_MIN, /* limit yardstick: a minimal fused per-map training forward (3 T), F32 NCHW only */
     OP_COUNT
 } op_kind;
-static const char *const op_names[OP_COUNT] = {"train",     "infer",     "bwd",     "train_ex",   "infer_ex",
-                                               "backward_ex", "chain_fwd", "chain_bwd", "step_ex", "step_chain"};
-static const double op_traffic[OP_COUNT] = {3.0, 2.0, 5.0, 4.0, 3.0, 5.0, 4.0, 5.0, 9.0, 9.0}; /* minimal, in T */
-#define OP_COPY OP_COUNT /* the yardstick copy in enqueue() */
-#define N_PLAIN_OPS 3    /* the first-call child times these */
+static const char *const op_names[OP_COUNT] = {"train",    "infer",       "bwd",       "train_ex",
+                                               "infer_ex", "backward_ex", "chain_fwd", "chain_bwd",
+                                               "step_ex",  "step_chain",  "copy_nt",   "fused_min"};
+static const double op_traffic[OP_COUNT] = {3.0, 2.0, 5.0, 4.0, 3.0, 5.0,
+                                            4.0, 5.0, 9.0, 9.0, 2.0, 3.0}; /* minimal, in T */
+#define OP_FIRST_FUSED OP_TRAIN_EX                                         /* "fused": train_ex .. step_chain */
+#define OP_FIRST_LIMIT OP_COPY_NT                                          /* "limit": copy_nt, fused_min */
+#define OP_COPY OP_COUNT                                                   /* the yardstick copy in enqueue() */
+#define N_PLAIN_OPS 3                                                      /* the first-call child times these */
 
 typedef struct shape {
     int ndim;
@@ -103,7 +110,11 @@ typedef struct options {
     int csv, smoke, first_call;
     double min_time;
     int rounds;
+    clnorm_dtype dtype;   /* --dtype: storage type of the tensors (T counts its element size) */
+    clnorm_layout layout; /* --layout */
 } options;
+static options g_opt;  /* the run's options, for case_setup */
+static int g_no_limit; /* the first-call child: no limit program (its build would warm the compiler) */
 
 /* ---- failure reporting: print and exit 1 ----------------------------------------------------- */
 static char g_where[192]; /* what the bench is doing, for the failure message */
@@ -124,6 +135,30 @@ static void check_cl(cl_int err, const char *what) {
         return;
     fprintf(stderr, "clnorm-bench: %s failed%s%s: OpenCL error %d\n", what, g_where[0] ? " " : "", g_where, (int)err);
     exit(1);
+}
+
+/* ---- launch counter ---------------------------------------------------------------------------- */
+/* The library is linked statically into this executable, so its calls to clEnqueueNDRangeKernel bind to this
+ * definition, which counts them and forwards to the OpenCL library's: the launches per call in the table (the
+ * host overhead of an op beyond its launches = its host time - launches x an empty kernel's enqueue). */
+static unsigned long g_launches;
+typedef cl_int(CL_API_CALL *enqueue_fn)(cl_command_queue, cl_kernel, cl_uint, const size_t *, const size_t *,
+                                        const size_t *, cl_uint, const cl_event *, cl_event *);
+CL_API_ENTRY cl_int CL_API_CALL clEnqueueNDRangeKernel(cl_command_queue q, cl_kernel k, cl_uint dims,
+                                                       const size_t *offset, const size_t *global, const size_t *local,
+                                                       cl_uint nwait, const cl_event *wait,
+                                                       cl_event *ev) CL_API_SUFFIX__VERSION_1_0 {
+    static enqueue_fn real;
+    if (!real) {
+        void *f = dlsym(RTLD_NEXT, "clEnqueueNDRangeKernel");
+        memcpy(&real, &f, sizeof real);
+        if (!real) {
+            fprintf(stderr, "clnorm-bench: clEnqueueNDRangeKernel not found in the OpenCL library\n");
+            exit(1);
+        }
+    }
+    ++g_launches;
+    return real(q, k, dims, offset, global, local, nwait, wait, ev);
 }
 
 static void *xmalloc(size_t n) {
@@ -163,9 +198,111 @@ typedef struct bench_case {
     size_t numel, params, bytes; /* bytes = T */
     clnorm_tensor x, y, dy, dx;
     cl_mem scale, bias, run_mean, run_var, save_mean, save_invstd, dscale, dbias;
-    clnorm_tensor z, dz;                /* the fused ops' residual and its gradient (g of the chain) */
+    clnorm_tensor z, dz;                 /* the fused ops' residual and its gradient (g of the chain) */
     cl_kernel k_add, k_relu, k_relu_bwd; /* the unfused chain's elementwise kernels */
+    cl_kernel k_copy_nt, k_fused_min;    /* the limit yardsticks (F32 NCHW runs) */
+    size_t esize;                        /* bytes per element of the run's dtype */
 } bench_case;
+
+/* The limit yardsticks: what a kernel with nothing but the arithmetic reaches on this device.
+ * copy_nt: work-item i copies its contiguous chunk in float16 vectors, stored non-temporally (vstore16 when the
+ *   compiler lacks __builtin_nontemporal_store or the address is not 64-byte aligned): 2 T.
+ * fused_min: a minimal fused per-map training forward, one work-item per map (the CPU pattern): statistics of
+ *   the map (each row of S values shifted by the map's first value, summed in 16 lanes, rows merged with Chan's
+ *   formula), then y = x * a + b over the map while it is still in cache, stored non-temporally; saved and
+ *   running statistics written: 3 T. No affine-less / mode / layout / dtype variants, no tails beyond a scalar
+ *   loop: the production kernels carry all of that. */
+static const char limit_source[] =
+    "#if defined(__has_builtin)\n"
+    "#if __has_builtin(__builtin_nontemporal_store)\n"
+    "#define NT_STORE 1\n"
+    "#endif\n"
+    "#endif\n"
+    "#ifdef NT_STORE\n"
+    "#define ST16(v, p) __builtin_nontemporal_store((v), (__global float16 *)(p))\n"
+    "#else\n"
+    "#define ST16(v, p) vstore16((v), 0, (p))\n"
+    "#endif\n"
+    "static float sum16(float16 v) {\n"
+    "    float8 a = v.lo + v.hi;\n"
+    "    float4 b = a.lo + a.hi;\n"
+    "    float2 c = b.lo + b.hi;\n"
+    "    return c.x + c.y;\n"
+    "}\n"
+    "__kernel void copy_nt(__global const float *x, __global float *y, ulong n, ulong chunk) {\n"
+    "    ulong i = get_global_id(0) * chunk, e = min(i + chunk, n);\n"
+    "    if (((ulong)(y + i) & 63) == 0)\n"
+    "        for (; i + 16 <= e; i += 16)\n"
+    "            ST16(vload16(0, x + i), y + i);\n"
+    "    for (; i < e; ++i)\n"
+    "        y[i] = x[i];\n"
+    "}\n"
+    "__kernel void fused_min(__global const float *x, __global float *y, ulong B, ulong C, ulong S,\n"
+    "                        __global const float *w, __global const float *bias, __global float *rm,\n"
+    "                        __global float *rv, __global float *sm, __global float *si, float factor, float eps) {\n"
+    "    ulong c = get_global_id(0);\n"
+    "    if (c >= C)\n"
+    "        return;\n"
+    "    float K = x[c * S], n = 0.0f, mean = 0.0f, m2 = 0.0f;\n"
+    "    for (ulong b = 0; b < B; ++b) {\n"
+    "        __global const float *p = x + (b * C + c) * S;\n"
+    "        float16 v1 = (float16)(0.0f), v2 = (float16)(0.0f);\n"
+    "        float t1 = 0.0f, t2 = 0.0f;\n"
+    "        ulong i = 0;\n"
+    "        for (; i + 16 <= S; i += 16) {\n"
+    "            float16 d = vload16(0, p + i) - K;\n"
+    "            v1 += d;\n"
+    "            v2 += d * d;\n"
+    "        }\n"
+    "        for (; i < S; ++i) {\n"
+    "            float d = p[i] - K;\n"
+    "            t1 += d;\n"
+    "            t2 += d * d;\n"
+    "        }\n"
+    "        t1 += sum16(v1);\n"
+    "        t2 += sum16(v2);\n"
+    "        float nb = (float)S, mb = t1 / nb, m2b = fmax(t2 - t1 * mb, 0.0f), nt = n + nb, d = mb - mean;\n"
+    "        mean += d * nb / nt;\n"
+    "        m2 += m2b + d * d * n * nb / nt;\n"
+    "        n = nt;\n"
+    "    }\n"
+    "    float mu = K + mean, is = rsqrt(m2 / n + eps), a = w[c] * is, bb = bias[c] - mu * a;\n"
+    "    sm[c] = mu;\n"
+    "    si[c] = is;\n"
+    "    rm[c] = (1.0f - factor) * rm[c] + factor * mu;\n"
+    "    rv[c] = (1.0f - factor) * rv[c] + factor * m2 / (n - 1.0f);\n"
+    "    for (ulong b = 0; b < B; ++b) {\n"
+    "        __global const float *p = x + (b * C + c) * S;\n"
+    "        __global float *q = y + (b * C + c) * S;\n"
+    "        ulong i = 0;\n"
+    "        if (((ulong)q & 63) == 0)\n"
+    "            for (; i + 16 <= S; i += 16)\n"
+    "                ST16(vload16(0, p + i) * a + bb, q + i);\n"
+    "        for (; i < S; ++i)\n"
+    "            q[i] = p[i] * a + bb;\n"
+    "    }\n"
+    "}\n"
+    "__kernel void null_kernel(__global float *p) {}\n";
+
+/* the limit source built on ctx's device; NULL kernels when it does not build (the rows are then skipped) */
+static cl_program limit_program(clnorm_context *ctx) {
+    static cl_program prog;
+    static clnorm_context *built_for;
+    if (built_for == ctx)
+        return prog;
+    cl_int err = CL_SUCCESS;
+    const char *src = limit_source;
+    cl_device_id dev = clnorm_context_device(ctx);
+    prog = clCreateProgramWithSource(clnorm_context_cl_context(ctx), 1, &src, NULL, &err);
+    check_cl(err, "clCreateProgramWithSource (limit)");
+    if (clBuildProgram(prog, 1, &dev, "-cl-std=CL1.2", NULL, NULL) != CL_SUCCESS) {
+        fprintf(stderr, "clnorm-bench: the limit kernels do not build on this device: their rows are skipped\n");
+        clReleaseProgram(prog);
+        prog = NULL;
+    }
+    built_for = ctx;
+    return prog;
+}
 
 /* The unfused chain's elementwise kernels in the simplest vectorised form: one float4 per work-item, the tail of
  * a size that is not a multiple of 4 one value at a time. */
@@ -234,6 +371,42 @@ static void chain_launch(bench_case *c, cl_kernel k, cl_mem a, cl_mem b, cl_mem 
     check_cl(clEnqueueNDRangeKernel(c->queue, k, 1, NULL, &global, NULL, 0, NULL, NULL), "clEnqueueNDRangeKernel");
 }
 
+/* float -> the run's storage type, in place in a buffer of n floats (16-bit values packed at its start):
+ * IEEE half and bfloat16, both rounded to nearest even (the bench's values are normal or zero) */
+static void to_storage(float *a, size_t n, clnorm_dtype dt) {
+    uint16_t *h = (uint16_t *)a;
+    for (size_t i = 0; i < n && dt != CLNORM_F32; i++) {
+        uint32_t b;
+        memcpy(&b, &a[i], 4);
+        uint16_t out;
+        if (dt == CLNORM_BF16) {
+            out = (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+        } else {
+            uint32_t sign = (b >> 16) & 0x8000u, e = (b >> 23) & 0xffu, m = b & 0x7fffffu;
+            if (e < 103) { /* below half's smallest subnormal: zero */
+                out = (uint16_t)sign;
+            } else if (e < 113) { /* half subnormal */
+                uint32_t mm = m | 0x800000u, shift = 126 - e, r = mm >> shift, rem = mm & ((1u << shift) - 1u),
+                         half = 1u << (shift - 1);
+                r += rem > half || (rem == half && (r & 1u));
+                out = (uint16_t)(sign | r);
+            } else {
+                uint32_t r = ((e - 112) << 10) | (m >> 13), rem = m & 0x1fffu;
+                r += rem > 0x1000u || (rem == 0x1000u && (r & 1u));
+                out = (uint16_t)(sign | (r > 0x7c00u ? 0x7c00u : r));
+            }
+        }
+        h[i] = out; /* i * 2 <= i * 4: never overwrites a float not yet read */
+    }
+}
+
+static void make_tensor(bench_case *c, const shape *sh, float *host, clnorm_tensor *t, const char *what) {
+    if (host)
+        to_storage(host, c->numel, g_opt.dtype);
+    check(clnorm_tensor_create(c->ctx, sh->ndim, sh->dims, g_opt.dtype, host, t), what);
+    t->layout = g_opt.layout; /* the same dense bytes read in the other order */
+}
+
 /* Allocates and fills x (and dy/dx when with_backward; z, dz and the chain's kernels when with_fused) once; y is
  * written by the ops and the copy. */
 static void case_setup(bench_case *c, clnorm_context *ctx, const shape *sh, int with_backward, int with_fused,
@@ -244,25 +417,35 @@ static void case_setup(bench_case *c, clnorm_context *ctx, const shape *sh, int 
     c->sh = *sh;
     c->mode = sh->ndim == 2 ? CLNORM_BN_PER_ACTIVATION : CLNORM_BN_SPATIAL;
     c->numel = shape_numel(sh);
-    c->bytes = c->numel * sizeof(float);
+    c->esize = g_opt.dtype == CLNORM_F32 ? 4 : 2;
+    c->bytes = c->numel * c->esize;
     c->params = c->mode == CLNORM_BN_SPATIAL ? sh->dims[1] : c->numel / sh->dims[0];
 
-    float *host = xmalloc(c->bytes);
+    float *host = xmalloc(c->numel * sizeof(float));
     fill_uniform(host, c->numel, -1.0f, 5.0f, seed); /* mean ~2, not centred: shifted sums matter */
-    check(clnorm_tensor_create(ctx, sh->ndim, sh->dims, CLNORM_F32, host, &c->x), "clnorm_tensor_create(x)");
-    check(clnorm_tensor_create(ctx, sh->ndim, sh->dims, CLNORM_F32, NULL, &c->y), "clnorm_tensor_create(y)");
+    make_tensor(c, sh, host, &c->x, "clnorm_tensor_create(x)");
+    make_tensor(c, sh, NULL, &c->y, "clnorm_tensor_create(y)");
     if (with_backward) {
         fill_uniform(host, c->numel, -1.0f, 1.0f, seed * 31 + 7);
-        check(clnorm_tensor_create(ctx, sh->ndim, sh->dims, CLNORM_F32, host, &c->dy), "clnorm_tensor_create(dy)");
-        check(clnorm_tensor_create(ctx, sh->ndim, sh->dims, CLNORM_F32, NULL, &c->dx), "clnorm_tensor_create(dx)");
+        make_tensor(c, sh, host, &c->dy, "clnorm_tensor_create(dy)");
+        make_tensor(c, sh, NULL, &c->dx, "clnorm_tensor_create(dx)");
     }
     if (with_fused) {
         fill_uniform(host, c->numel, -1.0f, 1.0f, seed * 17 + 3);
-        check(clnorm_tensor_create(ctx, sh->ndim, sh->dims, CLNORM_F32, host, &c->z), "clnorm_tensor_create(z)");
-        check(clnorm_tensor_create(ctx, sh->ndim, sh->dims, CLNORM_F32, NULL, &c->dz), "clnorm_tensor_create(dz)");
-        chain_setup(c);
+        make_tensor(c, sh, host, &c->z, "clnorm_tensor_create(z)");
+        make_tensor(c, sh, NULL, &c->dz, "clnorm_tensor_create(dz)");
+        if (g_opt.dtype == CLNORM_F32)
+            chain_setup(c);
     }
     free(host);
+    cl_program lp = g_opt.dtype == CLNORM_F32 && !g_no_limit ? limit_program(ctx) : NULL;
+    if (lp) {
+        cl_int err = CL_SUCCESS;
+        c->k_copy_nt = clCreateKernel(lp, "copy_nt", &err);
+        check_cl(err, "clCreateKernel (copy_nt)");
+        c->k_fused_min = clCreateKernel(lp, "fused_min", &err);
+        check_cl(err, "clCreateKernel (fused_min)");
+    }
 
     float *p = xmalloc(c->params * sizeof(float));
     fill_uniform(p, c->params, 0.9f, 1.1f, seed + 1);
@@ -296,7 +479,7 @@ static void case_teardown(bench_case *c) {
     clnorm_tensor_release(&c->dx);
     clnorm_tensor_release(&c->z);
     clnorm_tensor_release(&c->dz);
-    cl_kernel ks[] = {c->k_add, c->k_relu, c->k_relu_bwd};
+    cl_kernel ks[] = {c->k_add, c->k_relu, c->k_relu_bwd, c->k_copy_nt, c->k_fused_min};
     for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++)
         if (ks[i])
             clReleaseKernel(ks[i]);
@@ -336,9 +519,8 @@ static void enqueue(bench_case *c, int op) {
               "clnorm_bn_forward_inference_ex");
         break;
     case OP_BWD_EX:
-        check(clnorm_bn_backward_ex(c->ctx, c->mode, &c->x, &c->y, &c->dy, &c->dx, &c->dz, c->scale, c->bias,
-                                    c->dscale, c->dbias, EPSILON, c->save_mean, c->save_invstd,
-                                    CLNORM_ACTIVATION_RELU),
+        check(clnorm_bn_backward_ex(c->ctx, c->mode, &c->x, &c->y, &c->dy, &c->dx, &c->dz, c->scale, c->bias, c->dscale,
+                                    c->dbias, EPSILON, c->save_mean, c->save_invstd, CLNORM_ACTIVATION_RELU),
               "clnorm_bn_backward_ex");
         break;
     case OP_CHAIN_FWD:
@@ -360,6 +542,45 @@ static void enqueue(bench_case *c, int op) {
         enqueue(c, OP_CHAIN_FWD);
         enqueue(c, OP_CHAIN_BWD);
         break;
+    case OP_COPY_NT: {
+        cl_device_type type = 0;
+        clGetDeviceInfo(clnorm_context_device(c->ctx), CL_DEVICE_TYPE, sizeof type, &type, NULL);
+        /* CPU: a contiguous chunk per work-item, 8 per compute unit; else 16 values per work-item */
+        cl_uint units = 1;
+        clGetDeviceInfo(clnorm_context_device(c->ctx), CL_DEVICE_MAX_COMPUTE_UNITS, sizeof units, &units, NULL);
+        cl_ulong n = c->numel, chunk = 16;
+        if (type & CL_DEVICE_TYPE_CPU)
+            chunk = ((n + 8 * units - 1) / (8 * units) + 15) / 16 * 16;
+        size_t global = (size_t)((n + chunk - 1) / chunk), local = 1;
+        check_cl(clSetKernelArg(c->k_copy_nt, 0, sizeof(cl_mem), &c->x.buffer), "clSetKernelArg (copy_nt)");
+        check_cl(clSetKernelArg(c->k_copy_nt, 1, sizeof(cl_mem), &c->y.buffer), "clSetKernelArg (copy_nt)");
+        check_cl(clSetKernelArg(c->k_copy_nt, 2, sizeof n, &n), "clSetKernelArg (copy_nt)");
+        check_cl(clSetKernelArg(c->k_copy_nt, 3, sizeof chunk, &chunk), "clSetKernelArg (copy_nt)");
+        check_cl(clEnqueueNDRangeKernel(c->queue, c->k_copy_nt, 1, NULL, &global,
+                                        (type & CL_DEVICE_TYPE_CPU) ? &local : NULL, 0, NULL, NULL),
+                 "clEnqueueNDRangeKernel (copy_nt)");
+        break;
+    }
+    case OP_FUSED_MIN: {
+        cl_ulong B = c->sh.dims[0], C = c->sh.dims[1], S = c->numel / (B * C);
+        cl_float f = (cl_float)FACTOR, e = (cl_float)EPSILON;
+        const void *mems[] = {&c->x.buffer, &c->y.buffer};
+        const cl_mem params[] = {c->scale, c->bias, c->run_mean, c->run_var, c->save_mean, c->save_invstd};
+        cl_uint a = 0;
+        for (int i = 0; i < 2; i++)
+            check_cl(clSetKernelArg(c->k_fused_min, a++, sizeof(cl_mem), mems[i]), "clSetKernelArg (fused_min)");
+        check_cl(clSetKernelArg(c->k_fused_min, a++, sizeof B, &B), "clSetKernelArg (fused_min)");
+        check_cl(clSetKernelArg(c->k_fused_min, a++, sizeof C, &C), "clSetKernelArg (fused_min)");
+        check_cl(clSetKernelArg(c->k_fused_min, a++, sizeof S, &S), "clSetKernelArg (fused_min)");
+        for (int i = 0; i < 6; i++)
+            check_cl(clSetKernelArg(c->k_fused_min, a++, sizeof(cl_mem), &params[i]), "clSetKernelArg (fused_min)");
+        check_cl(clSetKernelArg(c->k_fused_min, a++, sizeof f, &f), "clSetKernelArg (fused_min)");
+        check_cl(clSetKernelArg(c->k_fused_min, a++, sizeof e, &e), "clSetKernelArg (fused_min)");
+        size_t global = (size_t)C, local = 1;
+        check_cl(clEnqueueNDRangeKernel(c->queue, c->k_fused_min, 1, NULL, &global, &local, 0, NULL, NULL),
+                 "clEnqueueNDRangeKernel (fused_min)");
+        break;
+    }
     default:
         check_cl(clEnqueueCopyBuffer(c->queue, c->x.buffer, c->y.buffer, 0, 0, c->bytes, 0, NULL, NULL),
                  "clEnqueueCopyBuffer");
@@ -367,16 +588,46 @@ static void enqueue(bench_case *c, int op) {
     }
 }
 
+static int cmp_double(const void *a, const void *b);
+static int cmp_double_fwd(const void *a, const void *b) {
+    return cmp_double(a, b);
+}
+
+/* host seconds spent in the calls (enqueue only) and launches, summed by time_block */
+static double g_host_s;
+static unsigned long g_block_launches;
+
 /* Seconds per call over k back-to-back calls (one clFinish per SYNC_EVERY and at the end). */
 static double time_block(bench_case *c, int op, long k) {
+    double host = 0.0;
+    unsigned long l0 = g_launches;
     double t0 = now_s();
     for (long i = 0; i < k; i++) {
+        double h = now_s();
         enqueue(c, op);
+        host += now_s() - h;
         if ((i + 1) % SYNC_EVERY == 0)
             check(clnorm_context_finish(c->ctx), "clnorm_context_finish");
     }
     check(clnorm_context_finish(c->ctx), "clnorm_context_finish");
-    return (now_s() - t0) / (double)k;
+    double t = (now_s() - t0) / (double)k;
+    g_host_s = host / (double)k;
+    g_block_launches = g_launches - l0;
+    return t;
+}
+
+/* median seconds of one call and its clFinish (the synchronous latency), over n calls */
+static double time_sync(bench_case *c, int op, int n) {
+    double v[200];
+    n = n < 1 ? 1 : n > 200 ? 200 : n;
+    for (int i = 0; i < n; i++) {
+        double t0 = now_s();
+        enqueue(c, op);
+        check(clnorm_context_finish(c->ctx), "clnorm_context_finish");
+        v[i] = now_s() - t0;
+    }
+    qsort(v, (size_t)n, sizeof v[0], cmp_double_fwd);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -421,17 +672,26 @@ typedef struct result {
     double op_s, copy_s;      /* medians over rounds, seconds per call */
     double ratio, rmin, rmax; /* ratio of medians; min/max of per-round ratios */
     long k_op, k_copy;
+    double host_s;   /* median over rounds of the host time per call (in the call, not waiting for it) */
+    double launches; /* kernel launches per call */
+    double sync_s;   /* median of call + clFinish */
 } result;
 
 static void measure(bench_case *c, op_kind op, const options *o, result *r) {
-    double op_t[MAX_ROUNDS] = {0}, copy_t[MAX_ROUNDS] = {0}, ratio[MAX_ROUNDS] = {0}; /* rounds >= 1 */
+    double op_t[MAX_ROUNDS] = {0}, copy_t[MAX_ROUNDS] = {0}, ratio[MAX_ROUNDS] = {0}, host_t[MAX_ROUNDS] = {0};
+    r->launches = 0.0;
     r->k_copy = warm_and_calibrate(c, OP_COUNT, o);
     r->k_op = warm_and_calibrate(c, op, o);
     for (int i = 0; i < o->rounds; i++) { /* interleaved: copy block, op block, copy block, ... */
         copy_t[i] = time_block(c, OP_COUNT, r->k_copy);
         op_t[i] = time_block(c, op, r->k_op);
+        host_t[i] = g_host_s;
+        r->launches = (double)g_block_launches / (double)r->k_op;
         ratio[i] = op_traffic[op] * copy_t[i] / (2.0 * op_t[i]);
     }
+    r->host_s = median(host_t, o->rounds);
+    double per = op_t[0] > 0 ? 0.2 / op_t[0] : 200;
+    r->sync_s = time_sync(c, op, o->smoke ? 1 : per < 5 ? 5 : per > 200 ? 200 : (int)per);
     r->op_s = median(op_t, o->rounds);
     r->copy_s = median(copy_t, o->rounds);
     r->ratio = op_traffic[op] * r->copy_s / (2.0 * r->op_s);
@@ -440,6 +700,56 @@ static void measure(bench_case *c, op_kind op, const options *o, result *r) {
         r->rmin = ratio[i] < r->rmin ? ratio[i] : r->rmin;
         r->rmax = ratio[i] > r->rmax ? ratio[i] : r->rmax;
     }
+}
+
+/* ---- the cost of a launch: an empty kernel ---------------------------------------------------------- */
+typedef struct launch_cost {
+    double b2b_s, host_s, sync_s; /* per launch back to back, of it in clEnqueueNDRangeKernel; enqueue + clFinish */
+} launch_cost;
+
+static int measure_launch(clnorm_context *ctx, const options *o, launch_cost *lc) {
+    cl_program lp = limit_program(ctx);
+    if (!lp)
+        return 0;
+    cl_int err = CL_SUCCESS;
+    cl_kernel k = clCreateKernel(lp, "null_kernel", &err);
+    check_cl(err, "clCreateKernel (null_kernel)");
+    cl_mem m = clCreateBuffer(clnorm_context_cl_context(ctx), CL_MEM_READ_WRITE, 64, NULL, &err);
+    check_cl(err, "clCreateBuffer (null_kernel)");
+    check_cl(clSetKernelArg(k, 0, sizeof m, &m), "clSetKernelArg (null_kernel)");
+    cl_command_queue q = clnorm_context_queue(ctx);
+    size_t g = 1, l = 1;
+    long n = o->smoke ? 16 : 4096;
+    double b2b[MAX_ROUNDS], host[MAX_ROUNDS], sync[200];
+    int rounds = o->smoke ? 1 : o->rounds;
+    for (int r = -1; r < rounds; r++) { /* round -1: warm-up (the kernel's first enqueue compiles it) */
+        double h = 0.0, t0 = now_s();
+        for (long i = 0; i < n; i++) {
+            double a = now_s();
+            check_cl(clEnqueueNDRangeKernel(q, k, 1, NULL, &g, &l, 0, NULL, NULL), "clEnqueueNDRangeKernel (null)");
+            h += now_s() - a;
+            if ((i + 1) % SYNC_EVERY == 0)
+                check_cl(clFinish(q), "clFinish");
+        }
+        check_cl(clFinish(q), "clFinish");
+        if (r >= 0) {
+            b2b[r] = (now_s() - t0) / (double)n;
+            host[r] = h / (double)n;
+        }
+    }
+    int ns = o->smoke ? 4 : 200;
+    for (int i = 0; i < ns; i++) {
+        double t0 = now_s();
+        check_cl(clEnqueueNDRangeKernel(q, k, 1, NULL, &g, &l, 0, NULL, NULL), "clEnqueueNDRangeKernel (null)");
+        check_cl(clFinish(q), "clFinish");
+        sync[i] = now_s() - t0;
+    }
+    lc->b2b_s = median(b2b, rounds);
+    lc->host_s = median(host, rounds);
+    lc->sync_s = median(sync, ns);
+    clReleaseMemObject(m);
+    clReleaseKernel(k);
+    return 1;
 }
 
 /* ---- shapes and arguments --------------------------------------------------------------------- */
@@ -485,6 +795,7 @@ static int parse_shape(const char *text, shape *out) {
 static void usage(FILE *f) {
     fprintf(f, "usage: clnorm-bench [--shape B,C[,D[,H[,W]]]]... [--op OP[,OP...]]... [--device SEL]\n"
                "                    [--csv] [--smoke] [--min-time SECONDS] [--rounds N] [--no-first-call]\n"
+               "                    [--dtype f32|f16|bf16] [--layout nchw|nhwc]\n"
                "  --shape       a shape (repeatable); default: the six shapes of the docs\n"
                "  --op          train, infer, bwd; the fused train_ex, infer_ex, backward_ex (residual + ReLU),\n"
                "                the unfused chain_fwd, chain_bwd, the training steps step_ex, step_chain;\n"
@@ -495,7 +806,12 @@ static void usage(FILE *f) {
                "  --smoke       tiny shape, 1 call per measurement, no calibration (CI: it runs and prints)\n"
                "  --min-time    seconds per timed block (default 0.3)\n"
                "  --rounds      interleaved copy/op rounds, medians over them (default 5)\n"
-               "  --no-first-call  skip the cold/warm first-call measurement in fresh processes\n");
+               "  --no-first-call  skip the cold/warm first-call measurement in fresh processes\n"
+               "  --dtype       f32 (default), f16, bf16: the tensors' storage type (T counts its size; the chain\n"
+               "                and limit rows are F32 only)\n"
+               "  --layout      nchw (default) or nhwc (the limit rows are NCHW only)\n"
+               "  ops copy_nt and fused_min (group \"limit\", in \"all\"): the limit yardsticks, a copy kernel with\n"
+               "                non-temporal stores (2 T) and a minimal fused per-map training forward (3 T)\n");
 }
 
 static const char *need_value(int argc, char **argv, int *i) {
@@ -529,7 +845,9 @@ static void parse_args(int argc, char **argv, options *o) {
             for (char *save = NULL, *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
                 int found = 0;
                 for (int k = 0; k < OP_COUNT; k++) {
-                    int group = !strcmp(name, "all") || (!strcmp(name, "fused") && k >= OP_TRAIN_EX);
+                    int group = !strcmp(name, "all") ||
+                                (!strcmp(name, "fused") && k >= OP_FIRST_FUSED && k < OP_FIRST_LIMIT) ||
+                                (!strcmp(name, "limit") && k >= OP_FIRST_LIMIT);
                     if ((group || !strcmp(name, op_names[k])) && o->nops < MAX_OPS) {
                         o->ops[o->nops++] = (op_kind)k;
                         found = 1;
@@ -538,7 +856,7 @@ static void parse_args(int argc, char **argv, options *o) {
                 if (!found) {
                     fprintf(stderr,
                             "clnorm-bench: bad --op '%s' (want train, infer, bwd, train_ex, infer_ex, backward_ex, "
-                            "chain_fwd, chain_bwd, step_ex, step_chain, fused or all)\n",
+                            "chain_fwd, chain_bwd, step_ex, step_chain, copy_nt, fused_min, fused, limit or all)\n",
                             name);
                     exit(2);
                 }
@@ -549,6 +867,28 @@ static void parse_args(int argc, char **argv, options *o) {
             o->csv = 1;
         } else if (!strcmp(a, "--smoke")) {
             o->smoke = 1;
+        } else if (!strcmp(a, "--dtype")) {
+            const char *v = need_value(argc, argv, &i);
+            if (!strcmp(v, "f32"))
+                o->dtype = CLNORM_F32;
+            else if (!strcmp(v, "f16"))
+                o->dtype = CLNORM_F16;
+            else if (!strcmp(v, "bf16"))
+                o->dtype = CLNORM_BF16;
+            else {
+                fprintf(stderr, "clnorm-bench: bad --dtype '%s' (want f32, f16 or bf16)\n", v);
+                exit(2);
+            }
+        } else if (!strcmp(a, "--layout")) {
+            const char *v = need_value(argc, argv, &i);
+            if (!strcmp(v, "nchw"))
+                o->layout = CLNORM_NCHW;
+            else if (!strcmp(v, "nhwc"))
+                o->layout = CLNORM_NHWC;
+            else {
+                fprintf(stderr, "clnorm-bench: bad --layout '%s' (want nchw or nhwc)\n", v);
+                exit(2);
+            }
         } else if (!strcmp(a, "--no-first-call")) {
             o->first_call = 0;
         } else if (!strcmp(a, "--min-time")) {
@@ -595,15 +935,19 @@ static void parse_args(int argc, char **argv, options *o) {
 /* ---- first call in fresh processes ------------------------------------------------------------ */
 /* The child: context create, then the first call of each op on the tiny shape, each with clFinish.
    Prints "create train infer bwd" in ms on stdout (-1 for an op not run). */
-static int first_call_child(const char *device, int all_ops) {
+static int first_call_child(const char *device, const char *mode) {
     double ms[1 + N_PLAIN_OPS] = {-1, -1, -1, -1};
+    int all_ops = strcmp(mode, "all") == 0, infer_only = strcmp(mode, "infer") == 0;
     clnorm_context *ctx = NULL;
+    g_no_limit = 1;
     double t0 = now_s();
     check(clnorm_context_create(device, &ctx), "clnorm_context_create");
     ms[0] = 1e3 * (now_s() - t0);
     bench_case c;
     case_setup(&c, ctx, &tiny_shape, all_ops, 0, 12345);
-    for (int op = 0; op < (all_ops ? N_PLAIN_OPS : 1); op++) { /* train first: bwd needs its saved stats */
+    /* train first: bwd needs its saved stats; "infer": the inference alone, as the process's first call */
+    int first = infer_only ? OP_INFER : OP_TRAIN, end = all_ops ? N_PLAIN_OPS : first + 1;
+    for (int op = first; op < end; op++) {
         t0 = now_s();
         enqueue(&c, op);
         check(clnorm_context_finish(ctx), "clnorm_context_finish");
@@ -620,7 +964,7 @@ static int has_prefix(const char *s, const char *prefix) {
 }
 
 /* Runs this executable again with FIRST_CALL_FLAG and POCL_CACHE_DIR = CLNORM_CACHE_DIR = dir. */
-static int spawn_first_call(const char *argv0, const char *dir, const char *device, int all_ops, double ms[4]) {
+static int spawn_first_call(const char *argv0, const char *dir, const char *device, const char *mode, double ms[4]) {
     size_t n = 0;
     while (environ[n])
         n++;
@@ -640,7 +984,7 @@ static int spawn_first_call(const char *argv0, const char *dir, const char *devi
     int a = 0;
     args[a++] = (char *)argv0;
     args[a++] = FIRST_CALL_FLAG;
-    args[a++] = all_ops ? "all" : "train";
+    args[a++] = (char *)mode;
     if (device)
         args[a++] = (char *)device;
     args[a] = NULL;
@@ -739,11 +1083,20 @@ static void first_call(const char *argv0, const options *o, FILE *f, const char 
         perror("clnorm-bench: mkdtemp");
         exit(1);
     }
-    int all_ops = !o->smoke;
-    double cold[4], warm[4];
-    int ok = spawn_first_call(argv0, dir, o->device, all_ops, cold) &&
-             spawn_first_call(argv0, dir, o->device, all_ops, warm);
+    const char *mode = o->smoke ? "train" : "all";
+    double cold[4], warm[4], icold[4] = {-1, -1, -1, -1}, iwarm[4] = {-1, -1, -1, -1};
+    int ok = spawn_first_call(argv0, dir, o->device, mode, cold) && spawn_first_call(argv0, dir, o->device, mode, warm);
     remove_tree(dir);
+    if (ok && !o->smoke) { /* the inference as the first call of a process, in a new empty folder */
+        snprintf(dir, sizeof dir, "%s/clnorm-bench-cache-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+        if (!mkdtemp(dir)) {
+            perror("clnorm-bench: mkdtemp");
+            exit(1);
+        }
+        ok = spawn_first_call(argv0, dir, o->device, "infer", icold) &&
+             spawn_first_call(argv0, dir, o->device, "infer", iwarm);
+        remove_tree(dir);
+    }
     if (!ok)
         exit(1);
     fprintf(f,
@@ -752,6 +1105,9 @@ static void first_call(const char *argv0, const options *o, FILE *f, const char 
             prefix);
     print_first_call_line(f, prefix, "cold", cold);
     print_first_call_line(f, prefix, "warm", warm);
+    if (icold[2] >= 0)
+        fprintf(f, "%s  inference as a process's first call: cold %8.1f ms | warm %8.1f ms (context %.1f / %.1f ms)\n",
+                prefix, icold[2], iwarm[2], icold[0], iwarm[0]);
 }
 
 /* ---- run description -------------------------------------------------------------------------- */
@@ -807,10 +1163,11 @@ static void print_header(clnorm_context *ctx, const options *o, FILE *f, const c
 
 int main(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[1], FIRST_CALL_FLAG))
-        return first_call_child(argc >= 4 ? argv[3] : NULL, strcmp(argv[2], "all") == 0);
+        return first_call_child(argc >= 4 ? argv[3] : NULL, argv[2]);
 
     options o;
     parse_args(argc, argv, &o);
+    g_opt = o;
     FILE *info = o.csv ? stderr : stdout; /* CSV mode: stdout carries only the table */
     const char *prefix = o.csv ? "# " : "";
 
@@ -820,18 +1177,35 @@ int main(int argc, char **argv) {
     fflush(info);
     if (o.first_call)
         first_call(argv[0], &o, info, prefix);
+    launch_cost lc = {0, 0, 0};
+    int have_lc = measure_launch(ctx, &o, &lc);
+    if (have_lc)
+        fprintf(info,
+                "%slaunch cost, an empty kernel (1 work-item): back to back %.2f us per launch (%.2f us of it in "
+                "clEnqueueNDRangeKernel); enqueue + clFinish %.1f us\n",
+                prefix, 1e6 * lc.b2b_s, 1e6 * lc.host_s, 1e6 * lc.sync_s);
+    fprintf(info,
+            "%sdtype %s, layout %s; per op also: sync us = one call + clFinish (median), host us = time in the call "
+            "(back to back), launches per call, over us = host us - launches x the empty kernel's enqueue\n",
+            prefix,
+            o.dtype == CLNORM_F32   ? "f32"
+            : o.dtype == CLNORM_F16 ? "f16"
+                                    : "bf16",
+            o.layout == CLNORM_NCHW ? "nchw" : "nhwc");
 
     if (o.csv)
-        printf("op,shape,ms,gbs,copy_gbs,ratio\n");
+        printf("op,shape,ms,gbs,copy_gbs,ratio,sync_us,host_us,launches\n");
     else
-        printf("\n%-11s  %-20s %9s %10s %9s %9s %9s %7s %13s %13s\n", "op", "shape", "T MB", "ms", "GB/s", "copy ms",
-               "copy GB/s", "x copy", "range", "calls op/copy");
+        printf("\n%-11s  %-20s %9s %10s %9s %9s %9s %7s %13s %13s %9s %8s %4s %7s\n", "op", "shape", "T MB", "ms",
+               "GB/s", "copy ms", "copy GB/s", "x copy", "range", "calls op/copy", "sync us", "host us", "lnch",
+               "over us");
     fflush(stdout);
 
     int need_bwd = 0, need_fused = 0;
     for (int i = 0; i < o.nops; i++) {
-        need_bwd |= o.ops[i] == OP_BWD || o.ops[i] >= OP_BWD_EX;
-        need_fused |= o.ops[i] >= OP_TRAIN_EX;
+        op_kind k = o.ops[i];
+        need_bwd |= k == OP_BWD || (k >= OP_BWD_EX && k < OP_FIRST_LIMIT && k != OP_CHAIN_FWD);
+        need_fused |= k >= OP_FIRST_FUSED && k < OP_FIRST_LIMIT;
     }
     for (int s = 0; s < o.nshapes; s++) {
         char sh[128];
@@ -847,23 +1221,30 @@ int main(int argc, char **argv) {
         shape_str(&o.shapes[s], o.csv ? 'x' : ',', !o.csv, sh, sizeof sh);
         for (int i = 0; i < o.nops; i++) {
             op_kind op = o.ops[i];
+            int chain = op == OP_CHAIN_FWD || op == OP_CHAIN_BWD || op == OP_STEP_CHAIN;
+            if ((chain && !c.k_add) || (op == OP_COPY_NT && !c.k_copy_nt) ||
+                (op == OP_FUSED_MIN && (!c.k_fused_min || o.layout != CLNORM_NCHW || c.sh.ndim < 3)))
+                continue; /* F32 (NCHW, ndim >= 3 for fused_min) only, or the limit program did not build */
             snprintf(g_where, sizeof g_where, "(op %s, shape %s)", op_names[op], sh);
             result r;
             measure(&c, op, &o, &r);
             double T = (double)c.bytes;
             double gbs = op_traffic[op] * T / r.op_s * 1e-9, copy_gbs = 2.0 * T / r.copy_s * 1e-9;
             if (o.csv)
-                printf("%s,%s,%.6f,%.3f,%.3f,%.4f\n", op_names[op], sh, 1e3 * r.op_s, gbs, copy_gbs, r.ratio);
+                printf("%s,%s,%.6f,%.3f,%.3f,%.4f,%.2f,%.3f,%.2f\n", op_names[op], sh, 1e3 * r.op_s, gbs, copy_gbs,
+                       r.ratio, 1e6 * r.sync_s, 1e6 * r.host_s, r.launches);
             else
-                printf("%-11s  %-20s %9.2f %10.4f %9.2f %9.4f %9.2f %7.2f %6.2f..%-5.2f %7ld/%ld\n", op_names[op], sh,
-                       T * 1e-6, 1e3 * r.op_s, gbs, 1e3 * r.copy_s, copy_gbs, r.ratio, r.rmin, r.rmax, r.k_op,
-                       r.k_copy);
+                printf("%-11s  %-20s %9.2f %10.4f %9.2f %9.4f %9.2f %7.2f %6.2f..%-5.2f %7ld/%-5ld %9.1f %8.2f %4.1f "
+                       "%7.2f\n",
+                       op_names[op], sh, T * 1e-6, 1e3 * r.op_s, gbs, 1e3 * r.copy_s, copy_gbs, r.ratio, r.rmin, r.rmax,
+                       r.k_op, r.k_copy, 1e6 * r.sync_s, 1e6 * r.host_s, r.launches,
+                       have_lc ? 1e6 * (r.host_s - r.launches * lc.host_s) : 0.0);
             xcopy[op] = r.ratio;
             fflush(stdout);
         }
         /* fused against the unfused chain on the same byte counts: the ratio of their fractions of copy */
-        static const op_kind pairs[][2] = {{OP_TRAIN_EX, OP_CHAIN_FWD}, {OP_BWD_EX, OP_CHAIN_BWD},
-                                           {OP_STEP_EX, OP_STEP_CHAIN}};
+        static const op_kind pairs[][2] = {
+            {OP_TRAIN_EX, OP_CHAIN_FWD}, {OP_BWD_EX, OP_CHAIN_BWD}, {OP_STEP_EX, OP_STEP_CHAIN}};
         for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++)
             if (xcopy[pairs[i][0]] > 0 && xcopy[pairs[i][1]] > 0)
                 fprintf(info, "%s  %-11s vs %-10s %s: %.2fx faster\n", prefix, op_names[pairs[i][0]],

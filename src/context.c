@@ -151,10 +151,18 @@ void clnorm_context_destroy(clnorm_context *c) {
     free(c);
 }
 
-cl_context clnorm_context_cl_context(const clnorm_context *c) { return c ? c->context : NULL; }
-cl_device_id clnorm_context_device(const clnorm_context *c) { return c ? c->device : NULL; }
-cl_command_queue clnorm_context_queue(const clnorm_context *c) { return c ? c->queue : NULL; }
-const char *clnorm_context_device_name(const clnorm_context *c) { return c ? c->name : NULL; }
+cl_context clnorm_context_cl_context(const clnorm_context *c) {
+    return c ? c->context : NULL;
+}
+cl_device_id clnorm_context_device(const clnorm_context *c) {
+    return c ? c->device : NULL;
+}
+cl_command_queue clnorm_context_queue(const clnorm_context *c) {
+    return c ? c->queue : NULL;
+}
+const char *clnorm_context_device_name(const clnorm_context *c) {
+    return c ? c->name : NULL;
+}
 
 clnorm_status clnorm_context_finish(clnorm_context *c) {
     if (!c)

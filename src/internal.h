@@ -81,8 +81,8 @@ struct clnorm_context {
     char *cache_id; /* device name, vendor id, driver and platform version: part of the disk cache key */
     cl_device_type type;
     cn_strategy strategy;
-    size_t wg;         /* work-group size of the reduction kernels (GPU strategy) */
-    cl_uint units;     /* compute units */
+    size_t wg;     /* work-group size of the reduction kernels (GPU strategy) */
+    cl_uint units; /* compute units */
     cl_ulong max_alloc;
     cn_program *programs;
     /* program.c: CLNORM_KERNEL_DIR (NULL when unset) and CLNORM_BUILD_OPTIONS ("" when unset), read at context

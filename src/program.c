@@ -34,17 +34,17 @@ extern const struct clnorm_embedded_source clnorm_embedded_sources[];
 extern const char clnorm_embedded_hash[];
 
 static const char *const kernel_names[K_COUNT] = {
-    "bn_stats_partial", "bn_stats_finalize", "bn_apply", "bn_pa_forward",
-    "bn_bwd_partial",   "bn_bwd_finalize",   "bn_pa_backward", "bn_fused_forward", "bn_fused_backward",
-    "bn_col_partial", "bn_col_finalize", "bn_col_apply", "bn_col_bwd_partial", "bn_col_bwd_finalize"};
+    "bn_stats_partial", "bn_stats_finalize", "bn_apply",           "bn_pa_forward",      "bn_bwd_partial",
+    "bn_bwd_finalize",  "bn_pa_backward",    "bn_fused_forward",   "bn_fused_backward",  "bn_col_partial",
+    "bn_col_finalize",  "bn_col_apply",      "bn_col_bwd_partial", "bn_col_bwd_finalize"};
 
 /* the pieces of a program, in order; NULL file: literal text */
 enum { PC_COMMON, PC_W16, PC_PERACT16, PC_W1, PC_PERACT1, PC_STATS, PC_APPLY, PC_BACKWARD, PC_COLUMNS, N_PIECES };
 static const struct {
     const char *file, *text;
-} pieces[N_PIECES] = {{"common.cl", NULL},   {NULL, "#define PA_W 16\n"}, {"bn_peract.cl", NULL},
-                      {NULL, "#define PA_W 1\n"}, {"bn_peract.cl", NULL}, {"bn_stats.cl", NULL},
-                      {"bn_apply.cl", NULL}, {"bn_backward.cl", NULL}, {"bn_columns.cl", NULL}};
+} pieces[N_PIECES] = {{"common.cl", NULL},        {NULL, "#define PA_W 16\n"}, {"bn_peract.cl", NULL},
+                      {NULL, "#define PA_W 1\n"}, {"bn_peract.cl", NULL},      {"bn_stats.cl", NULL},
+                      {"bn_apply.cl", NULL},      {"bn_backward.cl", NULL},    {"bn_columns.cl", NULL}};
 #define BIT(p) (1u << (p))
 #define PERACT (BIT(PC_W16) | BIT(PC_PERACT16) | BIT(PC_W1) | BIT(PC_PERACT1))
 #define ALL_PIECES ((1u << N_PIECES) - 1u)
@@ -84,19 +84,24 @@ static const struct {
 };
 /* each kernel's group; a kernel missing here (a new one) is built in G_ALL (0) */
 static const unsigned char group_of[K_COUNT] = {
-    [K_STATS_PARTIAL] = G_STATS,        [K_STATS_FINALIZE] = G_STATS,     [K_APPLY] = G_APPLY,
-    [K_PA_FORWARD] = G_PA_FORWARD,      [K_BWD_PARTIAL] = G_BWD_SPLIT,    [K_BWD_FINALIZE] = G_BWD_SPLIT,
-    [K_PA_BACKWARD] = G_PA_BACKWARD,    [K_FUSED_FORWARD] = G_FUSED_FORWARD, [K_FUSED_BACKWARD] = G_FUSED_BACKWARD,
-    [K_COL_PARTIAL] = G_COL_STATS,      [K_COL_FINALIZE] = G_COL_STATS,   [K_COL_APPLY] = G_COL_APPLY,
-    [K_COL_BWD_PARTIAL] = G_COL_BWD,    [K_COL_BWD_FINALIZE] = G_COL_BWD};
+    [K_STATS_PARTIAL] = G_STATS,     [K_STATS_FINALIZE] = G_STATS,        [K_APPLY] = G_APPLY,
+    [K_PA_FORWARD] = G_PA_FORWARD,   [K_BWD_PARTIAL] = G_BWD_SPLIT,       [K_BWD_FINALIZE] = G_BWD_SPLIT,
+    [K_PA_BACKWARD] = G_PA_BACKWARD, [K_FUSED_FORWARD] = G_FUSED_FORWARD, [K_FUSED_BACKWARD] = G_FUSED_BACKWARD,
+    [K_COL_PARTIAL] = G_COL_STATS,   [K_COL_FINALIZE] = G_COL_STATS,      [K_COL_APPLY] = G_COL_APPLY,
+    [K_COL_BWD_PARTIAL] = G_COL_BWD, [K_COL_BWD_FINALIZE] = G_COL_BWD};
 
-static group_id kernel_group(cn_kernel_id id) { return (group_id)group_of[id]; }
+static group_id kernel_group(cn_kernel_id id) {
+    return (group_id)group_of[id];
+}
 
 static const char *dtype_define(clnorm_dtype d) {
     switch (d) {
-    case CLNORM_F32: return "DTYPE_F32";
-    case CLNORM_F16: return "DTYPE_F16";
-    case CLNORM_BF16: return "DTYPE_BF16";
+    case CLNORM_F32:
+        return "DTYPE_F32";
+    case CLNORM_F16:
+        return "DTYPE_F16";
+    case CLNORM_BF16:
+        return "DTYPE_BF16";
     }
     return "DTYPE_UNKNOWN";
 }
@@ -272,7 +277,8 @@ static int strip_kernels(char *s, size_t n, group_id g) {
     return 1;
 }
 
-/* ---- building ------------------------------------------------------------------------------------------------------ */
+/* ---- building ------------------------------------------------------------------------------------------------------
+ */
 
 static void program_free(cn_program *p) {
     if (!p)
@@ -301,8 +307,8 @@ void cn_programs_release(clnorm_context *ctx) {
 }
 
 /* clBuildProgram of the n texts; a failure leaves the build log in the last error (when log_failure) */
-static clnorm_status build(clnorm_context *ctx, const char *options, cl_uint n, const char **texts,
-                           const size_t *sizes, cl_program *out) {
+static clnorm_status build(clnorm_context *ctx, const char *options, cl_uint n, const char **texts, const size_t *sizes,
+                           cl_program *out) {
     cl_int err;
     cl_program prog = clCreateProgramWithSource(ctx->context, n, texts, sizes, &err);
     if (err != CL_SUCCESS)
@@ -336,8 +342,8 @@ static clnorm_status build(clnorm_context *ctx, const char *options, cl_uint n, 
 static int format_options(const clnorm_context *ctx, clnorm_dtype dtype, group_id g, const char *hash, char *out,
                           size_t n) {
     int len = snprintf(out, n, "-cl-std=CL1.2 -D%s -D%s -DWG=%zu -DCLNORM_SOURCE_HASH=0x%s -DCLNORM_PROGRAM_%s %s",
-                       dtype_define(dtype), ctx->strategy == CN_STRATEGY_CPU ? "STRATEGY_CPU" : "STRATEGY_GPU",
-                       ctx->wg, hash, groups[g].name, ctx->build_options);
+                       dtype_define(dtype), ctx->strategy == CN_STRATEGY_CPU ? "STRATEGY_CPU" : "STRATEGY_GPU", ctx->wg,
+                       hash, groups[g].name, ctx->build_options);
     return len >= 0 && (size_t)len < n;
 }
 
@@ -351,8 +357,9 @@ static clnorm_status get_program(clnorm_context *ctx, clnorm_dtype dtype, group_
     cn_program *p = NULL;
     clnorm_status st = load_sources(ctx, groups[g].pieces, texts, sizes, owned, hash);
     if (st == CLNORM_SUCCESS && !format_options(ctx, dtype, g, hash, options, sizeof options))
-        st = cn_fail(CLNORM_ERROR_BUILD, "CLNORM_BUILD_OPTIONS is too long (the build options may take %zu "
-                                         "characters)",
+        st = cn_fail(CLNORM_ERROR_BUILD,
+                     "CLNORM_BUILD_OPTIONS is too long (the build options may take %zu "
+                     "characters)",
                      sizeof options - 1);
     if (st == CLNORM_SUCCESS) {
         p = ctx->programs;
@@ -370,8 +377,7 @@ static clnorm_status get_program(clnorm_context *ctx, clnorm_dtype dtype, group_
     if (st == CLNORM_SUCCESS && !p->program) {
         /* the disk cache key; a key that does not fit (absurd device strings) just skips the disk cache */
         char key[8192];
-        int klen = snprintf(key, sizeof key, "clnorm %u | %.4095s | %.3000s", clnorm_version(), options,
-                            ctx->cache_id);
+        int klen = snprintf(key, sizeof key, "clnorm %u | %.4095s | %.3000s", clnorm_version(), options, ctx->cache_id);
         int keyed = klen > 0 && (size_t)klen < sizeof key && strlen(ctx->cache_id) <= 3000;
         if (!(keyed && cn_disk_cache_load(ctx, key, options, &p->program))) {
             /* the group's pieces, the files with the other groups' kernels blanked out */
