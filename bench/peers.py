@@ -24,9 +24,18 @@ With --torch-device cuda (a CUDA build of PyTorch and an NVIDIA GPU), PyTorch ru
 CUDA kernels, timed with torch.cuda.synchronize() after each block): the peer for clnorm on the same
 card through its OpenCL driver (--device nvidia).
 
+--layout nhwc runs clnorm-bench on NHWC tensors and PyTorch on torch.channels_last (4-d) or
+torch.channels_last_3d (5-d) tensors (2-d shapes: no channels-last form, rows skipped); --dtype f16 / bf16
+runs both on 16-bit tensors (PyTorch: torch.float16 / torch.bfloat16 inputs with float32 weight, bias and
+running statistics; GB/s on the 16-bit byte counts). A row PyTorch cannot run (PyTorch 1.13 has no CPU
+float16 batch_norm) says so and shows clnorm alone.
+
+Each row also shows clnorm's synchronous latency (one call + clFinish, median) beside its back-to-back time:
+PyTorch's CPU call returns when done, so its time is both.
+
 Usage: python3 bench/peers.py [--bench ./build/clnorm-bench] [--shape 8,32,32,64,64]...
                               [--op train|infer|bwd|step_ex|all]... [--device SEL] [--min-time S] [--rounds N]
-                              [--torch-device cpu|cuda]
+                              [--torch-device cpu|cuda] [--layout nchw|nhwc] [--dtype f32|f16|bf16]
 """
 import argparse
 import csv
@@ -87,6 +96,10 @@ def parse_args():
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--torch-device", default="cpu", choices=("cpu", "cuda"),
                    help="where PyTorch runs (default cpu)")
+    p.add_argument("--layout", default="nchw", choices=("nchw", "nhwc"),
+                   help="memory layout: nhwc = PyTorch channels_last / channels_last_3d (default nchw)")
+    p.add_argument("--dtype", default="f32", choices=("f32", "f16", "bf16"),
+                   help="storage type of x, dy, z, y (default f32)")
     a = p.parse_args()
     a.shape = a.shape or DEFAULT_SHAPES
     ops = []
@@ -140,8 +153,13 @@ def time_torch(torch, fn, min_time, rounds):
     return statistics.median(time_block(fn, k) for _ in range(rounds)), k
 
 
-def torch_case(torch, shape, device):
-    """Inputs like clnorm-bench's: x uniform in [-1, 5), dy in [-1, 1), scale ~1, bias ~0."""
+def torch_dtype(torch, name):
+    return {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def torch_case(torch, shape, device, layout="nchw", dtype="f32"):
+    """Inputs like clnorm-bench's: x uniform in [-1, 5), dy in [-1, 1), scale ~1, bias ~0; x, dy, z in the
+    given layout (channels_last / channels_last_3d for nhwc) and storage type, the parameters float32."""
     g = torch.Generator().manual_seed(1000)
     maps = shape[1]
     # (N, C) input: PyTorch normalises per feature over the batch, i.e. clnorm's PER_ACTIVATION.
@@ -155,6 +173,13 @@ def torch_case(torch, shape, device):
         "rv": torch.ones(maps),
     }
     c = {k: v.to(device) for k, v in c.items()}
+    fmt = None
+    if layout == "nhwc":
+        fmt = {4: torch.channels_last, 5: torch.channels_last_3d}[len(shape)]
+    for k in ("x", "dy", "z"):
+        c[k] = c[k].to(dtype=torch_dtype(torch, dtype))
+        if fmt is not None:
+            c[k] = c[k].contiguous(memory_format=fmt)
     _, c["save_mean"], c["save_invstd"] = torch.ops.aten.native_batch_norm(
         c["x"], c["w"], c["b"], c["rm"], c["rv"], True, MOMENTUM, EPS)
     return c
@@ -193,7 +218,8 @@ def torch_fn(torch, c, op):
 def run_clnorm(args, shape, op):
     """One clnorm-bench run for (shape, op): returns (row dict or None, '#' header lines, error text)."""
     cmd = [args.bench, "--csv", "--no-first-call", "--shape", ",".join(map(str, shape)), "--op", op,
-           "--min-time", repr(args.min_time), "--rounds", str(args.rounds)]
+           "--min-time", repr(args.min_time), "--rounds", str(args.rounds), "--layout", args.layout,
+           "--dtype", args.dtype]
     if args.device:
         cmd += ["--device", args.device]
     env = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV and k != FALLBACK_MARK}
@@ -250,34 +276,50 @@ def main():
     if load is not None:
         print("load average (1 min) at start: %.2f on %d CPUs" % (load, os.cpu_count() or 0))
     print("torch and clnorm of a row are timed one right after the other; speed = torch ms / clnorm ms; "
-          "x copy = clnorm GB/s over clEnqueueCopyBuffer GB/s, interleaved in clnorm-bench")
-    hdr = "%-5s  %-20s %10s %10s %9s %10s %11s %7s" % (
-        "op", "shape", "torch ms", "clnorm ms", "speed", "torch GB/s", "clnorm GB/s", "x copy")
+          "x copy = clnorm GB/s over clEnqueueCopyBuffer GB/s, interleaved in clnorm-bench; "
+          "sync us = one clnorm call + clFinish")
+    print("layout %s (PyTorch %s), dtype %s" % (
+        args.layout, "contiguous" if args.layout == "nchw" else "channels_last / channels_last_3d", args.dtype))
+    hdr = "%-5s  %-20s %10s %10s %9s %10s %11s %7s %9s" % (
+        "op", "shape", "torch ms", "clnorm ms", "speed", "torch GB/s", "clnorm GB/s", "x copy", "sync us")
     failures = 0
     printed_header = False
+    esize = 4.0 if args.dtype == "f32" else 2.0
     with torch.no_grad():
         for shape in args.shape:
-            c = torch_case(torch, shape, args.torch_device)
-            tensor_bytes = 4.0 * math.prod(shape)
+            if args.layout == "nhwc" and len(shape) not in (4, 5):
+                print("%-5s  %-20s   skipped: PyTorch has no channels-last form of a %d-d tensor"
+                      % ("-", shape_text(shape), len(shape)))
+                continue
+            c = torch_case(torch, shape, args.torch_device, args.layout, args.dtype)
+            tensor_bytes = esize * math.prod(shape)
             for op in args.op:
-                t_s, _ = time_torch(torch, torch_fn(torch, c, op), args.min_time, args.rounds)
+                try:
+                    t_s, _ = time_torch(torch, torch_fn(torch, c, op), args.min_time, args.rounds)
+                except RuntimeError as e:  # e.g. PyTorch 1.13: "batch_norm" not implemented for 'Half' on CPU
+                    t_s = None
+                    why = str(e).splitlines()[0]
                 row, header, error = run_clnorm(args, shape, op)
                 if not printed_header:
                     for line in header:
                         print("clnorm-bench " + line)
                     print("\n" + hdr)
                     printed_header = True
-                torch_ms = 1e3 * t_s
-                torch_gbs = TRAFFIC[op] * tensor_bytes / t_s * 1e-9
                 if row is None:
                     failures += 1
-                    print("%-5s  %-20s %10.4f %10s   clnorm-bench failed: %s"
-                          % (op, shape_text(shape), torch_ms, "-", error))
+                    print("%-5s  %-20s %10s %10s   clnorm-bench failed: %s"
+                          % (op, shape_text(shape), "-" if t_s is None else "%.4f" % (1e3 * t_s), "-", error))
+                elif t_s is None:
+                    print("%-5s  %-20s %10s %10.4f %9s %10s %11.2f %7.2f %9s   PyTorch cannot: %s"
+                          % (op, shape_text(shape), "-", float(row["ms"]), "-", "-", float(row["gbs"]),
+                             float(row["ratio"]), row.get("sync_us", "-"), why))
                 else:
+                    torch_ms = 1e3 * t_s
+                    torch_gbs = TRAFFIC[op] * tensor_bytes / t_s * 1e-9
                     ms = float(row["ms"])
-                    print("%-5s  %-20s %10.4f %10.4f %8.2fx %10.2f %11.2f %7.2f"
+                    print("%-5s  %-20s %10.4f %10.4f %8.2fx %10.2f %11.2f %7.2f %9s"
                           % (op, shape_text(shape), torch_ms, ms, torch_ms / ms, torch_gbs,
-                             float(row["gbs"]), float(row["ratio"])))
+                             float(row["gbs"]), float(row["ratio"]), row.get("sync_us", "-")))
                 sys.stdout.flush()
             del c
     load = load_average()
