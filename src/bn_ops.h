@@ -10,4 +10,57 @@ clnorm_status cn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, cons
 clnorm_status cn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x, const clnorm_tensor *dy,
                           const clnorm_tensor *dx, cl_mem scale, cl_mem dscale, cl_mem dbias, double epsilon,
                           cl_mem save_mean, cl_mem save_invstd, double alpha, double beta);
+/* clnorm_bn_backward_from_sums with dscale/dbias = alpha * gradient + beta * dscale/dbias (bn_split.c) */
+clnorm_status cn_backward_from_sums(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
+                                    const clnorm_tensor *dy, const clnorm_tensor *dx, cl_mem scale, cl_mem save_mean,
+                                    cl_mem save_invstd, cl_mem sums, double count, cl_mem dscale, cl_mem dbias,
+                                    double alpha, double beta);
+
+/* ---- shared with the split-phase calls (bn_split.c) ------------------------------------------- */
+/* A tensor is viewed as (B, C, S); see bn_ops.c's head comment for the paths. */
+typedef struct plan {
+    size_t B, C, S;   /* the (B, C, S) view */
+    size_t groups;    /* statistics (length of every parameter vector) */
+    size_t M;         /* values per statistic */
+    int columns;      /* column kernels: the tensor is a (rows, groups) matrix with one statistic per column */
+    size_t rows;      /* rows of that matrix (== M) */
+    size_t pC, pS;    /* column j's parameter index is (j % pC) * pS + j / pC (NHWC per-activation) */
+    unsigned pmap;    /* F_PMAP when that index is not the identity */
+    size_t numel;
+} plan;
+
+typedef struct {
+    size_t size;
+    const void *ptr;
+} karg;
+#define A_MEM(m) ((karg){sizeof(cl_mem), &(cl_mem){(m)}})
+#define A_U64(v) ((karg){sizeof(cl_ulong), &(cl_ulong){(cl_ulong)(v)}})
+#define A_U32(v) ((karg){sizeof(cl_uint), &(cl_uint){(cl_uint)(v)}})
+#define A_F32(v) ((karg){sizeof(cl_float), &(cl_float){(cl_float)(v)}})
+#define NARGS(a) ((cl_uint)(sizeof(a) / sizeof((a)[0])))
+
+clnorm_status check_mode(clnorm_bn_mode mode);
+clnorm_status check_epsilon(double eps);
+clnorm_status make_plan(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x, const char *name, plan *p);
+void shape_text(const clnorm_tensor *t, char *buf, size_t n);
+clnorm_status check_like(clnorm_context *ctx, const clnorm_tensor *x, const clnorm_tensor *t, const char *name);
+clnorm_status check_pair(clnorm_context *ctx, cl_mem a, cl_mem b, const char *na, const char *nb, size_t count,
+                         int *present);
+clnorm_status launch(clnorm_context *ctx, cl_kernel k, cl_uint dims, const size_t *global, const size_t *local,
+                     const karg *args, cl_uint nargs);
+size_t round_up(size_t v, size_t m);
+clnorm_status launch_1d(clnorm_context *ctx, cl_kernel k, size_t items, size_t local, const karg *args, cl_uint nargs);
+size_t elem_offset(const clnorm_tensor *t);
+cl_uint slices_per_map(const clnorm_context *ctx, const plan *p);
+clnorm_status kernels(clnorm_context *ctx, clnorm_dtype dt, const cn_kernel_id *ids, cl_kernel *out, int n);
+clnorm_status launch_finalize(clnorm_context *ctx, cl_kernel k, size_t C, const karg *args, cl_uint nargs);
+clnorm_status enqueue_apply(clnorm_context *ctx, const plan *p, cl_kernel k, const clnorm_tensor *x,
+                            const clnorm_tensor *dy, const clnorm_tensor *out, cl_mem scale, cl_mem bias, cl_mem mean,
+                            cl_mem var, cl_mem coef, double eps, unsigned flags);
+cl_uint row_chunks(const clnorm_context *ctx, const plan *p, size_t gpu_rows, size_t gpu_min_chunks);
+clnorm_status launch_col_grid(clnorm_context *ctx, cl_kernel k, const plan *p, cl_uint R, const karg *args,
+                              cl_uint nargs);
+clnorm_status enqueue_col_apply(clnorm_context *ctx, const plan *p, cl_uint R, cl_kernel k, const clnorm_tensor *x,
+                                const clnorm_tensor *dy, const clnorm_tensor *out, cl_mem scale, cl_mem bias,
+                                cl_mem mean, cl_mem var, cl_mem coef, double eps, unsigned flags);
 #endif
