@@ -19,13 +19,13 @@ clnorm_status cn_backward_from_sums(clnorm_context *ctx, clnorm_bn_mode mode, co
 /* ---- shared with the split-phase calls (bn_split.c) ------------------------------------------- */
 /* A tensor is viewed as (B, C, S); see bn_ops.c's head comment for the paths. */
 typedef struct plan {
-    size_t B, C, S;   /* the (B, C, S) view */
-    size_t groups;    /* statistics (length of every parameter vector) */
-    size_t M;         /* values per statistic */
-    int columns;      /* column kernels: the tensor is a (rows, groups) matrix with one statistic per column */
-    size_t rows;      /* rows of that matrix (== M) */
-    size_t pC, pS;    /* column j's parameter index is (j % pC) * pS + j / pC (NHWC per-activation) */
-    unsigned pmap;    /* F_PMAP when that index is not the identity */
+    size_t B, C, S; /* the (B, C, S) view */
+    size_t groups;  /* statistics (length of every parameter vector) */
+    size_t M;       /* values per statistic */
+    int columns;    /* column kernels: the tensor is a (rows, groups) matrix with one statistic per column */
+    size_t rows;    /* rows of that matrix (== M) */
+    size_t pC, pS;  /* column j's parameter index is (j % pC) * pS + j / pC (NHWC per-activation) */
+    unsigned pmap;  /* F_PMAP when that index is not the identity */
     size_t numel;
 } plan;
 

@@ -19,8 +19,7 @@
 /* ---- validation ------------------------------------------------------------------------------------ */
 
 /* make_plan, but a view with batch 0 is allowed (*empty = 1: only groups, M = 0 and the shape are meaningful) */
-static clnorm_status split_plan(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x, plan *p,
-                                int *empty) {
+static clnorm_status split_plan(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x, plan *p, int *empty) {
     *empty = 0;
     if (!(x && x->ndim >= 2 && x->ndim <= CLNORM_MAX_DIMS && x->shape[0] == 0))
         return make_plan(ctx, mode, x, "x", p);
@@ -42,8 +41,8 @@ static clnorm_status split_plan(clnorm_context *ctx, clnorm_bn_mode mode, const 
 }
 
 /* t like x (shape, dtype, layout); with batch 0 its buffer may be NULL */
-static clnorm_status split_like(clnorm_context *ctx, const clnorm_tensor *x, const clnorm_tensor *t,
-                                const char *name, int empty) {
+static clnorm_status split_like(clnorm_context *ctx, const clnorm_tensor *x, const clnorm_tensor *t, const char *name,
+                                int empty) {
     if (!empty)
         return check_like(ctx, x, t, name);
     clnorm_status st = cn_check_tensor_empty(ctx, t, name);
@@ -59,8 +58,9 @@ static clnorm_status split_like(clnorm_context *ctx, const clnorm_tensor *x, con
         return cn_fail(CLNORM_ERROR_SHAPE, "%s has shape %s but x has %s", name, b, a);
     }
     if (t->dtype != x->dtype || t->layout != x->layout)
-        return cn_fail(CLNORM_ERROR_UNSUPPORTED, "%s must have x's dtype and layout: mixing storage types or layouts "
-                                                 "within one call is not supported",
+        return cn_fail(CLNORM_ERROR_UNSUPPORTED,
+                       "%s must have x's dtype and layout: mixing storage types or layouts "
+                       "within one call is not supported",
                        name);
     return CLNORM_SUCCESS;
 }
@@ -140,14 +140,13 @@ clnorm_status clnorm_bn_stats(clnorm_context *ctx, clnorm_bn_mode mode, const cl
             return st;
         l = rows_layout(&p, G);
     }
-    karg a2[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(part), A_U32(l.P), A_U64(p.M), A_U64(p.groups),
-                 A_U64(l.gs),      A_U64(l.vo),           A_U64(l.ps), A_U64(l.shs), A_U64(p.pC), A_U64(p.pS),
-                 A_U32(p.pmap),    A_MEM(stats)};
+    karg a2[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(part),   A_U32(l.P),  A_U64(p.M),
+                 A_U64(p.groups),  A_U64(l.gs),           A_U64(l.vo),   A_U64(l.ps), A_U64(l.shs),
+                 A_U64(p.pC),      A_U64(p.pS),           A_U32(p.pmap), A_MEM(stats)};
     return launch_finalize(ctx, k[1], p.groups, a2, NARGS(a2));
 }
 
-clnorm_status clnorm_bn_stats_merge(clnorm_context *ctx, size_t parts, size_t groups, cl_mem blocks,
-                                    cl_mem merged) {
+clnorm_status clnorm_bn_stats_merge(clnorm_context *ctx, size_t parts, size_t groups, cl_mem blocks, cl_mem merged) {
     if (!ctx)
         return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "ctx is NULL");
     if (parts == 0 || parts > 0xffffffffu)
@@ -213,11 +212,10 @@ clnorm_status clnorm_bn_stats_merge_host(size_t parts, size_t groups, const floa
 
 /* ---- forward ----------------------------------------------------------------------------------------- */
 
-clnorm_status clnorm_bn_forward_training_from_stats(clnorm_context *ctx, clnorm_bn_mode mode,
-                                                    const clnorm_tensor *x, const clnorm_tensor *y, cl_mem stats,
-                                                    cl_mem scale, cl_mem bias, double factor, double epsilon,
-                                                    cl_mem running_mean, cl_mem running_var, cl_mem save_mean,
-                                                    cl_mem save_invstd) {
+clnorm_status clnorm_bn_forward_training_from_stats(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
+                                                    const clnorm_tensor *y, cl_mem stats, cl_mem scale, cl_mem bias,
+                                                    double factor, double epsilon, cl_mem running_mean,
+                                                    cl_mem running_var, cl_mem save_mean, cl_mem save_invstd) {
     plan p;
     int empty, affine, running, save, same = 0;
     clnorm_status st = split_plan(ctx, mode, x, &p, &empty);
@@ -255,8 +253,7 @@ clnorm_status clnorm_bn_forward_training_from_stats(clnorm_context *ctx, clnorm_
     float *host = malloc(p.groups * 3 * sizeof(float));
     if (!host)
         return cn_fail(CLNORM_ERROR_HOST_MEMORY, "out of host memory reading the statistics block");
-    cl_int err = clEnqueueReadBuffer(ctx->queue, stats, CL_TRUE, 0, p.groups * 3 * sizeof(float), host, 0, NULL,
-                                     NULL);
+    cl_int err = clEnqueueReadBuffer(ctx->queue, stats, CL_TRUE, 0, p.groups * 3 * sizeof(float), host, 0, NULL, NULL);
     if (err != CL_SUCCESS)
         st = cn_cl_fail(err, "clEnqueueReadBuffer(stats)");
     for (size_t j = 0; st == CLNORM_SUCCESS && j < p.groups; ++j) {
@@ -287,9 +284,20 @@ clnorm_status clnorm_bn_forward_training_from_stats(clnorm_context *ctx, clnorm_
         (affine ? F_AFFINE : 0) | (running ? F_RUNNING : 0) | (save ? F_SAVE : 0) | (empty ? 0 : F_COEF | p.pmap);
     if (empty && !running && !save)
         return CLNORM_SUCCESS;
-    karg a[] = {A_MEM(stats),   A_U64(p.groups), A_MEM(scale),   A_MEM(bias),  A_MEM(running_mean),
-                A_MEM(running_var), A_MEM(save_mean), A_MEM(save_invstd), A_MEM(scoef), A_F32(factor),
-                A_F32(epsilon), A_U64(empty ? p.groups : p.pC), A_U64(empty ? 1 : p.pS), A_U32(flags)};
+    karg a[] = {A_MEM(stats),
+                A_U64(p.groups),
+                A_MEM(scale),
+                A_MEM(bias),
+                A_MEM(running_mean),
+                A_MEM(running_var),
+                A_MEM(save_mean),
+                A_MEM(save_invstd),
+                A_MEM(scoef),
+                A_F32(factor),
+                A_F32(epsilon),
+                A_U64(empty ? p.groups : p.pC),
+                A_U64(empty ? 1 : p.pS),
+                A_U32(flags)};
     if ((st = launch_1d(ctx, k[0], p.groups, 64, a, NARGS(a))) != CLNORM_SUCCESS || empty)
         return st;
     if (p.columns)
@@ -342,9 +350,13 @@ clnorm_status clnorm_bn_backward_reduce(clnorm_context *ctx, clnorm_bn_mode mode
         if ((st = kernels(ctx, x->dtype, ids, k, 2)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, R * p.groups * 2 * sizeof(float), &part)) != CLNORM_SUCCESS)
             return st;
-        karg a1[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy->buffer), A_U64(elem_offset(dy)),
-                     A_U64(p.rows), A_U64(p.groups), A_U32(R), A_MEM(save_mean), A_MEM(save_invstd), A_MEM(NULL),
-                     A_U64(p.pC), A_U64(p.pS), A_U32(p.pmap), A_MEM(part)};
+        karg a1[] = {A_MEM(x->buffer),   A_U64(elem_offset(x)),
+                     A_MEM(dy->buffer),  A_U64(elem_offset(dy)),
+                     A_U64(p.rows),      A_U64(p.groups),
+                     A_U32(R),           A_MEM(save_mean),
+                     A_MEM(save_invstd), A_MEM(NULL),
+                     A_U64(p.pC),        A_U64(p.pS),
+                     A_U32(p.pmap),      A_MEM(part)};
         if ((st = launch_col_grid(ctx, k[0], &p, R, a1, NARGS(a1))) != CLNORM_SUCCESS)
             return st;
         l = cols_layout(&p, R);
@@ -355,16 +367,19 @@ clnorm_status clnorm_bn_backward_reduce(clnorm_context *ctx, clnorm_bn_mode mode
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS)
             return st;
         size_t gp[2] = {G * ctx->wg, p.C}, lp[2] = {ctx->wg, 1};
-        karg a1[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy->buffer), A_U64(elem_offset(dy)),
-                     A_U64(p.B),       A_U64(p.C),            A_U64(p.S),        A_U32(G),
-                     A_MEM(save_mean), A_MEM(save_invstd),    A_MEM(NULL),       A_U32(0),
+        karg a1[] = {A_MEM(x->buffer),  A_U64(elem_offset(x)),
+                     A_MEM(dy->buffer), A_U64(elem_offset(dy)),
+                     A_U64(p.B),        A_U64(p.C),
+                     A_U64(p.S),        A_U32(G),
+                     A_MEM(save_mean),  A_MEM(save_invstd),
+                     A_MEM(NULL),       A_U32(0),
                      A_MEM(part)};
         if ((st = launch(ctx, k[0], 2, gp, lp, a1, NARGS(a1))) != CLNORM_SUCCESS)
             return st;
         l = rows_layout(&p, G);
     }
-    karg a2[] = {A_MEM(part), A_U32(l.P),  A_U64(p.groups), A_U64(l.gs), A_U64(l.vo),   A_U64(l.ps),
-                 A_MEM(save_invstd), A_U64(p.pC), A_U64(p.pS), A_U32(p.pmap), A_MEM(sums)};
+    karg a2[] = {A_MEM(part),        A_U32(l.P),  A_U64(p.groups), A_U64(l.gs),   A_U64(l.vo), A_U64(l.ps),
+                 A_MEM(save_invstd), A_U64(p.pC), A_U64(p.pS),     A_U32(p.pmap), A_MEM(sums)};
     return launch_finalize(ctx, k[1], p.groups, a2, NARGS(a2));
 }
 
@@ -421,12 +436,22 @@ clnorm_status cn_backward_from_sums(clnorm_context *ctx, clnorm_bn_mode mode, co
             CLNORM_SUCCESS ||
         (want_dx && (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.groups * 5 * sizeof(float), &coef)) != CLNORM_SUCCESS))
         return st;
-    unsigned flags = (scale ? F_AFFINE : 0) | (grads ? F_GRADS : 0) | (want_dx ? F_DX | p.pmap : 0) |
-                     (beta != 0.0 ? F_ACCUM : 0);
-    karg a[] = {A_MEM(sums),      A_U64(p.groups), A_F32(count),     A_MEM(scale),
-                A_MEM(save_mean), A_MEM(save_invstd), A_MEM(dscale), A_MEM(dbias),
-                A_MEM(coef),      A_F32(alpha),    A_F32(beta),      A_U64(want_dx ? p.pC : p.groups),
-                A_U64(want_dx ? p.pS : 1), A_U32(flags)};
+    unsigned flags =
+        (scale ? F_AFFINE : 0) | (grads ? F_GRADS : 0) | (want_dx ? F_DX | p.pmap : 0) | (beta != 0.0 ? F_ACCUM : 0);
+    karg a[] = {A_MEM(sums),
+                A_U64(p.groups),
+                A_F32(count),
+                A_MEM(scale),
+                A_MEM(save_mean),
+                A_MEM(save_invstd),
+                A_MEM(dscale),
+                A_MEM(dbias),
+                A_MEM(coef),
+                A_F32(alpha),
+                A_F32(beta),
+                A_U64(want_dx ? p.pC : p.groups),
+                A_U64(want_dx ? p.pS : 1),
+                A_U32(flags)};
     if ((st = launch_1d(ctx, k[0], p.groups, 64, a, NARGS(a))) != CLNORM_SUCCESS || !want_dx)
         return st;
     if (p.columns)
