@@ -643,6 +643,12 @@ CLNORM_API clnorm_status clnorm_batchnorm_backward_from_sums(clnorm_batchnorm *b
                                                              cl_mem sums, double count, float scale, float momentum);
 
 /**
+ * @brief The context a layer was created on (for libraries above the layer: its queue, its device).
+ * @param bn the layer (NULL gives NULL).
+ * @return the context (borrowed).
+ */
+CLNORM_API clnorm_context *clnorm_batchnorm_context(const clnorm_batchnorm *bn);
+/**
  * @brief Records message as this thread's last error (what clnorm_last_error() returns) and returns s: for
  * libraries built on clnorm (clnorm_mpi, bindings) that report their own refusals the library's way.
  * @param s the status to return.
