@@ -13,14 +13,14 @@ struct clnorm_batchnorm {
     clnorm_context *ctx;
     clnorm_batchnorm_config cfg; /* cfg.name points at name */
     char *name;
-    cl_mem buf[N_FIELDS];  /* NULL: the field is absent (non-affine: scale, bias and their gradients) */
-    int written[N_FIELDS]; /* holds meaningful values (an 'empty' layer starts with none) */
-    uint64_t n;            /* training forwards since create / reset */
+    cl_mem buf[N_FIELDS];        /* NULL: the field is absent (non-affine: scale, bias and their gradients) */
+    int written[N_FIELDS];       /* holds meaningful values (an 'empty' layer starts with none) */
+    uint64_t n;                  /* training forwards since create / reset */
 };
 
-static const char *const field_names[N_FIELDS] = {"CLNORM_SCALE",       "CLNORM_BIAS",      "CLNORM_RUNNING_MEAN",
-                                                  "CLNORM_RUNNING_VAR", "CLNORM_SAVE_MEAN", "CLNORM_SAVE_INVSTD",
-                                                  "CLNORM_SCALE_GRAD",  "CLNORM_BIAS_GRAD"};
+static const char *const field_names[N_FIELDS] = {"CLNORM_SCALE",      "CLNORM_BIAS",        "CLNORM_RUNNING_MEAN",
+                                                  "CLNORM_RUNNING_VAR", "CLNORM_SAVE_MEAN",   "CLNORM_SAVE_INVSTD",
+                                                  "CLNORM_SCALE_GRAD", "CLNORM_BIAS_GRAD"};
 
 void clnorm_batchnorm_config_init(clnorm_batchnorm_config *cfg, int nd, size_t maps) {
     if (!cfg)
@@ -70,15 +70,16 @@ static int field_present(const clnorm_batchnorm *bn, clnorm_field f) {
 }
 
 static clnorm_status write_field(clnorm_batchnorm *bn, clnorm_field f, const float *host) {
-    cl_int err =
-        clEnqueueWriteBuffer(bn->ctx->queue, bn->buf[f], CL_TRUE, 0, bn->cfg.maps * sizeof(float), host, 0, NULL, NULL);
+    cl_int err = clEnqueueWriteBuffer(bn->ctx->queue, bn->buf[f], CL_TRUE, 0, bn->cfg.maps * sizeof(float), host, 0,
+                                      NULL, NULL);
     if (err != CL_SUCCESS)
         return cn_cl_fail(err, "clEnqueueWriteBuffer");
     bn->written[f] = 1;
     return CLNORM_SUCCESS;
 }
 
-clnorm_status clnorm_batchnorm_create(clnorm_context *ctx, const clnorm_batchnorm_config *cfg, clnorm_batchnorm **out) {
+clnorm_status clnorm_batchnorm_create(clnorm_context *ctx, const clnorm_batchnorm_config *cfg,
+                                      clnorm_batchnorm **out) {
     clnorm_status st;
     float *init = NULL;
     if (!out)
@@ -104,10 +105,8 @@ clnorm_status clnorm_batchnorm_create(clnorm_context *ctx, const clnorm_batchnor
     }
     size_t bytes = cfg->maps * sizeof(float);
     if (bytes > ctx->max_alloc) {
-        st = cn_fail(CLNORM_ERROR_DEVICE_MEMORY,
-                     "cfg.maps %zu: %zu bytes per parameter exceed the device's "
-                     "CL_DEVICE_MAX_MEM_ALLOC_SIZE",
-                     cfg->maps, bytes);
+        st = cn_fail(CLNORM_ERROR_DEVICE_MEMORY, "cfg.maps %zu: %zu bytes per parameter exceed the device's "
+                                                 "CL_DEVICE_MAX_MEM_ALLOC_SIZE", cfg->maps, bytes);
         goto fail;
     }
     for (int f = 0; f < N_FIELDS; ++f) {
@@ -179,10 +178,8 @@ static clnorm_status check_data(const clnorm_batchnorm *bn, const clnorm_tensor 
     if (t->shape[1] != bn->cfg.maps)
         return cn_fail(CLNORM_ERROR_SHAPE, "Data has %zu maps (expected: %zu)", t->shape[1], bn->cfg.maps);
     if (t->dtype != bn->cfg.dtype || t->layout != bn->cfg.layout)
-        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT,
-                       "%s: dtype and layout must be the layer's (cfg.dtype, "
-                       "cfg.layout)",
-                       what);
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "%s: dtype and layout must be the layer's (cfg.dtype, "
+                                                      "cfg.layout)", what);
     return CLNORM_SUCCESS;
 }
 
@@ -215,7 +212,8 @@ clnorm_status clnorm_batchnorm_forward(clnorm_batchnorm *bn, int train, const cl
             return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT,
                            "y is x but the layer is not inplace (cfg.inplace = 1 allows writing y over x)");
         return clnorm_bn_forward_inference(bn->ctx, layer_mode(bn), x, y, bn->buf[CLNORM_SCALE], bn->buf[CLNORM_BIAS],
-                                           bn->buf[CLNORM_RUNNING_MEAN], bn->buf[CLNORM_RUNNING_VAR], bn->cfg.epsilon);
+                                           bn->buf[CLNORM_RUNNING_MEAN], bn->buf[CLNORM_RUNNING_VAR],
+                                           bn->cfg.epsilon);
     }
     if (same)
         return cn_fail(CLNORM_ERROR_INVALID_STATE, "inplace in training: y is x, but backward needs x as it was");
@@ -241,17 +239,17 @@ clnorm_status clnorm_batchnorm_backward(clnorm_batchnorm *bn, const clnorm_tenso
         (dx && (st = check_data(bn, dx, "dx")) != CLNORM_SUCCESS))
         return st;
     if (!isfinite(scale) || !isfinite(momentum))
-        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "scale and momentum must be finite, got %g and %g", (double)scale,
-                       (double)momentum);
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "scale and momentum must be finite, got %g and %g",
+                       (double)scale, (double)momentum);
     if (!bn->written[CLNORM_SAVE_MEAN] || !bn->written[CLNORM_SAVE_INVSTD])
         return cn_fail(CLNORM_ERROR_INVALID_STATE,
                        "backward before a training forward: no saved statistics (since create or reset)");
     if ((st = need(bn, CLNORM_SCALE, "backward")) != CLNORM_SUCCESS)
         return st;
     int affine = bn->cfg.affine != 0;
-    return cn_backward(bn->ctx, layer_mode(bn), x, dy, dx, bn->buf[CLNORM_SCALE],
-                       affine ? bn->buf[CLNORM_SCALE_GRAD] : NULL, affine ? bn->buf[CLNORM_BIAS_GRAD] : NULL,
-                       bn->cfg.epsilon, bn->buf[CLNORM_SAVE_MEAN], bn->buf[CLNORM_SAVE_INVSTD], scale, momentum);
+    return cn_backward(bn->ctx, layer_mode(bn), x, dy, dx, bn->buf[CLNORM_SCALE], affine ? bn->buf[CLNORM_SCALE_GRAD] : NULL,
+                       affine ? bn->buf[CLNORM_BIAS_GRAD] : NULL, bn->cfg.epsilon, bn->buf[CLNORM_SAVE_MEAN],
+                       bn->buf[CLNORM_SAVE_INVSTD], scale, momentum);
 }
 
 static clnorm_status check_field(const clnorm_batchnorm *bn, clnorm_field f, const void *host, size_t count,
@@ -275,9 +273,9 @@ clnorm_status clnorm_batchnorm_read(clnorm_batchnorm *bn, clnorm_field f, float 
     if (!bn->written[f])
         return cn_fail(CLNORM_ERROR_INVALID_STATE, "clnorm_batchnorm_read: %s holds nothing yet (%s)", field_names[f],
                        f == CLNORM_SAVE_MEAN || f == CLNORM_SAVE_INVSTD ? "no training forward since create or reset"
-                                                                        : "the layer was created 'empty'");
-    cl_int err =
-        clEnqueueReadBuffer(bn->ctx->queue, bn->buf[f], CL_TRUE, 0, count * sizeof(float), host, 0, NULL, NULL);
+                                                                         : "the layer was created 'empty'");
+    cl_int err = clEnqueueReadBuffer(bn->ctx->queue, bn->buf[f], CL_TRUE, 0, count * sizeof(float), host, 0, NULL,
+                                     NULL);
     return err == CL_SUCCESS ? CLNORM_SUCCESS : cn_cl_fail(err, "clEnqueueReadBuffer");
 }
 
@@ -290,12 +288,8 @@ cl_mem clnorm_batchnorm_buffer(const clnorm_batchnorm *bn, clnorm_field f) {
     return bn && field_present(bn, f) ? bn->buf[f] : NULL;
 }
 
-size_t clnorm_batchnorm_param_count(const clnorm_batchnorm *bn) {
-    return bn ? bn->cfg.maps : 0;
-}
-uint64_t clnorm_batchnorm_batches(const clnorm_batchnorm *bn) {
-    return bn ? bn->n : 0;
-}
+size_t clnorm_batchnorm_param_count(const clnorm_batchnorm *bn) { return bn ? bn->cfg.maps : 0; }
+uint64_t clnorm_batchnorm_batches(const clnorm_batchnorm *bn) { return bn ? bn->n : 0; }
 
 clnorm_status clnorm_batchnorm_set_batches(clnorm_batchnorm *bn, uint64_t n) {
     if (!bn)
@@ -303,9 +297,7 @@ clnorm_status clnorm_batchnorm_set_batches(clnorm_batchnorm *bn, uint64_t n) {
     bn->n = n;
     return CLNORM_SUCCESS;
 }
-const char *clnorm_batchnorm_name(const clnorm_batchnorm *bn) {
-    return bn ? bn->name : NULL;
-}
+const char *clnorm_batchnorm_name(const clnorm_batchnorm *bn) { return bn ? bn->name : NULL; }
 
 void clnorm_batchnorm_reset(clnorm_batchnorm *bn) {
     if (!bn)
