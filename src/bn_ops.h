@@ -17,6 +17,25 @@ clnorm_status cn_backward_from_sums(clnorm_context *ctx, clnorm_bn_mode mode, co
                                     double alpha, double beta);
 
 /* ---- shared with the split-phase calls (bn_split.c) ------------------------------------------- */
+/* The helpers keep their short names in bn_ops.c and bn_split.c; their symbols carry the cn_ prefix, so that
+ * libclnorm.a defines no generic global names. */
+#define check_epsilon cn_check_epsilon
+#define check_like cn_check_like
+#define check_mode cn_check_mode
+#define check_pair cn_check_pair
+#define elem_offset cn_elem_offset
+#define enqueue_apply cn_enqueue_apply
+#define enqueue_col_apply cn_enqueue_col_apply
+#define kernels cn_kernels
+#define launch cn_launch
+#define launch_1d cn_launch_1d
+#define launch_col_grid cn_launch_col_grid
+#define launch_finalize cn_launch_finalize
+#define make_plan cn_make_plan
+#define round_up cn_round_up
+#define row_chunks cn_row_chunks
+#define shape_text cn_shape_text
+#define slices_per_map cn_slices_per_map
 /* A tensor is viewed as (B, C, S); see bn_ops.c's head comment for the paths. */
 typedef struct plan {
     size_t B, C, S; /* the (B, C, S) view */
