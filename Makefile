@@ -5,7 +5,8 @@ WERROR   ?= OFF
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
 PREFIX   ?= /usr/local
-PKGS     := cmake make gcc pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libcmocka-dev clinfo
+PKGS     := cmake make gcc pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libcmocka-dev clinfo \
+            libopenmpi-dev openmpi-bin
 
 .PHONY: all deps configure build demo test bench clean format install docs check-memory check-asan check-valgrind fuzz
 
