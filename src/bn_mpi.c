@@ -153,10 +153,23 @@ static clnorm_status agree(coll *c, const header *mine) {
     return st;
 }
 
-/* Step 3: gather n floats of every rank into all (size * n floats, allocated before the agreement) */
-static clnorm_status gather(coll *c, const float *mine, size_t n, float *all) {
-    int err = MPI_Allgather(mine, (int)n, MPI_FLOAT, all, (int)n, MPI_FLOAT, c->comm);
-    return err == MPI_SUCCESS ? CLNORM_SUCCESS : mpi_fail(err, "MPI_Allgather(blocks)");
+/* Step 3: gather every rank's block (n floats) and one more float: the rank's local status since the agreement
+ * (0 when it could do its part). Every rank then takes the same decision: a rank that failed locally after the
+ * agreement (only the recomputing backward has local work between two exchanges) fails the call everywhere. */
+static clnorm_status gather(coll *c, float *mine, size_t n, float *all, clnorm_status local) {
+    mine[n] = (float)local;
+    int err = MPI_Allgather(mine, (int)n + 1, MPI_FLOAT, all, (int)n + 1, MPI_FLOAT, c->comm);
+    if (err != MPI_SUCCESS)
+        return mpi_fail(err, "MPI_Allgather(blocks)");
+    if (local != CLNORM_SUCCESS)
+        return local; /* its own message */
+    for (int r = 0; r < c->size; ++r) {
+        float f = all[(size_t)r * (n + 1) + n];
+        if (f != 0.0f)
+            return fail((clnorm_status)(int)f, "rank %d of %d failed after the agreement (%s)", r, c->size,
+                        clnorm_status_string((clnorm_status)(int)f));
+    }
+    return CLNORM_SUCCESS;
 }
 
 /* ---- host and device scratch of one call ---------------------------------------------------------------- */
@@ -175,9 +188,9 @@ static clnorm_status scratch_make(scratch *s, clnorm_context *ctx, const coll *c
     if (groups == 0 || groups > (size_t)INT_MAX / per || (size_t)c->size > SIZE_MAX / sizeof(float) / groups / per)
         return fail(CLNORM_ERROR_SHAPE, "%zu statistic groups are too many for one MPI message", groups);
     s->n = groups * per;
-    s->mine = malloc(s->n * sizeof(float));
+    s->mine = malloc((s->n + 1) * sizeof(float)); /* + the status slot (gather) */
     s->merged = malloc(s->n * sizeof(float));
-    s->all = malloc(s->n * sizeof(float) * (size_t)c->size);
+    s->all = malloc((s->n + 1) * sizeof(float) * (size_t)c->size);
     if (!s->mine || !s->merged || !s->all)
         return fail(CLNORM_ERROR_HOST_MEMORY, "out of host memory for %zu statistic groups", groups);
     cl_int err;
@@ -211,31 +224,35 @@ static clnorm_status dev_write_merged(scratch *s) {
     return err == CL_SUCCESS ? CLNORM_SUCCESS : fail(CLNORM_ERROR_OPENCL, "clEnqueueWriteBuffer(block): %d", (int)err);
 }
 
-/* statistics blocks of every rank -> merged (rank order); every count at least 2 (the same decision everywhere) */
+/* statistics blocks of every rank -> merged (rank order); every count at least 2: a collective decision, the
+ * same on every rank (the device write that follows is local) */
 static clnorm_status merge_stats(coll *c, scratch *s, size_t groups) {
-    clnorm_status st = gather(c, s->mine, s->n, s->all);
-    if (st == CLNORM_SUCCESS)
-        st = clnorm_bn_stats_merge_host((size_t)c->size, groups, s->all, s->merged);
+    clnorm_status st = gather(c, s->mine, s->n, s->all, CLNORM_SUCCESS);
+    if (st != CLNORM_SUCCESS)
+        return st;
+    for (int r = 1; r < c->size; ++r) /* back to back, without the status slots */
+        memmove(s->all + (size_t)r * s->n, s->all + (size_t)r * (s->n + 1), s->n * sizeof(float));
+    st = clnorm_bn_stats_merge_host((size_t)c->size, groups, s->all, s->merged);
     for (size_t j = 0; st == CLNORM_SUCCESS && j < groups; ++j)
         if (!(s->merged[3 * j] >= 2.0f))
             st = fail(CLNORM_ERROR_SHAPE,
                       "the %d ranks hold %g values per statistic together: training needs at least 2", c->size,
                       (double)s->merged[3 * j]);
-    return st == CLNORM_SUCCESS ? dev_write_merged(s) : st;
+    return st;
 }
 
-/* sums blocks of every rank -> their sum in rank order (double, rounded once) */
-static clnorm_status sum_sums(coll *c, scratch *s) {
-    clnorm_status st = gather(c, s->mine, s->n, s->all);
+/* sums blocks of every rank -> their sum in rank order (double, rounded once); local: this rank's status */
+static clnorm_status sum_sums(coll *c, scratch *s, clnorm_status local) {
+    clnorm_status st = gather(c, s->mine, s->n, s->all, local);
     if (st != CLNORM_SUCCESS)
         return st;
     for (size_t i = 0; i < s->n; ++i) {
         double a = 0.0;
         for (int r = 0; r < c->size; ++r)
-            a += (double)s->all[(size_t)r * s->n + i];
+            a += (double)s->all[(size_t)r * (s->n + 1) + i];
         s->merged[i] = (float)a;
     }
-    return dev_write_merged(s);
+    return CLNORM_SUCCESS;
 }
 
 /* ---- functional ------------------------------------------------------------------------------------------- */
@@ -276,6 +293,8 @@ clnorm_status clnorm_bn_forward_training_mpi(MPI_Comm comm, clnorm_context *ctx,
     st = agree(&c, &h);
     if (st == CLNORM_SUCCESS)
         st = merge_stats(&c, &s, (size_t)h.groups);
+    if (st == CLNORM_SUCCESS)
+        st = dev_write_merged(&s);
     if (st == CLNORM_SUCCESS)
         st = clnorm_bn_forward_training_from_stats(ctx, mode, x, y, s.dev, scale, bias, factor, epsilon, running_mean,
                                                    running_var, save_mean, save_invstd);
@@ -350,22 +369,31 @@ clnorm_status clnorm_bn_backward_mpi(MPI_Comm comm, clnorm_context *ctx, clnorm_
     }
     header_status(&h, st);
     st = agree(&c, &h);
-    if (st == CLNORM_SUCCESS && recompute) {
-        /* an empty view of x: only the saved statistics are written */
-        clnorm_tensor e = *x;
-        e.buffer = NULL;
-        e.shape[0] = 0;
-        st = merge_stats(&c, &ss, (size_t)h.groups);
+    if (st == CLNORM_SUCCESS) {
+        clnorm_status local = CLNORM_SUCCESS;
+        if (recompute) {
+            /* the global statistics into the temporary saved vectors (an empty view of x: only those are written),
+               then this rank's sums; a local failure here travels with the sums, so nobody is left waiting */
+            clnorm_tensor e = *x;
+            e.buffer = NULL;
+            e.shape[0] = 0;
+            st = merge_stats(&c, &ss, (size_t)h.groups);
+            if (st == CLNORM_SUCCESS) {
+                local = dev_write_merged(&ss);
+                if (local == CLNORM_SUCCESS)
+                    local = clnorm_bn_forward_training_from_stats(ctx, mode, &e, &e, ss.dev, NULL, NULL, 0.0, epsilon,
+                                                                  NULL, NULL, save_mean, save_invstd);
+                if (local == CLNORM_SUCCESS)
+                    local = clnorm_bn_backward_reduce(ctx, mode, x, dy, save_mean, save_invstd, s.dev);
+                if (local == CLNORM_SUCCESS)
+                    local = dev_read(&s);
+            }
+        }
         if (st == CLNORM_SUCCESS)
-            st = clnorm_bn_forward_training_from_stats(ctx, mode, &e, &e, ss.dev, NULL, NULL, 0.0, epsilon, NULL, NULL,
-                                                       save_mean, save_invstd);
-        if (st == CLNORM_SUCCESS)
-            st = clnorm_bn_backward_reduce(ctx, mode, x, dy, save_mean, save_invstd, s.dev);
-        if (st == CLNORM_SUCCESS)
-            st = dev_read(&s);
+            st = sum_sums(&c, &s, local);
     }
     if (st == CLNORM_SUCCESS)
-        st = sum_sums(&c, &s);
+        st = dev_write_merged(&s);
     if (st == CLNORM_SUCCESS)
         st = clnorm_bn_backward_from_sums(ctx, mode, x, dy, dx, scale, save_mean, save_invstd, s.dev, (double)c.total,
                                           dscale, dbias);
@@ -422,6 +450,8 @@ clnorm_status clnorm_batchnorm_forward_mpi(MPI_Comm comm, clnorm_batchnorm *bn, 
     if (st == CLNORM_SUCCESS)
         st = merge_stats(&c, &s, (size_t)h.groups);
     if (st == CLNORM_SUCCESS)
+        st = dev_write_merged(&s);
+    if (st == CLNORM_SUCCESS)
         st = clnorm_batchnorm_forward_from_stats(bn, x, y, s.dev);
     scratch_free(&s);
     return st;
@@ -454,7 +484,9 @@ clnorm_status clnorm_batchnorm_backward_mpi(MPI_Comm comm, clnorm_batchnorm *bn,
     header_status(&h, st);
     st = agree(&c, &h);
     if (st == CLNORM_SUCCESS)
-        st = sum_sums(&c, &s);
+        st = sum_sums(&c, &s, CLNORM_SUCCESS);
+    if (st == CLNORM_SUCCESS)
+        st = dev_write_merged(&s);
     if (st == CLNORM_SUCCESS)
         st = clnorm_batchnorm_backward_from_sums(bn, x, dy, dx, s.dev, (double)c.total, scale, momentum);
     scratch_free(&s);
