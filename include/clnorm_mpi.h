@@ -18,8 +18,8 @@
  *   bit, which is what a cluster of one GPU model gives.)
  * - Communication is O(groups) bytes, never O(tensor): per call one fixed-size agreement (a 256-byte header per
  *   rank: the local status and the arguments that must match) and one exchange of the blocks (12 bytes per
- *   group and rank forward, 8 backward, plus a 4-byte status). The backward without saved statistics adds the forward's
- * exchange.
+ *   group and rank forward, 8 backward, plus a 4-byte status). The backward without saved statistics adds
+ *   the forward's exchange.
  * - A refusal on any rank (a bad argument, a buffer too small, a shape that differs between ranks, a total
  *   count below 2 values per statistic) is returned on every rank with the same status; clnorm_last_error()
  *   names the rank ("rank 2 of 4: ..."), nothing is written anywhere and no rank is left waiting: every rank
