@@ -263,7 +263,7 @@ clnorm_status clnorm_bn_forward_training_from_stats(clnorm_context *ctx, clnorm_
                          "stats: group %zu counts %g values: training needs at least 2 values per statistic over "
                          "all parts",
                          j, (double)n);
-        else if ((double)n < (double)p.M)
+        else if (n < (float)p.M) /* counts are floats: compare the rounded values (monotonic) */
             st = cn_fail(CLNORM_ERROR_SHAPE,
                          "stats: group %zu counts %g values, fewer than x's own %zu (a merged block of every part, "
                          "this one included, is expected)",
@@ -406,7 +406,7 @@ clnorm_status cn_backward_from_sums(clnorm_context *ctx, clnorm_bn_mode mode, co
         st = check_block(ctx, sums, p.groups, 2, "sums");
     if (st == CLNORM_SUCCESS && (!isfinite(count) || count != floor(count)))
         st = cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "count must be a finite whole number, got %g", count);
-    if (st == CLNORM_SUCCESS && (count < 2.0 || count < (double)p.M))
+    if (st == CLNORM_SUCCESS && (count < 2.0 || (float)count < (float)p.M))
         st = cn_fail(CLNORM_ERROR_SHAPE,
                      "count %g: the global values per statistic must be at least 2 and at least x's own %zu", count,
                      p.M);
