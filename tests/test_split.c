@@ -486,6 +486,39 @@ static void test_split_errors(void **state) {
     float bad[3] = {-1.0f, 0.0f, 0.0f}, out[3] = {7, 7, 7};
     TU_ERR(CLNORM_ERROR_INVALID_ARGUMENT, clnorm_bn_stats_merge_host(1, 1, bad, out));
     TU_TRUE(out[0] == 7 && out[1] == 7 && out[2] == 7);
+    /* aliasing: a block written over its input, gradients over the sums, y of another dtype */
+    tu_poison(st, 0, G * 12);
+    clnorm_tensor xs = clnorm_tensor_make(st, 2, (size_t[]){1, C});
+    TU_ERR(CLNORM_ERROR_INVALID_ARGUMENT, clnorm_bn_stats(tu_ctx, CLNORM_BN_SPATIAL, &xs, st));
+    TU_TRUE(tu_poison_intact(st, 0, G * 12, "stats written over x"));
+    TU_ERR(CLNORM_ERROR_INVALID_ARGUMENT,
+           clnorm_bn_backward_from_sums(tu_ctx, CLNORM_BN_SPATIAL, &x, &x, NULL, NULL, sm, si, sums, 8.0, sums, rm));
+    clnorm_tensor y16 = y;
+    y16.dtype = CLNORM_F16;
+    TU_ERR(CLNORM_ERROR_UNSUPPORTED,
+           clnorm_bn_forward_training_from_stats(tu_ctx, CLNORM_BN_SPATIAL, &x, &y16, ob, NULL, NULL, 0.1, EPS, NULL,
+                                                 NULL, NULL, NULL));
+    TU_ERR(CLNORM_ERROR_INVALID_ARGUMENT, clnorm_bn_stats(tu_ctx, CLNORM_BN_SPATIAL, &(clnorm_tensor){.ndim = 1}, st));
+    /* the layer's split calls: PuzzleLib's shape messages, backward before a training forward */
+    clnorm_batchnorm_config cfg;
+    clnorm_batchnorm_config_init(&cfg, 1, C + 1);
+    clnorm_batchnorm *bn = NULL;
+    TU_OK(clnorm_batchnorm_create(tu_ctx, &cfg, &bn));
+    TU_ERR(CLNORM_ERROR_SHAPE, clnorm_batchnorm_stats(bn, &x, st));
+    TU_TRUE(strstr(clnorm_last_error(), "Data must be 3d tensor") != NULL);
+    size_t s3[3] = {1, C, 4};
+    clnorm_tensor x3 = clnorm_tensor_make(xb, 3, s3);
+    TU_ERR(CLNORM_ERROR_SHAPE, clnorm_batchnorm_forward_from_stats(bn, &x3, &x3, NULL));
+    TU_TRUE(strstr(clnorm_last_error(), "maps (expected: 4)") != NULL);
+    clnorm_batchnorm_destroy(bn);
+    clnorm_batchnorm_config_init(&cfg, 1, C);
+    TU_OK(clnorm_batchnorm_create(tu_ctx, &cfg, &bn));
+    TU_ERR(CLNORM_ERROR_INVALID_STATE, clnorm_batchnorm_backward_reduce(bn, &x3, &x3, sums));
+    TU_ERR(CLNORM_ERROR_INVALID_STATE, clnorm_batchnorm_backward_from_sums(bn, &x3, &x3, NULL, sums, 8.0, 1.0f, 0.0f));
+    TU_OK(clnorm_batchnorm_forward_from_stats(bn, &x3, &y, NULL)); /* validation only: n unchanged */
+    TU_TRUE(clnorm_batchnorm_batches(bn) == 0);
+    TU_TRUE(clnorm_batchnorm_context(bn) == tu_ctx);
+    clnorm_batchnorm_destroy(bn);
     TU_TRUE(clnorm_set_last_error(CLNORM_ERROR_SHAPE, "mine") == CLNORM_ERROR_SHAPE);
     TU_TRUE(strcmp(clnorm_last_error(), "mine") == 0);
     cl_mem *ms[] = {&xb, &yb, &st, &small, &small2, &rm, &rv, &sm, &si, &sums, &ob};
