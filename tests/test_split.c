@@ -515,7 +515,8 @@ static void test_split_errors(void **state) {
     TU_OK(clnorm_batchnorm_create(tu_ctx, &cfg, &bn));
     TU_ERR(CLNORM_ERROR_INVALID_STATE, clnorm_batchnorm_backward_reduce(bn, &x3, &x3, sums));
     TU_ERR(CLNORM_ERROR_INVALID_STATE, clnorm_batchnorm_backward_from_sums(bn, &x3, &x3, NULL, sums, 8.0, 1.0f, 0.0f));
-    TU_OK(clnorm_batchnorm_forward_from_stats(bn, &x3, &y, NULL)); /* validation only: n unchanged */
+    clnorm_tensor y3 = clnorm_tensor_make(yb, 3, s3);
+    TU_OK(clnorm_batchnorm_forward_from_stats(bn, &x3, &y3, NULL)); /* validation only: n unchanged */
     TU_TRUE(clnorm_batchnorm_batches(bn) == 0);
     TU_TRUE(clnorm_batchnorm_context(bn) == tu_ctx);
     clnorm_batchnorm_destroy(bn);
