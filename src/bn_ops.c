@@ -70,11 +70,11 @@ void shape_text(const clnorm_tensor *t, char *buf, size_t n) {
         snprintf(buf + used, n - used, ")");
 }
 
-/* t (when given) must be a valid view with x's shape and dtype */
+/* t (when given) must be a valid view with x's shape and dtype (batch 0 only where x has it: split-phase calls) */
 clnorm_status check_like(clnorm_context *ctx, const clnorm_tensor *x, const clnorm_tensor *t,
                                 const char *name) {
     size_t numel;
-    clnorm_status st = cn_check_tensor(ctx, t, name, &numel);
+    clnorm_status st = x->shape[0] == 0 ? cn_check_tensor_empty(ctx, t, name) : cn_check_tensor(ctx, t, name, &numel);
     if (st != CLNORM_SUCCESS)
         return st;
     int same = t->ndim == x->ndim;

@@ -40,31 +40,6 @@ static clnorm_status split_plan(clnorm_context *ctx, clnorm_bn_mode mode, const 
     return CLNORM_SUCCESS;
 }
 
-/* t like x (shape, dtype, layout); with batch 0 its buffer may be NULL */
-static clnorm_status split_like(clnorm_context *ctx, const clnorm_tensor *x, const clnorm_tensor *t, const char *name,
-                                int empty) {
-    if (!empty)
-        return check_like(ctx, x, t, name);
-    clnorm_status st = cn_check_tensor_empty(ctx, t, name);
-    if (st != CLNORM_SUCCESS)
-        return st;
-    int same = t->ndim == x->ndim;
-    for (int i = 0; same && i < x->ndim; ++i)
-        same = t->shape[i] == x->shape[i];
-    if (!same) {
-        char a[160], b[160];
-        shape_text(x, a, sizeof a);
-        shape_text(t, b, sizeof b);
-        return cn_fail(CLNORM_ERROR_SHAPE, "%s has shape %s but x has %s", name, b, a);
-    }
-    if (t->dtype != x->dtype || t->layout != x->layout)
-        return cn_fail(CLNORM_ERROR_UNSUPPORTED,
-                       "%s must have x's dtype and layout: mixing storage types or layouts "
-                       "within one call is not supported",
-                       name);
-    return CLNORM_SUCCESS;
-}
-
 /* groups * per floats; NULL (validate only) is fine when optional */
 static clnorm_status check_block(clnorm_context *ctx, cl_mem m, size_t groups, size_t per, const char *name) {
     if (groups > SIZE_MAX / sizeof(float) / per)
@@ -220,7 +195,7 @@ clnorm_status clnorm_bn_forward_training_from_stats(clnorm_context *ctx, clnorm_
     int empty, affine, running, save, same = 0;
     clnorm_status st = split_plan(ctx, mode, x, &p, &empty);
     if (st == CLNORM_SUCCESS)
-        st = split_like(ctx, x, y, "y", empty);
+        st = check_like(ctx, x, y, "y");
     if (st == CLNORM_SUCCESS && !empty)
         st = cn_check_overlap(x, "x", y, "y", &same);
     if (st == CLNORM_SUCCESS)
@@ -276,8 +251,7 @@ clnorm_status clnorm_bn_forward_training_from_stats(clnorm_context *ctx, clnorm_
     cl_kernel k[2];
     static const cn_kernel_id rows[] = {K_SPLIT_COEF, K_APPLY}, cols[] = {K_SPLIT_COEF, K_COL_APPLY};
     cl_mem scoef = NULL;
-    if ((st = kernels(ctx, empty ? CLNORM_F32 : x->dtype, p.columns ? cols : rows, k, empty ? 1 : 2)) !=
-            CLNORM_SUCCESS ||
+    if ((st = kernels(ctx, x->dtype, p.columns ? cols : rows, k, empty ? 1 : 2)) != CLNORM_SUCCESS ||
         (!empty && (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * 5 * sizeof(float), &scoef)) != CLNORM_SUCCESS))
         return st;
     unsigned flags =
@@ -324,7 +298,7 @@ clnorm_status clnorm_bn_backward_reduce(clnorm_context *ctx, clnorm_bn_mode mode
     int empty;
     clnorm_status st = split_plan(ctx, mode, x, &p, &empty);
     if (st == CLNORM_SUCCESS)
-        st = split_like(ctx, x, dy, "dy", empty);
+        st = check_like(ctx, x, dy, "dy");
     if (st == CLNORM_SUCCESS)
         st = check_saved(ctx, save_mean, save_invstd, p.groups);
     if (st == CLNORM_SUCCESS && sums)
@@ -391,9 +365,9 @@ clnorm_status cn_backward_from_sums(clnorm_context *ctx, clnorm_bn_mode mode, co
     int empty, grads, same;
     clnorm_status st = split_plan(ctx, mode, x, &p, &empty);
     if (st == CLNORM_SUCCESS)
-        st = split_like(ctx, x, dy, "dy", empty);
+        st = check_like(ctx, x, dy, "dy");
     if (st == CLNORM_SUCCESS && dx)
-        st = split_like(ctx, x, dx, "dx", empty);
+        st = check_like(ctx, x, dx, "dx");
     if (st == CLNORM_SUCCESS && dx && !empty)
         st = cn_check_overlap(x, "x", dx, "dx", &same);
     if (st == CLNORM_SUCCESS && dx && !empty)
@@ -432,8 +406,7 @@ clnorm_status cn_backward_from_sums(clnorm_context *ctx, clnorm_bn_mode mode, co
     cl_kernel k[2];
     static const cn_kernel_id rows[] = {K_SPLIT_BWD_COEF, K_APPLY}, cols[] = {K_SPLIT_BWD_COEF, K_COL_APPLY};
     cl_mem coef = NULL;
-    if ((st = kernels(ctx, want_dx ? x->dtype : CLNORM_F32, p.columns ? cols : rows, k, want_dx ? 2 : 1)) !=
-            CLNORM_SUCCESS ||
+    if ((st = kernels(ctx, x->dtype, p.columns ? cols : rows, k, want_dx ? 2 : 1)) != CLNORM_SUCCESS ||
         (want_dx && (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.groups * 5 * sizeof(float), &coef)) != CLNORM_SUCCESS))
         return st;
     unsigned flags =
