@@ -326,6 +326,8 @@ clnorm_status clnorm_bn_backward_reduce(clnorm_context *ctx, clnorm_bn_mode mode
             return st;
         karg a1[] = {A_MEM(x->buffer),   A_U64(elem_offset(x)),
                      A_MEM(dy->buffer),  A_U64(elem_offset(dy)),
+                     A_MEM(NULL),        A_U64(0), /* y, dz: no activation mask, no dz */
+                     A_MEM(NULL),        A_U64(0),
                      A_U64(p.rows),      A_U64(p.groups),
                      A_U32(R),           A_MEM(save_mean),
                      A_MEM(save_invstd), A_MEM(NULL),
@@ -343,6 +345,8 @@ clnorm_status clnorm_bn_backward_reduce(clnorm_context *ctx, clnorm_bn_mode mode
         size_t gp[2] = {G * ctx->wg, p.C}, lp[2] = {ctx->wg, 1};
         karg a1[] = {A_MEM(x->buffer),  A_U64(elem_offset(x)),
                      A_MEM(dy->buffer), A_U64(elem_offset(dy)),
+                     A_MEM(NULL),       A_U64(0), /* y, dz: no activation mask, no dz */
+                     A_MEM(NULL),       A_U64(0),
                      A_U64(p.B),        A_U64(p.C),
                      A_U64(p.S),        A_U32(G),
                      A_MEM(save_mean),  A_MEM(save_invstd),
