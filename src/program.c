@@ -34,17 +34,32 @@ extern const struct clnorm_embedded_source clnorm_embedded_sources[];
 extern const char clnorm_embedded_hash[];
 
 static const char *const kernel_names[K_COUNT] = {
-    "bn_stats_partial", "bn_stats_finalize", "bn_apply",           "bn_pa_forward",      "bn_bwd_partial",
-    "bn_bwd_finalize",  "bn_pa_backward",    "bn_fused_forward",   "bn_fused_backward",  "bn_col_partial",
-    "bn_col_finalize",  "bn_col_apply",      "bn_col_bwd_partial", "bn_col_bwd_finalize"};
+    "bn_stats_partial", "bn_stats_finalize", "bn_apply", "bn_pa_forward", "bn_bwd_partial", "bn_bwd_finalize",
+    "bn_pa_backward", "bn_fused_forward", "bn_fused_backward", "bn_col_partial", "bn_col_finalize", "bn_col_apply",
+    "bn_col_bwd_partial", "bn_col_bwd_finalize",
+    /* split-phase (bn_split.cl) */
+    "bn_split_stats", "bn_split_merge", "bn_split_coef", "bn_split_sums", "bn_split_bwd_coef"};
 
 /* the pieces of a program, in order; NULL file: literal text */
-enum { PC_COMMON, PC_W16, PC_PERACT16, PC_W1, PC_PERACT1, PC_STATS, PC_APPLY, PC_BACKWARD, PC_COLUMNS, N_PIECES };
+enum {
+    PC_COMMON,
+    PC_W16,
+    PC_PERACT16,
+    PC_W1,
+    PC_PERACT1,
+    PC_STATS,
+    PC_APPLY,
+    PC_BACKWARD,
+    PC_COLUMNS,
+    PC_SPLIT,
+    N_PIECES
+};
 static const struct {
     const char *file, *text;
 } pieces[N_PIECES] = {{"common.cl", NULL},        {NULL, "#define PA_W 16\n"}, {"bn_peract.cl", NULL},
                       {NULL, "#define PA_W 1\n"}, {"bn_peract.cl", NULL},      {"bn_stats.cl", NULL},
-                      {"bn_apply.cl", NULL},      {"bn_backward.cl", NULL},    {"bn_columns.cl", NULL}};
+                      {"bn_apply.cl", NULL},      {"bn_backward.cl", NULL},    {"bn_columns.cl", NULL},
+                      {"bn_split.cl", NULL}};
 #define BIT(p) (1u << (p))
 #define PERACT (BIT(PC_W16) | BIT(PC_PERACT16) | BIT(PC_W1) | BIT(PC_PERACT1))
 #define ALL_PIECES ((1u << N_PIECES) - 1u)
@@ -64,6 +79,7 @@ typedef enum {
     G_COL_STATS,
     G_COL_APPLY,
     G_COL_BWD,
+    G_SPLIT,
     G_COUNT
 } group_id;
 static const struct {
@@ -80,15 +96,29 @@ static const struct {
     [G_COL_STATS] = {"COL_STATS", ALL_PIECES},
     [G_COL_APPLY] = {"COL_APPLY", ALL_PIECES},
     [G_COL_BWD] = {"COL_BWD", ALL_PIECES},
+    [G_SPLIT] = {"SPLIT", ALL_PIECES}, /* the split-phase kernels (bn_split.c) */
     [G_ALL] = {"ALL", ALL_PIECES},
 };
 /* each kernel's group; a kernel missing here (a new one) is built in G_ALL (0) */
-static const unsigned char group_of[K_COUNT] = {
-    [K_STATS_PARTIAL] = G_STATS,     [K_STATS_FINALIZE] = G_STATS,        [K_APPLY] = G_APPLY,
-    [K_PA_FORWARD] = G_PA_FORWARD,   [K_BWD_PARTIAL] = G_BWD_SPLIT,       [K_BWD_FINALIZE] = G_BWD_SPLIT,
-    [K_PA_BACKWARD] = G_PA_BACKWARD, [K_FUSED_FORWARD] = G_FUSED_FORWARD, [K_FUSED_BACKWARD] = G_FUSED_BACKWARD,
-    [K_COL_PARTIAL] = G_COL_STATS,   [K_COL_FINALIZE] = G_COL_STATS,      [K_COL_APPLY] = G_COL_APPLY,
-    [K_COL_BWD_PARTIAL] = G_COL_BWD, [K_COL_BWD_FINALIZE] = G_COL_BWD};
+static const unsigned char group_of[K_COUNT] = {[K_STATS_PARTIAL] = G_STATS,
+                                                [K_STATS_FINALIZE] = G_STATS,
+                                                [K_APPLY] = G_APPLY,
+                                                [K_PA_FORWARD] = G_PA_FORWARD,
+                                                [K_BWD_PARTIAL] = G_BWD_SPLIT,
+                                                [K_BWD_FINALIZE] = G_BWD_SPLIT,
+                                                [K_PA_BACKWARD] = G_PA_BACKWARD,
+                                                [K_FUSED_FORWARD] = G_FUSED_FORWARD,
+                                                [K_FUSED_BACKWARD] = G_FUSED_BACKWARD,
+                                                [K_COL_PARTIAL] = G_COL_STATS,
+                                                [K_COL_FINALIZE] = G_COL_STATS,
+                                                [K_COL_APPLY] = G_COL_APPLY,
+                                                [K_COL_BWD_PARTIAL] = G_COL_BWD,
+                                                [K_COL_BWD_FINALIZE] = G_COL_BWD,
+                                                [K_SPLIT_STATS] = G_SPLIT,
+                                                [K_SPLIT_MERGE] = G_SPLIT,
+                                                [K_SPLIT_COEF] = G_SPLIT,
+                                                [K_SPLIT_SUMS] = G_SPLIT,
+                                                [K_SPLIT_BWD_COEF] = G_SPLIT};
 
 static group_id kernel_group(cn_kernel_id id) {
     return (group_id)group_of[id];
