@@ -88,10 +88,15 @@ fuzz: deps
 	  POCL_CACHE_DIR=$(CURDIR)/$(FUZZ_BUILD)/pocl-cache CLNORM_CACHE_DIR=$(CURDIR)/$(FUZZ_BUILD)/clnorm-cache \
 	  ./fuzz_api -max_total_time=$$api_s -timeout=300 -rss_limit_mb=6144 -max_len=64 -len_control=0 -print_final_stats=1 corpus
 
+NHWC_SHAPES := --shape 32,256,28,28 --shape 8,64,16,32,32
 bench: build python
 	./$(BUILD)/clnorm-bench $(BENCH_ARGS)
 	$(PY_ENV) $(VENV)/bin/python bench/python_bench.py $(PYBENCH_ARGS)
 	python3 bench/peers.py --bench ./$(BUILD)/clnorm-bench $(PEERS_ARGS)
+	@echo "== channels-last (NHWC; PyTorch channels_last / channels_last_3d) and 16-bit rows"
+	python3 bench/peers.py --bench ./$(BUILD)/clnorm-bench --layout nhwc $(NHWC_SHAPES) --op train --op infer --op bwd $(PEERS_ARGS)
+	python3 bench/peers.py --bench ./$(BUILD)/clnorm-bench --dtype bf16 $(NHWC_SHAPES) --op train --op infer --op bwd $(PEERS_ARGS)
+	python3 bench/peers.py --bench ./$(BUILD)/clnorm-bench --dtype f16 $(NHWC_SHAPES) --op train --op infer --op bwd $(PEERS_ARGS)
 
 # libraries, header, CMake package, pkg-config file and clnorm-info under $(PREFIX) (DESTDIR is honoured)
 install: build

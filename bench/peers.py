@@ -291,14 +291,20 @@ def main():
                 print("%-5s  %-20s   skipped: PyTorch has no channels-last form of a %d-d tensor"
                       % ("-", shape_text(shape), len(shape)))
                 continue
-            c = torch_case(torch, shape, args.torch_device, args.layout, args.dtype)
+            try:
+                c = torch_case(torch, shape, args.torch_device, args.layout, args.dtype)
+            except RuntimeError as e:  # e.g. PyTorch 1.13: "batch_norm" not implemented for 'Half' on CPU
+                c, case_why = None, str(e).splitlines()[0]
             tensor_bytes = esize * math.prod(shape)
             for op in args.op:
-                try:
-                    t_s, _ = time_torch(torch, torch_fn(torch, c, op), args.min_time, args.rounds)
-                except RuntimeError as e:  # e.g. PyTorch 1.13: "batch_norm" not implemented for 'Half' on CPU
-                    t_s = None
-                    why = str(e).splitlines()[0]
+                t_s, why = None, None
+                if c is None:
+                    why = case_why
+                else:
+                    try:
+                        t_s, _ = time_torch(torch, torch_fn(torch, c, op), args.min_time, args.rounds)
+                    except RuntimeError as e:
+                        why = str(e).splitlines()[0]
                 row, header, error = run_clnorm(args, shape, op)
                 if not printed_header:
                     for line in header:
