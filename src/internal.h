@@ -113,6 +113,8 @@ char *cn_device_full_name(cl_platform_id platform, cl_device_id device);
 /* Reads CLNORM_KERNEL_DIR and CLNORM_BUILD_OPTIONS into ctx (context creation); cn_programs_release frees all. */
 clnorm_status cn_programs_init(clnorm_context *ctx);
 void cn_programs_release(clnorm_context *ctx);
+/* Test hook: the number of programs of ctx if each holds exactly its kernel group's kernels, else -1 and why. */
+int cn_programs_check(const clnorm_context *ctx, char *why, size_t n);
 /* The kernel id for dtype, its program built on first use (only the kernels of its group are compiled). */
 clnorm_status cn_get_kernel_slow(clnorm_context *ctx, clnorm_dtype dtype, cn_kernel_id id, cl_kernel *out);
 static inline clnorm_status cn_get_kernel(clnorm_context *ctx, clnorm_dtype dtype, cn_kernel_id id, cl_kernel *out) {

@@ -18,6 +18,7 @@
  *
  * The hot path, cn_get_kernel, is a table look-up: ctx->kernel_table[dtype][id], filled when the kernel is first
  * created. No environment read, option string or hash per call. */
+#define _POSIX_C_SOURCE 200809L /* strtok_r */
 #include "internal.h"
 
 #include <stdio.h>
@@ -477,4 +478,46 @@ clnorm_status cn_get_kernel_slow(clnorm_context *ctx, clnorm_dtype dtype, cn_ker
     ctx->kernel_table[dtype][id] = p->kernels[id];
     *out = p->kernels[id];
     return CLNORM_SUCCESS;
+}
+
+/* Test hook (tests/test_programs.c): every program of ctx holds exactly its group's kernels (G_ALL: anything),
+ * which also shows that no stripped build fell back to the whole set. The number of programs, or -1 and why. */
+int cn_programs_check(const clnorm_context *ctx, char *why, size_t n) {
+    int count = 0;
+    for (const cn_program *p = ctx->programs; p; p = p->next, ++count) {
+        const char *tag = strstr(p->options, "-DCLNORM_PROGRAM_");
+        int g = -1;
+        for (int i = 0; tag && i < G_COUNT; ++i) {
+            size_t len = strlen(groups[i].name);
+            const char *name = tag + strlen("-DCLNORM_PROGRAM_");
+            if (strncmp(name, groups[i].name, len) == 0 && (name[len] == ' ' || name[len] == '\0'))
+                g = i;
+        }
+        char names[2048] = "";
+        if (g < 0 ||
+            clGetProgramInfo(p->program, CL_PROGRAM_KERNEL_NAMES, sizeof names - 1, names, NULL) != CL_SUCCESS) {
+            snprintf(why, n, "program with options \"%s\": no group, or CL_PROGRAM_KERNEL_NAMES failed", p->options);
+            return -1;
+        }
+        if (g == G_ALL)
+            continue;
+        int want = 0, got = 0;
+        for (int k = 0; k < K_COUNT; ++k)
+            want += kernel_group((cn_kernel_id)k) == (group_id)g;
+        for (char *save = NULL, *k = strtok_r(names, ";", &save); k; k = strtok_r(NULL, ";", &save), ++got) {
+            int id = -1;
+            for (int i = 0; i < K_COUNT; ++i)
+                if (strcmp(k, kernel_names[i]) == 0)
+                    id = i;
+            if (id < 0 || kernel_group((cn_kernel_id)id) != (group_id)g) {
+                snprintf(why, n, "program %s holds kernel %s of another group", groups[g].name, k);
+                return -1;
+            }
+        }
+        if (got != want) {
+            snprintf(why, n, "program %s holds %d kernels, its group has %d", groups[g].name, got, want);
+            return -1;
+        }
+    }
+    return count;
 }

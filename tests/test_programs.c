@@ -1,0 +1,123 @@
+/*
+ * Programs per kernel group (src/program.c): a call compiles only the kernels its path launches. Every path of the
+ * three operations (rows fused and split, per-activation columns in one launch and split, NHWC) is run in F32 and
+ * F16 under the strategy ctest sets; then every program the context built must hold exactly its group's kernels
+ * (no kernel a call does not launch, no stripped build that fell back to the whole set: cn_programs_check). The
+ * training forward's output of each shape is checked against the double-precision reference (tests/ref_bn.c has
+ * the full suite; here y = (x - mean) / sqrt(var + eps) per statistic, F32), poisoned first.
+ */
+#define _POSIX_C_SOURCE 200809L /* setenv */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/internal.h"
+#include "test_util.h"
+
+typedef struct {
+    int ndim;
+    size_t shape[5];
+    clnorm_bn_mode mode;
+    clnorm_layout layout;
+} spec;
+
+/* (B, C, S) and where element (b, c, s) lives, for the check */
+static size_t at(const spec *sp, size_t b, size_t c, size_t s, size_t C, size_t S) {
+    return sp->layout == CLNORM_NHWC ? (b * S + s) * C + c : (b * C + c) * S + s;
+}
+
+static void run_spec(const spec *sp, clnorm_dtype dt) {
+    size_t B = sp->shape[0], C = sp->shape[1], S = 1;
+    for (int i = 2; i < sp->ndim; ++i)
+        S *= sp->shape[i];
+    size_t n = B * C * S, groups = sp->mode == CLNORM_BN_SPATIAL ? C : C * S, es = dt == CLNORM_F32 ? 4 : 2;
+    tu_case("%s %s %s ndim %d (%zu, %zu, %zu)", dt == CLNORM_F32 ? "F32" : "F16",
+            sp->mode == CLNORM_BN_SPATIAL ? "spatial" : "per-activation", sp->layout == CLNORM_NHWC ? "NHWC" : "NCHW",
+            sp->ndim, B, C, S);
+    float *hx = tu_floats(n), *hy = tu_floats(n);
+    tu_fill_normal(hx, n, 1.5, 2.0);
+    cl_mem bx = tu_buffer(n * es), by = tu_buffer(n * es), bdy = tu_buffer(n * es), bdx = tu_buffer(n * es);
+    cl_mem sm = tu_buffer(groups * 4), si = tu_buffer(groups * 4), ds = tu_buffer(groups * 4),
+           db = tu_buffer(groups * 4);
+    if (dt == CLNORM_F32) {
+        tu_write(bx, 0, hx, n * 4);
+        tu_write(bdy, 0, hx, n * 4);
+    } else { /* halves of anything: the check below is F32 only */
+        tu_poison(bx, 0, n * es);
+        tu_poison(bdy, 0, n * es);
+    }
+    tu_poison(by, 0, n * es);
+    clnorm_tensor x = tu_view(bx, 0, sp->ndim, sp->shape), y = tu_view(by, 0, sp->ndim, sp->shape),
+                  dy = tu_view(bdy, 0, sp->ndim, sp->shape), dx = tu_view(bdx, 0, sp->ndim, sp->shape);
+    clnorm_tensor *all[] = {&x, &y, &dy, &dx};
+    for (int i = 0; i < 4; ++i) {
+        all[i]->dtype = dt;
+        all[i]->layout = sp->layout;
+    }
+    TU_OK(clnorm_bn_forward_training(tu_ctx, sp->mode, &x, &y, NULL, NULL, 0.1, 1e-5, NULL, NULL, sm, si));
+    TU_OK(clnorm_bn_forward_inference(tu_ctx, sp->mode, &x, &y, NULL, NULL, sm, si, 1e-5));
+    TU_OK(clnorm_bn_backward(tu_ctx, sp->mode, &x, &dy, &dx, NULL, ds, db, 1e-5, sm, si));
+    TU_OK(clnorm_bn_backward(tu_ctx, sp->mode, &x, &dy, &dx, NULL, ds, db, 1e-5, NULL, NULL));
+    if (dt == CLNORM_F32) { /* the training forward once more, y checked */
+        tu_poison(by, 0, n * 4);
+        TU_OK(clnorm_bn_forward_training(tu_ctx, sp->mode, &x, &y, NULL, NULL, 0.1, 1e-5, NULL, NULL, NULL, NULL));
+        tu_read(by, 0, hy, n * 4);
+        size_t per = sp->mode == CLNORM_BN_SPATIAL ? 1 : S;
+        for (size_t g = 0; g < groups; ++g) { /* statistic g: map g / per, spatial g % per (per-activation) */
+            size_t c = g / per, s0 = sp->mode == CLNORM_BN_SPATIAL ? 0 : g % per,
+                   s1 = sp->mode == CLNORM_BN_SPATIAL ? S : s0 + 1;
+            double mean = 0, var = 0, cnt = (double)(B * (s1 - s0));
+            for (size_t b = 0; b < B; ++b)
+                for (size_t s = s0; s < s1; ++s)
+                    mean += hx[at(sp, b, c, s, C, S)] / cnt;
+            for (size_t b = 0; b < B; ++b)
+                for (size_t s = s0; s < s1; ++s) {
+                    double d = hx[at(sp, b, c, s, C, S)] - mean;
+                    var += d * d / cnt;
+                }
+            for (size_t b = 0; b < B; ++b)
+                for (size_t s = s0; s < s1; ++s) {
+                    size_t i = at(sp, b, c, s, C, S);
+                    double want = (hx[i] - mean) / sqrt(var + 1e-5);
+                    if (!(fabs(hy[i] - want) <= 1e-4 + 1e-4 * fabs(want)))
+                        tu_fail_at(__FILE__, __LINE__, "%s: y[%zu] = %.9g, expected %.9g", tu_case_label(), i,
+                                   (double)hy[i], want);
+                }
+        }
+    }
+    tu_finish();
+    cl_mem *bufs[] = {&bx, &by, &bdy, &bdx, &sm, &si, &ds, &db};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; ++i)
+        tu_release(bufs[i]);
+    free(hx);
+    free(hy);
+}
+
+static void test_programs_hold_their_group(void **state) {
+    (void)state;
+    static const spec specs[] = {
+        {4, {2, 4, 8, 8}, CLNORM_BN_SPATIAL, CLNORM_NCHW},           /* rows, fused (CPU) */
+        {4, {4, 3, 5, 7}, CLNORM_BN_SPATIAL, CLNORM_NCHW},           /* rows, split (CPU: 3 maps, 2 units) */
+        {2, {16, 40, 0, 0}, CLNORM_BN_PER_ACTIVATION, CLNORM_NCHW},  /* columns, one launch */
+        {2, {4096, 8, 0, 0}, CLNORM_BN_PER_ACTIVATION, CLNORM_NCHW}, /* columns, split in row chunks */
+        {4, {2, 5, 3, 3}, CLNORM_BN_SPATIAL, CLNORM_NHWC},           /* NHWC */
+    };
+    for (int d = 0; d < 2; ++d)
+        for (size_t i = 0; i < sizeof specs / sizeof specs[0]; ++i)
+            run_spec(&specs[i], d ? CLNORM_F16 : CLNORM_F32);
+    char why[512];
+    int programs = cn_programs_check(tu_ctx, why, sizeof why);
+    if (programs < 0)
+        tu_fail_at(__FILE__, __LINE__, "%s", why);
+    fprintf(stderr, "programs: %d built, each holding only its group's kernels\n", programs);
+    TU_TRUE(programs >= 4);
+}
+
+int main(void) {
+    tu_main_init();
+    /* programs from source, never from the disk cache: its key names the group, not how the program was cut */
+    setenv("CLNORM_CACHE", "0", 1);
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_programs_hold_their_group)};
+    return cmocka_run_group_tests_name("programs", tests, tu_group_setup, tu_group_teardown);
+}
