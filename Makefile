@@ -4,6 +4,7 @@ TYPE     ?= Release
 WERROR   ?= OFF
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
+CTEST_ARGS ?=
 PREFIX   ?= /usr/local
 PKGS     := cmake make gcc pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libcmocka-dev clinfo \
             python3 python3-venv libopenmpi-dev openmpi-bin
@@ -41,7 +42,7 @@ demo: build python
 	$(PY_ENV) $(VENV)/bin/python examples/demo.py
 
 test: build python
-	cd $(BUILD) && ctest --output-on-failure -j 1
+	cd $(BUILD) && ctest --output-on-failure -j 1 $(CTEST_ARGS)
 	$(PY_ENV) $(VENV)/bin/python -m pytest -q -p no:cacheprovider python/tests
 
 # the venv (made once; numpy pyopencl h5py cffi pytest scikit-build-core from PyPI), then `pip install .` into it:
