@@ -28,6 +28,16 @@ def test_comm_without_libclnorm_mpi_is_a_module_error(monkeypatch):
     assert _lib.mpi_available() is not None
 
 
+def test_comm_without_mpi4py_is_a_module_error(monkeypatch):
+    import sys
+    monkeypatch.setattr(_lib, "_mpi", None)
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py raises ImportError
+    if not (os.path.exists(_lib._MPI_LIB_PATH) and os.path.exists(_lib._MPI_CDEF_PATH)):
+        pytest.skip("this package has no libclnorm_mpi (the other refusal applies)")
+    with pytest.raises(ModuleError, match="mpi4py"):
+        BatchNorm2D(3, comm=object())
+
+
 @pytest.fixture(scope="module")
 def mpi():
     if not UNDER_MPIRUN:
