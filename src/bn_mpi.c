@@ -136,16 +136,16 @@ static clnorm_status agree(coll *c, const header *mine) {
             st = fail(CLNORM_ERROR_INVALID_ARGUMENT,
                       "rank %d of %d: the optional arguments given (pattern 0x%x) differ from rank 0's (0x%x)", r,
                       c->size, (unsigned)h->pattern, (unsigned)h0->pattern);
-        else if (memcmp(&h->factor, &h0->factor, sizeof h->factor) != 0 ||
-                 memcmp(&h->epsilon, &h0->epsilon, sizeof h->epsilon) != 0)
-            st = fail(CLNORM_ERROR_INVALID_ARGUMENT,
-                      "rank %d of %d: factor / scale %.17g and epsilon / momentum %.17g, but rank 0 has %.17g / %.17g",
-                      r, c->size, h->factor, h->epsilon, h0->factor, h0->epsilon);
         else if (h->extra != h0->extra)
             st = fail(CLNORM_ERROR_INVALID_ARGUMENT,
                       "rank %d of %d: the layer has done %llu training forwards, but rank 0's %llu (the factor "
                       "schedule must match)",
                       r, c->size, (unsigned long long)h->extra, (unsigned long long)h0->extra);
+        else if (memcmp(&h->factor, &h0->factor, sizeof h->factor) != 0 ||
+                 memcmp(&h->epsilon, &h0->epsilon, sizeof h->epsilon) != 0)
+            st = fail(CLNORM_ERROR_INVALID_ARGUMENT,
+                      "rank %d of %d: factor / scale %.17g and epsilon / momentum %.17g, but rank 0 has %.17g / %.17g",
+                      r, c->size, h->factor, h->epsilon, h0->factor, h0->epsilon);
     }
     for (int r = 0; r < c->size; ++r)
         c->total += all[r].values;
