@@ -105,7 +105,9 @@ typedef struct clnorm_context clnorm_context;
  *        matched against the platform vendor and version, so "pocl" finds POCL).
  * @param out receives the context (NULL on failure); the caller owns it and frees it with
  *        clnorm_context_destroy().
- * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (out NULL); ::CLNORM_ERROR_NO_DEVICE (no platform,
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (out NULL; `CLNORM_STRATEGY` or
+ *         `CLNORM_MAX_WORK_GROUP_SIZE` set to a value it does not accept, see clnorm_context_strategy());
+ *         ::CLNORM_ERROR_NO_DEVICE (no platform,
  *         or nothing matches: clnorm_last_error() lists the devices that exist); ::CLNORM_ERROR_HOST_MEMORY;
  *         ::CLNORM_ERROR_DEVICE_MEMORY or ::CLNORM_ERROR_OPENCL (clCreateContext / clCreateCommandQueue).
  */
@@ -115,7 +117,8 @@ CLNORM_API clnorm_status clnorm_context_create(const char *device, clnorm_contex
  * @param queue an in-order command queue; retained, and released by clnorm_context_destroy(). Work from
  *        clnorm is enqueued on it, interleaved with the application's own commands in queue order.
  * @param out receives the context (NULL on failure); free it with clnorm_context_destroy().
- * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (NULL, not a queue, or an out-of-order queue);
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (NULL, not a queue, an out-of-order queue, or a bad
+ *         `CLNORM_STRATEGY` / `CLNORM_MAX_WORK_GROUP_SIZE`);
  *         ::CLNORM_ERROR_HOST_MEMORY; ::CLNORM_ERROR_OPENCL.
  */
 CLNORM_API clnorm_status clnorm_context_create_from_queue(cl_command_queue queue, clnorm_context **out);
@@ -159,6 +162,19 @@ CLNORM_API const char *clnorm_context_device_name(const clnorm_context *ctx);
  *         ::CLNORM_ERROR_OPENCL when the queue reports a failure.
  */
 CLNORM_API clnorm_status clnorm_context_finish(clnorm_context *ctx);
+/**
+ * @brief The kernel strategy of the context: "cpu" (each work-item walks a contiguous chunk; picked for CPU
+ * devices) or "gpu" (neighbouring work-items on neighbouring addresses; picked for every other device type).
+ *
+ * Chosen at context creation from the device type, or forced by the environment variable `CLNORM_STRATEGY`
+ * ("cpu" or "gpu", any case; any other non-empty value makes clnorm_context_create() and
+ * clnorm_context_create_from_queue() fail with ::CLNORM_ERROR_INVALID_ARGUMENT). Creation also reads
+ * `CLNORM_MAX_WORK_GROUP_SIZE` (a positive integer capping the work-group size of every kernel; anything else
+ * is refused the same way).
+ * @param ctx the context (NULL gives NULL).
+ * @return static text "cpu" or "gpu", not to be freed.
+ */
+CLNORM_API const char *clnorm_context_strategy(const clnorm_context *ctx);
 
 /* All operations enqueue on the context's queue and return without waiting, except the read and
    write helpers and clnorm_tensor_create with host data, which block. One context per thread at a time. */
