@@ -106,9 +106,10 @@ bench: build python
 install: build
 	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
 
-# API reference from the header comments: $(BUILD)/docs/html; fails on any doxygen warning
+# API reference from the header comments and docs/SEMANTICS.md: $(BUILD)/docs/html; fails on any doxygen warning
+# (doxygen is installed like the other targets' packages: apt-get as root, else the command to run is printed)
 docs:
-	@command -v doxygen >/dev/null 2>&1 || { echo "make docs needs doxygen: sudo apt-get install -y doxygen"; exit 1; }
+	@$(MAKE) --no-print-directory deps PKGS=doxygen
 	@mkdir -p $(BUILD)/docs && rm -f $(BUILD)/docs/warnings.log
 	{ cat docs/Doxyfile; echo "OUTPUT_DIRECTORY = $(BUILD)/docs"; echo "WARN_LOGFILE = $(BUILD)/docs/warnings.log"; } | doxygen -
 	@if [ -s $(BUILD)/docs/warnings.log ]; then cat $(BUILD)/docs/warnings.log; echo "make docs: doxygen warnings (above)"; exit 1; fi
