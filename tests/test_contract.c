@@ -18,28 +18,10 @@
 #include "ref_bn.h"
 #include "test_util.h"
 
-#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
-
-typedef struct {
-    int ndim;
-    size_t shape[5];
-} shape_t;
-
-static const char *mode_name(clnorm_bn_mode m) {
-    return m == CLNORM_BN_SPATIAL ? "SPATIAL" : "PER_ACTIVATION";
-}
-
-/* (B, C, S) of an NCHW shape */
-static void bcs(const shape_t *s, size_t *B, size_t *C, size_t *S) {
-    *B = s->shape[0], *C = s->shape[1], *S = 1;
-    for (int i = 2; i < s->ndim; i++)
-        *S *= s->shape[i];
-}
-
 /* host NCHW floats to the device order of layout (a fresh array) */
-static float *to_layout(const shape_t *s, const float *nchw, clnorm_layout lay) {
+static float *to_layout(const tu_shape *s, const float *nchw, clnorm_layout lay) {
     size_t B, C, S, n = tu_numel(s->ndim, s->shape);
-    bcs(s, &B, &C, &S);
+    tu_bcs(s, &B, &C, &S);
     float *out = tu_floats(n);
     if (lay == CLNORM_NHWC)
         tu_nchw_to_nhwc(nchw, out, B, C, S);
@@ -48,9 +30,9 @@ static float *to_layout(const shape_t *s, const float *nchw, clnorm_layout lay) 
     return out;
 }
 
-static float *read_nchw(cl_mem b, const shape_t *s, clnorm_layout lay) {
+static float *read_nchw(cl_mem b, const tu_shape *s, clnorm_layout lay) {
     size_t B, C, S, n = tu_numel(s->ndim, s->shape);
-    bcs(s, &B, &C, &S);
+    tu_bcs(s, &B, &C, &S);
     float *dev = tu_floats(n), *out = tu_floats(n);
     tu_read(b, 0, dev, n * 4);
     if (lay == CLNORM_NHWC)
@@ -61,7 +43,7 @@ static float *read_nchw(cl_mem b, const shape_t *s, clnorm_layout lay) {
     return out;
 }
 
-static clnorm_tensor view_of(cl_mem b, const shape_t *s, clnorm_layout lay) {
+static clnorm_tensor view_of(cl_mem b, const tu_shape *s, clnorm_layout lay) {
     clnorm_tensor t = tu_view(b, 0, s->ndim, s->shape);
     t.layout = lay;
     return t;
@@ -76,14 +58,14 @@ static int compare_param(const char *what, cl_mem b, const double *ref, size_t g
 }
 
 /* shapes: small, one whose maps are long enough for the split (multi-slice) reductions, 2-D, 5-D */
-static const shape_t inplace_shapes[] = {
+static const tu_shape inplace_shapes[] = {
     {4, {3, 4, 11, 13}}, {4, {4, 2, 128, 129}}, {2, {700, 9}}, {5, {2, 3, 4, 5, 6}}, {2, {3, 300}}};
 
 /* ---- training forward with y == x ------------------------------------------------------------------------------ */
-static void run_train_inplace(clnorm_bn_mode mode, const shape_t *s, clnorm_layout lay) {
+static void run_train_inplace(clnorm_bn_mode mode, const tu_shape *s, clnorm_layout lay) {
     if (mode == CLNORM_BN_PER_ACTIVATION && lay == CLNORM_NHWC)
         return;
-    tu_case("train in place %s %s %s", mode_name(mode), tu_shape_str(s->ndim, s->shape),
+    tu_case("train in place %s %s %s", tu_mode_name(mode), tu_shape_str(s->ndim, s->shape),
             lay == CLNORM_NHWC ? "NHWC" : "NCHW");
     size_t n = tu_numel(s->ndim, s->shape), G = ref_groups(mode, s->ndim, s->shape);
     float *x = tu_floats(n), *scale = tu_floats(G), *bias = tu_floats(G), *rm = tu_floats(G), *rv = tu_floats(G);
@@ -118,17 +100,17 @@ static void run_train_inplace(clnorm_bn_mode mode, const shape_t *s, clnorm_layo
 static void test_train_in_place(void **state) {
     (void)state;
     for (int m = 0; m < 2; m++)
-        for (size_t i = 0; i < COUNT(inplace_shapes); i++)
+        for (size_t i = 0; i < TU_COUNT(inplace_shapes); i++)
             for (int l = 0; l < 2; l++)
                 run_train_inplace(m ? CLNORM_BN_PER_ACTIVATION : CLNORM_BN_SPATIAL, &inplace_shapes[i],
                                   l ? CLNORM_NHWC : CLNORM_NCHW);
 }
 
 /* ---- backward with dx == x or dx == dy ------------------------------------------------------------------------- */
-static void run_bwd_inplace(clnorm_bn_mode mode, const shape_t *s, clnorm_layout lay, int over_dy, int saved) {
+static void run_bwd_inplace(clnorm_bn_mode mode, const tu_shape *s, clnorm_layout lay, int over_dy, int saved) {
     if (mode == CLNORM_BN_PER_ACTIVATION && lay == CLNORM_NHWC)
         return;
-    tu_case("backward dx == %s %s %s %s saved=%d", over_dy ? "dy" : "x", mode_name(mode),
+    tu_case("backward dx == %s %s %s %s saved=%d", over_dy ? "dy" : "x", tu_mode_name(mode),
             tu_shape_str(s->ndim, s->shape), lay == CLNORM_NHWC ? "NHWC" : "NCHW", saved);
     size_t n = tu_numel(s->ndim, s->shape), G = ref_groups(mode, s->ndim, s->shape);
     float *x = tu_floats(n), *dy = tu_floats(n), *scale = tu_floats(G), *sm = tu_floats(G), *si = tu_floats(G);
@@ -169,7 +151,7 @@ static void run_bwd_inplace(clnorm_bn_mode mode, const shape_t *s, clnorm_layout
 static void test_backward_in_place(void **state) {
     (void)state;
     for (int m = 0; m < 2; m++)
-        for (size_t i = 0; i < COUNT(inplace_shapes); i++)
+        for (size_t i = 0; i < TU_COUNT(inplace_shapes); i++)
             for (int l = 0; l < 2; l++)
                 for (int over_dy = 0; over_dy < 2; over_dy++)
                     run_bwd_inplace(m ? CLNORM_BN_PER_ACTIVATION : CLNORM_BN_SPATIAL, &inplace_shapes[i],
@@ -180,17 +162,17 @@ static void test_backward_in_place(void **state) {
 static void test_constant_groups_exact(void **state) {
     (void)state;
     static const float constants[] = {0.0f, 1.0f, -3.7f, 1000.1f, 12345.678f, 1e-3f, -250.25f, 3.0e5f};
-    static const shape_t shapes[] = {{4, {4, 8, 9, 11}}, {4, {3, 8, 130, 131}}, {2, {1000, 8}}};
-    for (size_t k = 0; k < COUNT(shapes); k++)
+    static const tu_shape shapes[] = {{4, {4, 8, 9, 11}}, {4, {3, 8, 130, 131}}, {2, {1000, 8}}};
+    for (size_t k = 0; k < TU_COUNT(shapes); k++)
         for (int l = 0; l < 2; l++) {
-            const shape_t *s = &shapes[k];
+            const tu_shape *s = &shapes[k];
             clnorm_layout lay = l ? CLNORM_NHWC : CLNORM_NCHW;
             tu_case("constant groups %s %s", tu_shape_str(s->ndim, s->shape), l ? "NHWC" : "NCHW");
             size_t n = tu_numel(s->ndim, s->shape), G = s->shape[1];
             float *x = tu_floats(n), *zeros = tu_floats(G);
             memset(zeros, 0, G * 4);
             for (size_t i = 0; i < n; i++)
-                x[i] = constants[ref_group_of(CLNORM_BN_SPATIAL, s->ndim, s->shape, i) % COUNT(constants)];
+                x[i] = constants[ref_group_of(CLNORM_BN_SPATIAL, s->ndim, s->shape, i) % TU_COUNT(constants)];
             float *xl = to_layout(s, x, lay);
             cl_mem bx = tu_buffer_from(xl, n), by = tu_buffer(n * 4), brm = tu_buffer_from(zeros, G),
                    brv = tu_buffer_from(zeros, G), bsm = tu_buffer(G * 4), bsi = tu_buffer(G * 4);
@@ -207,7 +189,7 @@ static void test_constant_groups_exact(void **state) {
             tu_read(bsi, 0, si, G * 4);
             float *y = read_nchw(by, s, lay);
             for (size_t g = 0; g < G; g++) {
-                float c = constants[g % COUNT(constants)];
+                float c = constants[g % TU_COUNT(constants)];
                 if (rv[g] != 0.0f)
                     tu_fail_at(__FILE__, __LINE__, "constant %g (map %zu): running variance %.9g, expected exactly 0",
                                (double)c, g, (double)rv[g]);
@@ -259,7 +241,7 @@ static void test_strategy_query(void **state) {
     TU_TRUE(clnorm_context_strategy(NULL) == NULL);
 
     static const char *const good[][2] = {{"GPU", "gpu"}, {"cpu", "cpu"}, {"Gpu", "gpu"}, {"CPU", "cpu"}};
-    for (size_t i = 0; i < COUNT(good); i++) {
+    for (size_t i = 0; i < TU_COUNT(good); i++) {
         char *saved = swap_env("CLNORM_STRATEGY", good[i][0]);
         clnorm_context *c = NULL;
         clnorm_status st = tu_context_create(&c);
@@ -269,7 +251,7 @@ static void test_strategy_query(void **state) {
         clnorm_context_destroy(c);
     }
     static const char *const bad[] = {"bogus", "gpu ", "cpus", "1", "g"};
-    for (size_t i = 0; i < COUNT(bad); i++) {
+    for (size_t i = 0; i < TU_COUNT(bad); i++) {
         tu_case("CLNORM_STRATEGY=\"%s\"", bad[i]);
         char *saved = swap_env("CLNORM_STRATEGY", bad[i]);
         clnorm_context *c = (clnorm_context *)&c; /* must be set to NULL */
@@ -290,7 +272,7 @@ static void test_strategy_query(void **state) {
 }
 
 /* a training forward and a backward on a context whose work-groups are capped, against the reference */
-static void run_small_wg(clnorm_context *c, clnorm_bn_mode mode, const shape_t *s, clnorm_layout lay) {
+static void run_small_wg(clnorm_context *c, clnorm_bn_mode mode, const tu_shape *s, clnorm_layout lay) {
     size_t n = tu_numel(s->ndim, s->shape), G = ref_groups(mode, s->ndim, s->shape);
     float *x = tu_floats(n), *dy = tu_floats(n);
     tu_fill_normal(x, n, -2.0, 3.0);
@@ -312,7 +294,7 @@ static void run_small_wg(clnorm_context *c, clnorm_bn_mode mode, const shape_t *
     TU_OK(clnorm_context_finish(c));
     float *dev = tu_floats(n), *got = tu_floats(n), *gp = tu_floats(G);
     size_t B, C, S;
-    bcs(s, &B, &C, &S);
+    tu_bcs(s, &B, &C, &S);
     TU_TRUE(clEnqueueReadBuffer(q, by, CL_TRUE, 0, n * 4, dev, 0, NULL, NULL) == CL_SUCCESS);
     if (lay == CLNORM_NHWC)
         tu_nhwc_to_nchw(dev, got, B, C, S);
@@ -337,7 +319,7 @@ static void run_small_wg(clnorm_context *c, clnorm_bn_mode mode, const shape_t *
 static void test_work_group_knob(void **state) {
     (void)state;
     static const char *const bad[] = {"0", "abc", "-64", "64x", "", " 64"};
-    for (size_t i = 0; i < COUNT(bad); i++) {
+    for (size_t i = 0; i < TU_COUNT(bad); i++) {
         if (!bad[i][0])
             continue; /* empty: unset, the default */
         tu_case("CLNORM_MAX_WORK_GROUP_SIZE=\"%s\"", bad[i]);
@@ -350,14 +332,14 @@ static void test_work_group_knob(void **state) {
         TU_TRUE(strstr(clnorm_last_error(), "CLNORM_MAX_WORK_GROUP_SIZE") != NULL);
     }
     static const char *const caps[] = {"32", "1"}; /* 64: the whole suite runs at 64 in CI */
-    static const shape_t shapes[] = {{4, {4, 3, 40, 41}}, {2, {50, 7}}, {3, {5, 4, 1000}}};
-    for (size_t i = 0; i < COUNT(caps); i++) {
+    static const tu_shape shapes[] = {{4, {4, 3, 40, 41}}, {2, {50, 7}}, {3, {5, 4, 1000}}};
+    for (size_t i = 0; i < TU_COUNT(caps); i++) {
         char *saved = swap_env("CLNORM_MAX_WORK_GROUP_SIZE", caps[i]);
         clnorm_context *c = NULL;
         clnorm_status st = tu_context_create(&c);
         restore_env("CLNORM_MAX_WORK_GROUP_SIZE", saved);
         TU_OK(st);
-        for (size_t k = 0; k < COUNT(shapes); k++)
+        for (size_t k = 0; k < TU_COUNT(shapes); k++)
             for (int m = 0; m < 2; m++)
                 for (int l = 0; l < 2; l++) {
                     if (m && l)
@@ -418,7 +400,7 @@ static void test_layer_running_var_write(void **state) {
     v[4] = 0.0f; /* 0 is a variance */
     TU_OK(clnorm_batchnorm_write(bn, CLNORM_RUNNING_VAR, v, maps));
     static const float bad[] = {-1.0f, -FLT_MIN, -INFINITY, NAN};
-    for (size_t i = 0; i < COUNT(bad); i++) {
+    for (size_t i = 0; i < TU_COUNT(bad); i++) {
         float w[5];
         memcpy(w, v, sizeof w);
         w[i % maps] = bad[i];
@@ -439,7 +421,7 @@ static void test_layer_epsilon(void **state) {
     (void)state;
     tu_case("layer epsilon");
     static const float bad[] = {0.0f, -1e-5f, 1e-40f, FLT_MIN / 2, INFINITY, NAN};
-    for (size_t i = 0; i < COUNT(bad); i++) {
+    for (size_t i = 0; i < TU_COUNT(bad); i++) {
         clnorm_batchnorm_config cfg;
         clnorm_batchnorm_config_init(&cfg, 2, 3);
         cfg.epsilon = bad[i];

@@ -15,7 +15,7 @@
 #define T_SPATIAL CLNORM_BN_SPATIAL
 #define T_PERACT CLNORM_BN_PER_ACTIVATION
 
-/* ---- the fixture: a valid call's every buffer, sentinel-filled --------------------------------- */
+/* ---- the fixture: a valid call's every buffer, sentinel-filled (tu_fixture) ------------------------- */
 enum { B_X, B_Y, B_DY, B_DX, B_SCALE, B_BIAS, B_RM, B_RV, B_SM, B_SI, B_DS, B_DB, B_COUNT };
 static const char *const buf_names[B_COUNT] = {"x",         "y",           "dy",           "dx",
                                                "scale",     "bias",        "running_mean", "running_var",
@@ -26,29 +26,18 @@ typedef struct {
     int ndim;
     size_t shape[5];
     size_t n, G;
-    cl_mem b[B_COUNT];
-    size_t bytes[B_COUNT];
+    tu_fixture fx;
+    cl_mem b[B_COUNT]; /* fx.buf, by role */
     clnorm_tensor tx, ty, tdy, tdx;
 } fixture;
 
 static fixture F;
 
 static void fix_fill(void) {
-    for (int i = 0; i < B_COUNT; i++)
-        tu_sentinel_fill(F.b[i], F.bytes[i], 0x1000u + (uint32_t)i);
+    tu_fixture_fill(&F.fx);
 }
 
-static void fix_check(const char *what) {
-    TU_OK(clnorm_context_finish(tu_ctx));
-    int ok = 1;
-    for (int i = 0; i < B_COUNT; i++) {
-        char label[160];
-        snprintf(label, sizeof label, "%s: buffer %s", what, buf_names[i]);
-        ok &= tu_sentinel_intact(F.b[i], F.bytes[i], 0x1000u + (uint32_t)i, label);
-    }
-    if (!ok)
-        tu_fail_at(__FILE__, __LINE__, "%s: a refused call wrote to a buffer", what);
-}
+#define fix_check(what) tu_fixture_check(&F.fx, (what))
 
 static void fix_make(clnorm_bn_mode mode) {
     memset(&F, 0, sizeof F);
@@ -57,10 +46,9 @@ static void fix_make(clnorm_bn_mode mode) {
     F.shape[0] = 4, F.shape[1] = 3, F.shape[2] = 5, F.shape[3] = 6;
     F.n = tu_numel(F.ndim, F.shape);
     F.G = ref_groups(mode, F.ndim, F.shape);
-    for (int i = 0; i < B_COUNT; i++) {
-        F.bytes[i] = (i <= B_DX ? F.n : F.G) * 4;
-        F.b[i] = tu_buffer(F.bytes[i]);
-    }
+    tu_fixture_init(&F.fx, 0x1000u);
+    for (int i = 0; i < B_COUNT; i++)
+        F.b[i] = F.fx.buf[tu_fixture_add(&F.fx, buf_names[i], (i <= B_DX ? F.n : F.G) * 4)];
     F.tx = tu_view(F.b[B_X], 0, F.ndim, F.shape);
     F.ty = tu_view(F.b[B_Y], 0, F.ndim, F.shape);
     F.tdy = tu_view(F.b[B_DY], 0, F.ndim, F.shape);
@@ -69,8 +57,8 @@ static void fix_make(clnorm_bn_mode mode) {
 }
 
 static void fix_free(void) {
-    for (int i = 0; i < B_COUNT; i++)
-        tu_release(&F.b[i]);
+    tu_fixture_free(&F.fx);
+    memset(F.b, 0, sizeof F.b);
 }
 
 /* the three operations with every optional argument given; the macros take replacements */

@@ -27,30 +27,24 @@ static const clnorm_status IA = CLNORM_ERROR_INVALID_ARGUMENT, SH = CLNORM_ERROR
 
 /* ---- fixture: x, y, dy, dx (F32, SHAPE) and six parameter vectors, all sentinel-filled ----------------- */
 #define NB 10
-static cl_mem b[NB];
+static tu_fixture fx;
+static cl_mem b[NB]; /* fx.buf, by role */
 static size_t bbytes[NB];
 static const size_t SHAPE[4] = {4, 3, 5, 7}, N = 420, G = 3;
 enum { X, Y, DY, DX, SC, BI, RM, RV, SM, SI };
+static const char *const names[NB] = {"x", "y", "dy", "dx", "scale", "bias", "rm", "rv", "sm", "si"};
 
 static void fix_make(void) {
+    tu_fixture_init(&fx, 0x4000u);
     for (int i = 0; i < NB; i++) {
         bbytes[i] = i <= DX ? N * 4 + 256 : G * 4;
-        b[i] = tu_buffer(bbytes[i]);
-        tu_sentinel_fill(b[i], bbytes[i], 0x4000u + (uint32_t)i);
+        b[i] = fx.buf[tu_fixture_add(&fx, names[i], bbytes[i])];
     }
 }
-static void fix_check(const char *what) {
-    TU_OK(clnorm_context_finish(tu_ctx));
-    for (int i = 0; i < NB; i++) {
-        char label[256];
-        snprintf(label, sizeof label, "%s: buffer %d", what, i);
-        if (!tu_sentinel_intact(b[i], bbytes[i], 0x4000u + (uint32_t)i, label))
-            tu_fail_at(__FILE__, __LINE__, "%s: a refused call wrote to buffer %d", what, i);
-    }
-}
+#define fix_check(what) tu_fixture_check(&fx, (what))
 static void fix_free(void) {
-    for (int i = 0; i < NB; i++)
-        tu_release(&b[i]);
+    tu_fixture_free(&fx);
+    memset(b, 0, sizeof b);
 }
 
 /* the status, a message containing `names` (the argument), nothing written */
@@ -196,8 +190,7 @@ static void test_nan_inf_arguments(void **state) {
     tu_finish();
     float grads[3], after[3];
     TU_OK(clnorm_batchnorm_read(bn, CLNORM_SCALE_GRAD, grads, 3));
-    for (int i = 0; i < NB; i++)
-        tu_sentinel_fill(b[i], bbytes[i], 0x4000u + (uint32_t)i);
+    tu_fixture_fill(&fx);
     for (int k = 0; k < 4; k++) {
         REFUSED(IA, "momentum", clnorm_batchnorm_backward(bn, &x, &dy, &dx, bad[k], 0.0f));
         REFUSED(IA, "momentum", clnorm_batchnorm_backward(bn, &x, &dy, &dx, 1.0f, bad[k]));
