@@ -69,19 +69,24 @@ check-asan: deps
 check-valgrind: build
 	tests/memcheck.sh $(BUILD)
 
-# libFuzzer target fuzz/fuzz_api.c (clang, -fsanitize=fuzzer,address,undefined) in $(FUZZ_BUILD)/, run for
-# FUZZ_SECONDS on POCL with the corpus in $(FUZZ_BUILD)/corpus.
+# libFuzzer targets (clang, -fsanitize=fuzzer,address,undefined) in $(FUZZ_BUILD)/, FUZZ_SECONDS in all:
+# fuzz/fuzz_cache.c (the kernel cache's file parser, no device) a quarter of it, corpus $(FUZZ_BUILD)/corpus-cache;
+# then fuzz/fuzz_api.c (the public API on POCL) the rest, corpus $(FUZZ_BUILD)/corpus.
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCLNORM_BUILD_FUZZ=ON \
 	  -DCLNORM_BUILD_TESTS=OFF -DCLNORM_BUILD_BENCH=OFF -DCLNORM_BUILD_EXAMPLES=OFF $(CMAKE_ARGS)
-	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_api
-	mkdir -p $(FUZZ_BUILD)/corpus
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_api fuzz_cache
+	mkdir -p $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/corpus-cache
+	cache_s=$$(( $(FUZZ_SECONDS) / 4 )); [ $$cache_s -ge 1 ] || cache_s=1; \
+	api_s=$$(( $(FUZZ_SECONDS) - cache_s )); [ $$api_s -ge 1 ] || api_s=1; \
 	cd $(FUZZ_BUILD) && ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0 \
+	  ./fuzz_cache -max_total_time=$$cache_s -max_len=1024 -print_final_stats=1 corpus-cache && \
+	ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	  POCL_CACHE_DIR=$(CURDIR)/$(FUZZ_BUILD)/pocl-cache CLNORM_CACHE_DIR=$(CURDIR)/$(FUZZ_BUILD)/clnorm-cache \
-	  ./fuzz_api -max_total_time=$(FUZZ_SECONDS) -timeout=300 -rss_limit_mb=6144 -max_len=64 -len_control=0 -print_final_stats=1 corpus
+	  ./fuzz_api -max_total_time=$$api_s -timeout=300 -rss_limit_mb=6144 -max_len=64 -len_control=0 -print_final_stats=1 corpus
 
 # Oclgrind (strict OpenCL 1.2 simulator): the cmocka suites but threads (crashes inside Oclgrind 21.10's runtime),
 # large (beyond its buffers), MPI and Python, both strategies, on the Oclgrind device with --data-races --check-api,

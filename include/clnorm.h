@@ -163,6 +163,31 @@ CLNORM_API const char *clnorm_context_device_name(const clnorm_context *ctx);
  */
 CLNORM_API clnorm_status clnorm_context_finish(clnorm_context *ctx);
 /**
+ * @brief The folder of the on-disk kernel cache that ctx loads compiled kernels from and writes them to.
+ *
+ * Chosen when the context is created: `$CLNORM_CACHE_DIR`, else `$XDG_CACHE_HOME/clnorm`, else
+ * `$HOME/.cache/clnorm`; missing folders are created with mode 0700. A cached binary runs as code of this process
+ * (CPU devices) or with access to every buffer of the context (GPUs), so the folder is used only if it is a real
+ * folder (not a symbolic link), owned by the effective user and not writable by group or others; otherwise the disk
+ * cache is off for ctx (kernels are compiled from source, as with `CLNORM_CACHE=0`) and
+ * clnorm_context_cache_status() says why. Inside the folder, only regular files of the effective user with one
+ * link and no group or other write permission are loaded. Never fails, never blocks.
+ * @param ctx the context (NULL gives NULL).
+ * @return the folder as it was named, or NULL when the disk cache is off; owned by the context, valid while it
+ *         lives.
+ */
+CLNORM_API const char *clnorm_context_cache_dir(const clnorm_context *ctx);
+/**
+ * @brief Whether ctx uses the on-disk kernel cache, and if not, why (for logs and `clnorm-info`).
+ * @param ctx the context (NULL gives NULL).
+ * @return "on" when clnorm_context_cache_dir() is not NULL; otherwise "off: " and the reason, e.g.
+ *         "off: CLNORM_CACHE=0", "off: folder /x is writable by group and others (mode 0777)",
+ *         "off: folder /x is owned by uid 65534, not by the effective user (uid 0)" or
+ *         "off: folder /x is a symbolic link (only a real folder is trusted)". Owned by the context, valid while
+ *         it lives.
+ */
+CLNORM_API const char *clnorm_context_cache_status(const clnorm_context *ctx);
+/**
  * @brief The kernel strategy of the context: "cpu" (each work-item walks a contiguous chunk; picked for CPU
  * devices) or "gpu" (neighbouring work-items on neighbouring addresses; picked for every other device type).
  *

@@ -113,6 +113,7 @@ clnorm_status clnorm_context_create(const char *device, clnorm_context **out) {
     st = fill_device_info(c, platform);
     if (st != CLNORM_SUCCESS)
         goto fail;
+    cn_disk_cache_open(c);
     *out = c;
     return CLNORM_SUCCESS;
 fail:
@@ -157,6 +158,7 @@ clnorm_status clnorm_context_create_from_queue(cl_command_queue queue, clnorm_co
     clRetainCommandQueue(queue);
     c->context = cc;
     c->queue = queue;
+    cn_disk_cache_open(c);
     *out = c;
     return CLNORM_SUCCESS;
 }
@@ -170,6 +172,7 @@ void clnorm_context_destroy(clnorm_context *c) {
         if (c->scratch[i])
             clReleaseMemObject(c->scratch[i]);
     cn_programs_release(c);
+    cn_disk_cache_close(c);
     if (c->queue)
         clReleaseCommandQueue(c->queue);
     if (c->context)

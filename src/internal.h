@@ -81,6 +81,11 @@ struct clnorm_context {
     cn_program *programs;
     cl_mem scratch[CN_SCRATCH_COUNT];
     size_t scratch_size[CN_SCRATCH_COUNT];
+    /* disk_cache.c: the on-disk cache folder, checked and opened at context creation (cache_fd valid when
+     * cache_on), or why it is off */
+    int cache_on, cache_fd;
+    char cache_dir[4096];
+    char cache_status[4608];
 };
 
 /* ---- device.c ---------------------------------------------------------------------------- */
@@ -93,9 +98,28 @@ clnorm_status cn_get_kernel(clnorm_context *ctx, clnorm_dtype dtype, cn_kernel_i
 void cn_programs_release(clnorm_context *ctx);
 
 /* ---- disk_cache.c: compiled binaries on disk (silently absent when unusable) ------------------- */
-/* 1 and a built program when a valid cached binary for key exists (a bad file is deleted); else 0 */
+/* Chooses, creates (0700), checks and opens the context's cache folder, or records why the disk cache is off;
+ * never fails. Called once the context is otherwise complete; cn_disk_cache_close undoes it. */
+void cn_disk_cache_open(clnorm_context *ctx);
+void cn_disk_cache_close(clnorm_context *ctx);
+/* 1 and a built program when a valid cached binary for key exists (a bad file of ours is deleted; a file we do not
+ * own or trust is ignored and left alone); else 0 */
 int cn_disk_cache_load(clnorm_context *ctx, const char *key, const char *options, cl_program *out);
 void cn_disk_cache_store(clnorm_context *ctx, const char *key, cl_program prog);
+/* The file format, pure (no I/O; fuzz/fuzz_cache.c drives it): parse gives 1 and the binary (a pointer into buf)
+ * when buf is a well-formed file for key, else 0, for any bytes; header writes the CN_CACHE_HEADER_SIZE +
+ * strlen(key) bytes that precede bin in a file and returns that count. */
+#define CN_CACHE_HEADER_SIZE 32
+int cn_disk_cache_parse(const unsigned char *buf, size_t size, const char *key, const unsigned char **bin,
+                        size_t *bin_size);
+size_t cn_disk_cache_header(unsigned char *out, const char *key, const unsigned char *bin, size_t bin_size);
+/* A folder that may be trusted: a real directory (not a symbolic link) owned by the effective user, not writable by
+ * group or others, opened O_NOFOLLOW and checked again on the descriptor. create: make missing folders (0700).
+ * Returns the descriptor (O_CLOEXEC), or -1 and the reason in why ("<what> <path> is writable by ..."). */
+int cn_open_private_dir(const char *path, int create, const char *what, char *why, size_t n);
+/* name in dirfd, malloc'ed with a NUL after its *size bytes, if it is a regular file (O_NOFOLLOW, fstat on the
+ * descriptor) owned by the effective user and not writable by group or others; else NULL and why. */
+char *cn_read_private_file(int dirfd, const char *name, size_t *size, char *why, size_t n);
 
 /* ---- context.c ---------------------------------------------------------------------------- */
 /* A grow-only scratch buffer of at least bytes; valid until the next call for the same slot. */

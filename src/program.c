@@ -1,7 +1,8 @@
 /* Kernel program cache, in memory per context. A program is the #define block in its build options +
  * common.cl + bn_peract.cl (twice: 16 and 1 columns) + bn_stats.cl + bn_apply.cl + bn_backward.cl + bn_columns.cl.
  * Key: the full build options (dtype, strategy, work-group size, CLNORM_BUILD_OPTIONS) and the source hash.
- * CLNORM_KERNEL_DIR=<dir> loads the .cl files from disk instead of the copies embedded at build time.
+ * CLNORM_KERNEL_DIR=<dir> loads the .cl files from disk instead of the copies embedded at build time (trusted
+ * developer input: only from a folder and files owned by the effective user and not writable by group or others).
  * Built programs also go to the on-disk cache (disk_cache.c), keyed by the options (which carry the source hash),
  * the library version and the device / driver / platform identity. */
 #include "internal.h"
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct clnorm_embedded_source {
     const char *name;
@@ -46,30 +48,20 @@ static uint64_t fnv1a(uint64_t h, const char *s, size_t n) {
     return h;
 }
 
-static char *read_file(const char *dir, const char *name, size_t *size) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long n = ftell(f);
-        if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1)) != NULL) {
-            *size = fread(buf, 1, (size_t)n, f);
-            buf[*size] = '\0';
-        }
-    }
-    fclose(f);
-    return buf;
-}
-
 /* texts[i] for each piece (owned[i] set when malloc'ed) and the hash over all of them */
 static clnorm_status load_sources(const char **texts, size_t *sizes, char **owned, char hash[17]) {
     const char *dir = getenv("CLNORM_KERNEL_DIR");
     uint64_t h = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < N_PIECES; ++i) /* all of them: the caller frees every slot, also after an early return */
         owned[i] = NULL;
+    /* kernel sources are code: only from a folder (and files) the effective user owns and nobody else can write */
+    char why[4400];
+    int dfd = dir && *dir ? cn_open_private_dir(dir, 0, "folder", why, sizeof why) : -1;
+    if (dir && *dir && dfd < 0)
+        return cn_fail(CLNORM_ERROR_BUILD,
+                       "CLNORM_KERNEL_DIR=%s: %s; kernel sources are read only from a folder owned by the effective "
+                       "user and not writable by group or others",
+                       dir, why);
     for (size_t i = 0; i < N_PIECES; ++i) {
         owned[i] = NULL;
         if (!pieces[i].file) {
@@ -77,10 +69,13 @@ static clnorm_status load_sources(const char **texts, size_t *sizes, char **owne
             sizes[i] = strlen(texts[i]);
             continue;
         }
-        if (dir && *dir) {
-            owned[i] = read_file(dir, pieces[i].file, &sizes[i]);
-            if (!owned[i])
-                return cn_fail(CLNORM_ERROR_BUILD, "CLNORM_KERNEL_DIR=%s: cannot read %s", dir, pieces[i].file);
+        if (dfd >= 0) {
+            owned[i] = cn_read_private_file(dfd, pieces[i].file, &sizes[i], why, sizeof why);
+            if (!owned[i]) {
+                close(dfd);
+                return cn_fail(CLNORM_ERROR_BUILD, "CLNORM_KERNEL_DIR=%s: cannot read %s: %s", dir, pieces[i].file,
+                               why);
+            }
             texts[i] = owned[i];
             h = fnv1a(h, texts[i], sizes[i]);
         } else {
@@ -93,6 +88,8 @@ static clnorm_status load_sources(const char **texts, size_t *sizes, char **owne
             sizes[i] = e->size;
         }
     }
+    if (dfd >= 0)
+        close(dfd);
     if (dir && *dir)
         snprintf(hash, 17, "%016llx", (unsigned long long)h);
     else

@@ -15,8 +15,33 @@
  *   CLNORM_CACHE=0  no file is written, the directory is not even created
  *   concurrent      two processes build into the same empty directory at once: both succeed with identical
  *                   results, and the directory ends with one valid file per program and no temporary files
+ *
+ * Trust (the cache hands binaries to the driver, so it must load only what the effective user owns). The proof
+ * that a file was not loaded is a poisoned cache file: valid for the F32 program's key (name, key, checksum) but
+ * holding the F16 program's binary, so that a run which loads it computes other results.
+ *   poison control  the poisoned set in a private folder of ours IS loaded (results differ): the cases below can
+ *                   tell a load from a rebuild
+ *   untrusted folder a folder writable by group / others (0770, 0757, 0777, 1777), owned by another user (uid
+ *                   65534: 0755, 0700, and 0777 holding 0666 files of that user), a symbolic link to a private
+ *                   folder (also named with a trailing slash), each holding the poisoned set: results equal the
+ *                   reference, nothing in it created / changed / deleted, clnorm_context_cache_dir is NULL and
+ *                   clnorm_context_cache_status says why
+ *   planted files   under the cache file names in a private folder: files of another user, mode 0666 or 0660, a
+ *                   symbolic link or a hard link to poisoned files elsewhere, a FIFO (the run must not block: a
+ *                   SIGALRM would fail it), a directory: none loaded, none deleted or replaced (lstat and content
+ *                   unchanged), no other entry appears; the targets elsewhere untouched too
+ *   modes           under umask 0, 022, 077 (and 0277 as root) the folders clnorm creates are 0700 and its files
+ *                   0600; an existing parent keeps its mode; an existing private 0500 folder is used, not chmod-ed
+ *   disk full       tiny tmpfs folders (a mount namespace of this process; root only): no file fits / not all fit:
+ *                   runs succeed, no temporary is left, what was written is valid
+ *   kernel dir      CLNORM_KERNEL_DIR: a private copy of cl/ gives the reference results; a folder writable by
+ *                   group or others, another user's, a symbolic link, and a source file writable by others,
+ *                   another user's, a symbolic link, a FIFO: a BUILD error that says why, and y is not written
+ *   queries         clnorm_context_cache_dir / _status for CLNORM_CACHE_DIR, XDG_CACHE_HOME, HOME, CLNORM_CACHE=0
+ *                   and nothing set, from clnorm_context_create and clnorm_context_create_from_queue; NULL
+ * Cases that need a second user (chown) or mounts are skipped with a message when not run as root (CI is root).
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* unshare(CLONE_NEWNS) for the disk-full case */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +49,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sched.h>
+#include <sys/mount.h>
+#endif
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -138,6 +167,15 @@ static int child_main(const char *out_path) {
         rc = child_run(ctx, CLNORM_F16, f);
     if (f && fclose(f) != 0)
         rc = 1;
+    /* what the context says about its cache folder, for the parent: "<dir or (null)>\n<status>\n" */
+    char report[4200];
+    snprintf(report, sizeof report, "%s.cache", out_path);
+    FILE *r = fopen(report, "wb");
+    if (!r ||
+        fprintf(r, "%s\n%s\n", clnorm_context_cache_dir(ctx) ? clnorm_context_cache_dir(ctx) : "(null)",
+                clnorm_context_cache_status(ctx)) < 0 ||
+        fclose(r) != 0)
+        rc = 1;
     clnorm_context_destroy(ctx);
     return rc;
 }
@@ -149,6 +187,16 @@ typedef struct {
     char out[4200];
     struct timespec t0;
 } child_t;
+
+/* set by a case for the children it starts, reset by child_options_reset() */
+static int child_umask = -1;                   /* >= 0: the child's umask */
+static unsigned child_alarm;                   /* > 0: SIGALRM kills a child that runs longer (a blocking open...) */
+static char last_dir[4200], last_status[4800]; /* the last child's clnorm_context_cache_dir / _cache_status */
+
+static void child_options_reset(void) {
+    child_umask = -1;
+    child_alarm = 0;
+}
 
 /* Starts `self --child OUT` with CLNORM_CACHE_DIR=dir (NULL: unset) and CLNORM_CACHE=cache (NULL: unset). */
 static void child_start(child_t *c, const char *dir, const char *cache, const char *tag) {
@@ -168,6 +216,11 @@ static void child_start(child_t *c, const char *dir, const char *cache, const ch
             setenv("CLNORM_CACHE", cache, 1);
         else
             unsetenv("CLNORM_CACHE");
+        unsetenv("CLNORM_KERNEL_DIR");
+        if (child_umask >= 0)
+            umask((mode_t)child_umask);
+        if (child_alarm)
+            alarm(child_alarm); /* survives execv */
         char *argv[] = {self_path, (char *)"--child", c->out, NULL};
         execv(self_path, argv);
         fprintf(stderr, "test_cache: execv %s: %s\n", self_path, strerror(errno));
@@ -197,6 +250,15 @@ static unsigned char *child_wait(child_t *c, size_t *size, double *ms) {
     TU_TRUE(fread(buf, 1, (size_t)n, f) == (size_t)n);
     fclose(f);
     remove(c->out);
+    char report[4300];
+    snprintf(report, sizeof report, "%s.cache", c->out);
+    f = fopen(report, "rb");
+    TU_TRUE(f != NULL);
+    TU_TRUE(fgets(last_dir, sizeof last_dir, f) != NULL && fgets(last_status, sizeof last_status, f) != NULL);
+    fclose(f);
+    remove(report);
+    last_dir[strcspn(last_dir, "\n")] = '\0';
+    last_status[strcspn(last_status, "\n")] = '\0';
     *size = (size_t)n;
     return buf;
 }
@@ -387,8 +449,10 @@ static void test_round_trip(void **state) {
             }
         TU_TRUE(found);
     }
-    fprintf(stderr, "round trip: %d program file(s); process wall time: cold cache %.0f ms, warm cache %.0f ms "
-                    "(cache off, POCL warm: %.0f ms)\n", programs, cold_ms, warm_ms, off_ms);
+    fprintf(stderr,
+            "round trip: %d program file(s); process wall time: cold cache %.0f ms, warm cache %.0f ms "
+            "(cache off, POCL warm: %.0f ms)\n",
+            programs, cold_ms, warm_ms, off_ms);
     free(r1);
     free(r2);
 }
@@ -566,6 +630,629 @@ static void test_concurrent(void **state) {
     }
 }
 
+/* ---- trust: folders and files the effective user does not own or that others can write ---------------------- */
+
+#define NOBODY 65534 /* the second user of the foreign cases (root chowns to it) */
+
+/* 1 if this process can chown to another user (root in CI); else the foreign-owner cases are skipped */
+static int can_chown(void) {
+    static int known = -1;
+    if (known < 0) {
+        char p[4200];
+        snprintf(p, sizeof p, "%s/chown-probe", base_dir);
+        spit(p, (const unsigned char *)"x", 1);
+        known = geteuid() != NOBODY && chown(p, NOBODY, NOBODY) == 0;
+        unlink(p);
+        if (!known)
+            fprintf(stderr,
+                    "trust: cannot give files to another user (uid %d) here (not root?): the foreign-owner "
+                    "cases are SKIPPED\n",
+                    NOBODY);
+    }
+    return known;
+}
+
+/* the cache files of a cold run (genuine), read once: name, bytes, and whether the program is the F32 one */
+static struct {
+    char name[256];
+    unsigned char *data;
+    size_t size;
+    int f32, f16;
+} genuine[MAX_FILES];
+static int n_genuine;
+
+static uint32_t le32(const unsigned char *p) {
+    return (uint32_t)(le64(p) & 0xffffffffu);
+}
+
+static void load_genuine(void) {
+    if (n_genuine)
+        return;
+    char dir[4200];
+    fresh_dir(dir, sizeof dir, "genuine");
+    TU_TRUE(populate(dir) >= 2);
+    listing l;
+    list_dir(dir, &l);
+    for (int i = 0; i < l.n; ++i) {
+        char p[4608];
+        snprintf(p, sizeof p, "%s/%s", dir, l.name[i]);
+        snprintf(genuine[i].name, sizeof genuine[i].name, "%s", l.name[i]);
+        genuine[i].data = slurp(p, &genuine[i].size);
+        TU_TRUE(genuine[i].data && genuine[i].size > 32 && file_valid(dir, l.name[i], 0));
+        uint32_t klen = le32(genuine[i].data + 8);
+        char *key = tu_malloc(klen + 1);
+        memcpy(key, genuine[i].data + 32, klen);
+        key[klen] = '\0';
+        genuine[i].f32 = strstr(key, "-DDTYPE_F32") != NULL;
+        genuine[i].f16 = strstr(key, "-DDTYPE_F16") != NULL;
+        free(key);
+    }
+    n_genuine = l.n;
+}
+
+/* A valid cache file that computes something else: the F32 program's file (its name, key and a correct checksum)
+ * holding the F16 program's binary, so that a run which loads it gives results other than the reference. The
+ * other files are genuine copies. Returns malloc'ed bytes. */
+static unsigned char *poison_bytes(int i, size_t *size) {
+    int f16 = -1;
+    for (int j = 0; j < n_genuine; ++j)
+        if (genuine[j].f16)
+            f16 = j;
+    TU_TRUE(f16 >= 0);
+    if (!genuine[i].f32) {
+        *size = genuine[i].size;
+        unsigned char *b = tu_malloc(*size);
+        memcpy(b, genuine[i].data, *size);
+        return b;
+    }
+    uint32_t klen = le32(genuine[i].data + 8), klen16 = le32(genuine[f16].data + 8);
+    size_t blen = genuine[f16].size - 32 - klen16;
+    *size = 32 + klen + blen;
+    unsigned char *b = tu_malloc(*size);
+    memcpy(b, genuine[i].data, 32 + klen);
+    memcpy(b + 32 + klen, genuine[f16].data + 32 + klen16, blen);
+    for (int k = 0; k < 8; ++k)
+        b[16 + k] = (unsigned char)((uint64_t)blen >> (8 * k));
+    uint64_t h = fnv1a(b + 32, *size - 32);
+    for (int k = 0; k < 8; ++k)
+        b[24 + k] = (unsigned char)(h >> (8 * k));
+    return b;
+}
+
+/* writes the poisoned set into dir (under the genuine names) with the given mode */
+static void plant_poison(const char *dir, mode_t mode) {
+    load_genuine();
+    for (int i = 0; i < n_genuine; ++i) {
+        char p[4608];
+        snprintf(p, sizeof p, "%s/%s", dir, genuine[i].name);
+        size_t n;
+        unsigned char *b = poison_bytes(i, &n);
+        spit(p, b, n);
+        TU_TRUE(chmod(p, mode) == 0);
+        free(b);
+    }
+}
+
+/* every entry of a folder: lstat and, for regular files, a hash of the bytes (the parent runs as root or owns
+ * them, so it can read them) */
+#define SNAP_MAX 32
+typedef struct {
+    int n;
+    char name[SNAP_MAX][256];
+    struct stat st[SNAP_MAX];
+    uint64_t sum[SNAP_MAX];
+} snapshot;
+
+static void snap(const char *dir, snapshot *s) {
+    memset(s, 0, sizeof *s);
+    DIR *d = opendir(dir);
+    TU_TRUE(d != NULL);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        TU_TRUE(s->n < SNAP_MAX);
+        int i = s->n++;
+        while (i > 0 && strcmp(s->name[i - 1], e->d_name) > 0) { /* sorted by name */
+            memcpy(s->name[i], s->name[i - 1], sizeof s->name[0]);
+            --i;
+        }
+        snprintf(s->name[i], sizeof s->name[0], "%s", e->d_name);
+    }
+    closedir(d);
+    for (int i = 0; i < s->n; ++i) {
+        char p[4608];
+        snprintf(p, sizeof p, "%s/%s", dir, s->name[i]);
+        TU_TRUE(lstat(p, &s->st[i]) == 0);
+        if (S_ISREG(s->st[i].st_mode)) {
+            size_t n = 0;
+            unsigned char *b = slurp(p, &n);
+            TU_TRUE(b != NULL);
+            s->sum[i] = fnv1a(b, n) ^ n;
+            free(b);
+        }
+    }
+}
+
+/* nothing created, deleted, replaced, rewritten, chmod-ed or chown-ed */
+static void expect_same(const snapshot *a, const snapshot *b, const char *dir, const char *what) {
+    if (a->n != b->n)
+        tu_fail_at(__FILE__, __LINE__, "%s: %s had %d entries, now %d", what, dir, a->n, b->n);
+    for (int i = 0; i < a->n; ++i) {
+        const struct stat *x = &a->st[i], *y = &b->st[i];
+        if (strcmp(a->name[i], b->name[i]) != 0 || x->st_ino != y->st_ino || x->st_mode != y->st_mode ||
+            x->st_uid != y->st_uid || x->st_size != y->st_size || x->st_nlink != y->st_nlink ||
+            x->st_mtim.tv_sec != y->st_mtim.tv_sec || x->st_mtim.tv_nsec != y->st_mtim.tv_nsec ||
+            a->sum[i] != b->sum[i])
+            tu_fail_at(__FILE__, __LINE__, "%s: %s/%s was changed, replaced or removed (now %s)", what, dir, a->name[i],
+                       b->name[i]);
+    }
+}
+
+/* runs the workload with dir as the cache folder: results must equal the reference run's (so the poisoned F32
+ * file was not loaded), and the status must start with want_status and contain want_why */
+static void run_expect(const char *dir, const char *want_status, const char *want_why, const char *what) {
+    size_t n;
+    unsigned char *r = run_child(dir, "1", what, &n, NULL);
+    if (!ref_results)
+        ref_results = run_child(NULL, "0", "reference", &ref_size, NULL);
+    if (n != ref_size || memcmp(r, ref_results, n) != 0)
+        tu_fail_at(__FILE__, __LINE__,
+                   "%s: results differ from the run without a cache: a planted binary was "
+                   "loaded",
+                   what);
+    free(r);
+    if (strncmp(last_status, want_status, strlen(want_status)) != 0 || (want_why && !strstr(last_status, want_why)))
+        tu_fail_at(__FILE__, __LINE__, "%s: clnorm_context_cache_status says \"%s\", expected \"%s...%s\"", what,
+                   last_status, want_status, want_why ? want_why : "");
+    int on = strcmp(want_status, "on") == 0;
+    if (on != (strcmp(last_dir, "(null)") != 0))
+        tu_fail_at(__FILE__, __LINE__, "%s: clnorm_context_cache_dir is \"%s\" with status \"%s\"", what, last_dir,
+                   last_status);
+}
+
+/* the poisoned set in a private folder of ours IS loaded: the results differ. Without this the other cases would
+ * prove nothing. */
+static void test_poison_detected(void **state) {
+    (void)state;
+    child_options_reset();
+    char dir[4200];
+    fresh_dir(dir, sizeof dir, "poison-control");
+    plant_poison(dir, 0600);
+    snapshot before, after;
+    snap(dir, &before);
+    size_t n;
+    unsigned char *r = run_child(dir, "1", "poison", &n, NULL);
+    if (!ref_results)
+        ref_results = run_child(NULL, "0", "reference", &ref_size, NULL);
+    if (n == ref_size && memcmp(r, ref_results, n) == 0)
+        tu_fail_at(__FILE__, __LINE__,
+                   "the poisoned cache file in a private folder was not loaded (or computes the "
+                   "same): the trust cases could not tell a load from a rebuild");
+    free(r);
+    TU_TRUE(strcmp(last_status, "on") == 0 && strcmp(last_dir, dir) == 0);
+    snap(dir, &after);
+    expect_same(&before, &after, dir, "poison control"); /* loaded, so neither deleted nor rewritten */
+}
+
+/* folders that must not be used at all: nothing read (the poisoned files would change the results), nothing
+ * written, the status says why */
+static void untrusted_folder(const char *name, mode_t mode, int foreign_dir, int foreign_files, const char *why) {
+    char dir[4200];
+    fresh_dir(dir, sizeof dir, name);
+    plant_poison(dir, foreign_files ? 0666 : 0600);
+    if (foreign_files) {
+        snapshot s;
+        snap(dir, &s);
+        for (int i = 0; i < s.n; ++i) {
+            char p[4608];
+            snprintf(p, sizeof p, "%s/%s", dir, s.name[i]);
+            TU_TRUE(chown(p, NOBODY, NOBODY) == 0 && chmod(p, 0666) == 0);
+        }
+    }
+    if (foreign_dir)
+        TU_TRUE(chown(dir, NOBODY, NOBODY) == 0);
+    TU_TRUE(chmod(dir, mode) == 0);
+    snapshot before, after;
+    snap(dir, &before);
+    run_expect(dir, "off: ", why, name);
+    snap(dir, &after);
+    expect_same(&before, &after, dir, name);
+    struct stat st;
+    TU_TRUE(lstat(dir, &st) == 0 && (st.st_mode & 07777) == mode); /* and never chmod-ed */
+    fprintf(stderr, "trust: %-24s %s\n", name, last_status);
+}
+
+static void test_untrusted_folder(void **state) {
+    (void)state;
+    child_options_reset();
+    untrusted_folder("folder-0770", 0770, 0, 0, "writable by group (mode 0770)");
+    untrusted_folder("folder-0757", 0757, 0, 0, "writable by others (mode 0757)");
+    untrusted_folder("folder-0777", 0777, 0, 0, "writable by group and others (mode 0777)");
+    untrusted_folder("folder-1777", 01777, 0, 0, "writable by group and others (mode 1777)");
+    if (can_chown()) {
+        char why[128];
+        snprintf(why, sizeof why, "owned by uid %d, not by the effective user (uid %lu)", NOBODY,
+                 (unsigned long)geteuid());
+        untrusted_folder("folder-foreign-0755", 0755, 1, 0, why);
+        untrusted_folder("folder-foreign-0700", 0700, 1, 0, why);
+        untrusted_folder("folder-foreign-0777", 0777, 1, 1, why); /* the case: files 0666 of nobody too */
+    }
+    /* a symbolic link to a private folder of ours holding the poisoned set */
+    char target[4200], link_path[4200];
+    fresh_dir(target, sizeof target, "symlink-target");
+    plant_poison(target, 0600);
+    snprintf(link_path, sizeof link_path, "%s/symlinked-folder", base_dir);
+    TU_TRUE(symlink(target, link_path) == 0);
+    snapshot before, after;
+    snap(target, &before);
+    run_expect(link_path, "off: ", "is a symbolic link", "symlinked folder");
+    fprintf(stderr, "trust: %-24s %s\n", "symlinked folder", last_status);
+    snap(target, &after);
+    expect_same(&before, &after, target, "symlinked folder");
+    struct stat st;
+    TU_TRUE(lstat(link_path, &st) == 0 && S_ISLNK(st.st_mode));
+    /* "dir/" names the symbolic link too */
+    char slash[4300];
+    snprintf(slash, sizeof slash, "%s/", link_path);
+    run_expect(slash, "off: ", "is a symbolic link", "symlinked folder with a trailing slash");
+    snap(target, &after);
+    expect_same(&before, &after, target, "symlinked folder with a trailing slash");
+}
+
+/* entries planted under the cache file names in a private folder of ours: none loaded, none deleted or replaced */
+typedef enum { P_FOREIGN, P_MODE_0666, P_MODE_0660, P_SYMLINK, P_FIFO, P_HARDLINK, P_DIRECTORY } plant_kind;
+
+static void planted(const char *name, plant_kind kind) {
+    char dir[4200], other[4200], oname[64];
+    fresh_dir(dir, sizeof dir, name);
+    snprintf(oname, sizeof oname, "%s-elsewhere", name);
+    fresh_dir(other, sizeof other, oname); /* symlink and hard link targets: valid poisoned files of ours */
+    load_genuine();
+    if (kind == P_SYMLINK || kind == P_HARDLINK)
+        plant_poison(other, 0600);
+    else if (kind == P_FOREIGN || kind == P_MODE_0666 || kind == P_MODE_0660)
+        plant_poison(dir, kind == P_MODE_0666 ? 0666 : kind == P_MODE_0660 ? 0660 : 0600);
+    for (int i = 0; i < n_genuine; ++i) {
+        char p[8704], t[8704];
+        snprintf(p, sizeof p, "%s/%s", dir, genuine[i].name);
+        snprintf(t, sizeof t, "%s/%s", other, genuine[i].name);
+        switch (kind) {
+        case P_FOREIGN:
+            TU_TRUE(chown(p, NOBODY, NOBODY) == 0);
+            break;
+        case P_MODE_0666:
+        case P_MODE_0660:
+            break;
+        case P_SYMLINK:
+            TU_TRUE(symlink(t, p) == 0);
+            break;
+        case P_FIFO:
+            TU_TRUE(mkfifo(p, 0600) == 0);
+            break;
+        case P_HARDLINK:
+            TU_TRUE(link(t, p) == 0);
+            break;
+        case P_DIRECTORY:
+            TU_TRUE(mkdir(p, 0700) == 0);
+            break;
+        }
+    }
+    snapshot before, after, obefore, oafter;
+    snap(dir, &before);
+    snap(other, &obefore);
+    child_alarm = 120; /* a FIFO that blocked the open would hang the child: SIGALRM fails it instead */
+    run_expect(dir, "on", NULL, name);
+    child_alarm = 0;
+    snap(dir, &after);
+    snap(other, &oafter);
+    expect_same(&before, &after, dir, name);
+    expect_same(&obefore, &oafter, other, name);
+    TU_TRUE(before.n == n_genuine);
+}
+
+static void test_planted_files(void **state) {
+    (void)state;
+    child_options_reset();
+    if (can_chown())
+        planted("planted-foreign", P_FOREIGN);
+    planted("planted-0666", P_MODE_0666);
+    planted("planted-0660", P_MODE_0660);
+    planted("planted-symlink", P_SYMLINK);
+    planted("planted-fifo", P_FIFO);
+    planted("planted-hardlink", P_HARDLINK);
+    planted("planted-directory", P_DIRECTORY);
+}
+
+/* folders clnorm creates are 0700 and files 0600 whatever the umask; an existing parent keeps its mode */
+static void test_modes(void **state) {
+    (void)state;
+    child_options_reset();
+    /* 0277 leaves mkdir(0700) a 0500 folder, so it shows the chmod of created folders; POCL cannot work under
+     * that umask without root (its own cache files become read-only), so it is root's case only */
+    const int masks[] = {0, 022, 077, 0277};
+    size_t n_masks = geteuid() == 0 ? 4 : 3;
+    if (n_masks < 4)
+        fprintf(stderr, "modes: umask 0277 needs root (POCL's own cache): SKIPPED\n");
+    for (size_t m = 0; m < n_masks; ++m) {
+        char parent[4200], mid[4300], dir[4400];
+        snprintf(parent, sizeof parent, "%s/umask-%03o", base_dir, masks[m]);
+        TU_TRUE(mkdir(parent, 0700) == 0 && chmod(parent, 0755) == 0);
+        snprintf(mid, sizeof mid, "%s/a", parent);
+        snprintf(dir, sizeof dir, "%s/b", mid);
+        child_umask = masks[m];
+        size_t n;
+        unsigned char *r = run_child(dir, "1", "umask", &n, NULL);
+        child_umask = -1;
+        expect_reference(r, n, "umask run");
+        free(r);
+        TU_TRUE(strcmp(last_status, "on") == 0);
+        struct stat st;
+        TU_TRUE(lstat(parent, &st) == 0 && (st.st_mode & 07777) == 0755);
+        TU_TRUE(lstat(mid, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0700);
+        TU_TRUE(lstat(dir, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0700);
+        listing l;
+        list_dir(dir, &l);
+        TU_TRUE(l.n >= 1 && l.others == 0);
+        for (int i = 0; i < l.n; ++i)
+            if ((l.st[i].st_mode & 07777) != 0600)
+                tu_fail_at(__FILE__, __LINE__, "umask %03o: %s/%s has mode %04o, not 0600", masks[m], dir, l.name[i],
+                           (unsigned)(l.st[i].st_mode & 07777));
+    }
+    /* an existing private folder is used as it is (0500: ours, nobody else can write it) and not chmod-ed */
+    char ro[4200];
+    fresh_dir(ro, sizeof ro, "existing-0500");
+    TU_TRUE(chmod(ro, 0500) == 0);
+    run_expect(ro, "on", NULL, "existing 0500 folder");
+    struct stat st;
+    TU_TRUE(lstat(ro, &st) == 0 && (st.st_mode & 07777) == 0500);
+    chmod(ro, 0700);
+}
+
+#if defined(__linux__)
+/* main() moves this process into a mount namespace of its own before any thread exists (unshare refuses a
+ * multithreaded process), where the disk-full case mounts tiny tmpfs folders that nobody else sees */
+static int private_mounts, private_mounts_errno;
+static void enter_private_mounts(void) {
+    if (unshare(CLONE_NEWNS) == 0 && mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0)
+        private_mounts = 1;
+    else
+        private_mounts_errno = errno;
+}
+#endif
+
+/* a full disk: the writes fail part-way, the runs still succeed, no temporary file is left behind. Simulated with
+ * tiny tmpfs mounts in a private mount namespace of this test process (root, Linux); skipped elsewhere. */
+static void test_disk_full(void **state) {
+    (void)state;
+    child_options_reset();
+#if defined(__linux__)
+    load_genuine();
+    size_t smallest = (size_t)-1, largest = 0;
+    for (int i = 0; i < n_genuine; ++i) {
+        smallest = genuine[i].size < smallest ? genuine[i].size : smallest;
+        largest = genuine[i].size > largest ? genuine[i].size : largest;
+    }
+    if (!private_mounts) {
+        fprintf(stderr, "disk full: no private mount namespace here (%s; needs root): SKIPPED\n",
+                strerror(private_mounts_errno));
+        return;
+    }
+    /* 64 KiB: no file fits; largest + smallest / 2: at least one file cannot be written */
+    size_t sizes[2] = {64 * 1024, (largest + smallest / 2 + 4095) / 4096 * 4096};
+    for (int k = 0; k < 2; ++k) {
+        char dir[4200], opts[128];
+        snprintf(dir, sizeof dir, "%s/tiny-%d", base_dir, k);
+        TU_TRUE(mkdir(dir, 0700) == 0);
+        snprintf(opts, sizeof opts, "size=%zu,mode=0700", sizes[k]);
+        if (mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, opts) != 0) {
+            fprintf(stderr, "disk full: cannot mount a tmpfs here (%s): SKIPPED\n", strerror(errno));
+            return;
+        }
+        size_t n;
+        unsigned char *r = run_child(dir, "1", "full", &n, NULL);
+        expect_reference(r, n, "run on a full disk");
+        free(r);
+        TU_TRUE(strcmp(last_status, "on") == 0);
+        listing l;
+        list_dir(dir, &l);
+        fprintf(stderr, "disk full: tmpfs of %zu bytes: %d of %d files written, %d other entries\n", sizes[k], l.n,
+                n_genuine, l.others);
+        if (l.others != 0)
+            tu_fail_at(__FILE__, __LINE__, "a failed write left %d temporary file(s) in %s", l.others, dir);
+        TU_TRUE(l.n < n_genuine && (k == 1 || l.n == 0));
+        for (int i = 0; i < l.n; ++i)
+            TU_TRUE(file_valid(dir, l.name[i], 0));
+        TU_TRUE(umount2(dir, MNT_DETACH) == 0);
+    }
+#else
+    fprintf(stderr, "disk full: needs Linux mount namespaces: SKIPPED\n");
+#endif
+}
+
+/* CLNORM_KERNEL_DIR: the same rule for the folder and its files; a refusal is a BUILD error naming the reason, and
+ * the call writes nothing */
+static clnorm_status kernel_dir_call(const char *dir, char *msg, size_t n) {
+    setenv("CLNORM_KERNEL_DIR", dir, 1);
+    setenv("CLNORM_CACHE", "0", 1);
+    clnorm_context *ctx = NULL;
+    TU_OK(tu_context_create(&ctx));
+    const size_t shape[3] = {2, 3, 5};
+    float host[30], back[30];
+    for (int i = 0; i < 30; ++i)
+        host[i] = (float)(i % 7) - 3.0f;
+    clnorm_tensor x = {0}, y = {0};
+    TU_OK(clnorm_tensor_create(ctx, 3, shape, CLNORM_F32, host, &x));
+    TU_OK(clnorm_tensor_create(ctx, 3, shape, CLNORM_F32, host, &y)); /* y starts as a copy of x */
+    clnorm_status st =
+        clnorm_bn_forward_training(ctx, CLNORM_BN_SPATIAL, &x, &y, NULL, NULL, 0.1, 1e-5, NULL, NULL, NULL, NULL);
+    snprintf(msg, n, "%s", clnorm_last_error());
+    TU_OK(clnorm_tensor_read(ctx, &y, back));
+    if (st != CLNORM_SUCCESS && memcmp(host, back, sizeof host) != 0)
+        tu_fail_at(__FILE__, __LINE__, "CLNORM_KERNEL_DIR=%s: a refused call wrote y", dir);
+    if (st == CLNORM_SUCCESS) /* y = (x - mean) / sqrt(var + eps) per map over (batch, spatial), in double */
+        for (int c = 0; c < 3; ++c) {
+            double mean = 0, var = 0;
+            for (int b = 0; b < 2; ++b)
+                for (int k = 0; k < 5; ++k)
+                    mean += host[(b * 3 + c) * 5 + k] / 10.0;
+            for (int b = 0; b < 2; ++b)
+                for (int k = 0; k < 5; ++k)
+                    var += (host[(b * 3 + c) * 5 + k] - mean) * (host[(b * 3 + c) * 5 + k] - mean) / 10.0;
+            for (int b = 0; b < 2; ++b)
+                for (int k = 0; k < 5; ++k) {
+                    int i = (b * 3 + c) * 5 + k;
+                    double want = (host[i] - mean) / sqrt(var + 1e-5);
+                    if (fabs(back[i] - want) > 1e-5 + 1e-5 * fabs(want))
+                        tu_fail_at(__FILE__, __LINE__, "CLNORM_KERNEL_DIR=%s: y[%d] = %.9g, expected %.9g", dir, i,
+                                   (double)back[i], want);
+                }
+        }
+    clnorm_tensor_release(&x);
+    clnorm_tensor_release(&y);
+    clnorm_context_destroy(ctx);
+    unsetenv("CLNORM_KERNEL_DIR");
+    unsetenv("CLNORM_CACHE");
+    return st;
+}
+
+static void expect_kernel_dir_refused(const char *dir, const char *why) {
+    char msg[8192];
+    clnorm_status st = kernel_dir_call(dir, msg, sizeof msg);
+    if (st != CLNORM_ERROR_BUILD || !strstr(msg, "CLNORM_KERNEL_DIR") || !strstr(msg, why))
+        tu_fail_at(__FILE__, __LINE__, "CLNORM_KERNEL_DIR=%s: %s \"%s\", expected a build error saying \"%s\"", dir,
+                   clnorm_status_string(st), msg, why);
+    fprintf(stderr, "kernel dir: %s\n", msg);
+}
+
+static void copy_kernels(const char *dir) {
+    DIR *src = opendir(CLNORM_TEST_SOURCE_DIR "/cl");
+    TU_TRUE(src != NULL);
+    struct dirent *e;
+    while ((e = readdir(src)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (len < 4 || strcmp(e->d_name + len - 3, ".cl") != 0)
+            continue;
+        char from[4400], to[4400];
+        snprintf(from, sizeof from, "%s/cl/%s", CLNORM_TEST_SOURCE_DIR, e->d_name);
+        snprintf(to, sizeof to, "%s/%s", dir, e->d_name);
+        size_t n = 0;
+        unsigned char *b = slurp(from, &n);
+        TU_TRUE(b != NULL);
+        spit(to, b, n);
+        TU_TRUE(chmod(to, 0644) == 0);
+        free(b);
+    }
+    closedir(src);
+}
+
+static void test_kernel_dir(void **state) {
+    (void)state;
+    child_options_reset();
+    char dir[4200], p[4400], elsewhere[4200];
+    fresh_dir(dir, sizeof dir, "kernels");
+    copy_kernels(dir);
+    /* a private copy works (against the double reference) */
+    char msg[8192];
+    clnorm_status st = kernel_dir_call(dir, msg, sizeof msg);
+    if (st != CLNORM_SUCCESS)
+        tu_fail_at(__FILE__, __LINE__, "CLNORM_KERNEL_DIR=%s (a private copy of cl/): %s: %s", dir,
+                   clnorm_status_string(st), msg);
+    TU_TRUE(chmod(dir, 0770) == 0);
+    expect_kernel_dir_refused(dir, "writable by group (mode 0770)");
+    TU_TRUE(chmod(dir, 0757) == 0);
+    expect_kernel_dir_refused(dir, "writable by others (mode 0757)");
+    TU_TRUE(chmod(dir, 0755) == 0);
+    if (can_chown()) {
+        TU_TRUE(chown(dir, NOBODY, NOBODY) == 0);
+        expect_kernel_dir_refused(dir, "owned by uid 65534");
+        TU_TRUE(chown(dir, geteuid(), getegid()) == 0);
+    }
+    snprintf(p, sizeof p, "%s/kernels-link", base_dir);
+    TU_TRUE(symlink(dir, p) == 0);
+    expect_kernel_dir_refused(p, "is a symbolic link");
+    /* files: writable by others, another user's, a symbolic link, a FIFO */
+    snprintf(p, sizeof p, "%s/common.cl", dir);
+    TU_TRUE(chmod(p, 0666) == 0);
+    expect_kernel_dir_refused(dir, "cannot read common.cl: it is writable by group and others (mode 0666)");
+    TU_TRUE(chmod(p, 0644) == 0);
+    if (can_chown()) {
+        TU_TRUE(chown(p, NOBODY, NOBODY) == 0);
+        expect_kernel_dir_refused(dir, "cannot read common.cl: it is owned by uid 65534");
+        TU_TRUE(chown(p, geteuid(), getegid()) == 0);
+    }
+    fresh_dir(elsewhere, sizeof elsewhere, "kernels-elsewhere");
+    copy_kernels(elsewhere);
+    char t[4400];
+    snprintf(t, sizeof t, "%s/common.cl", elsewhere);
+    TU_TRUE(unlink(p) == 0 && symlink(t, p) == 0);
+    expect_kernel_dir_refused(dir, "cannot read common.cl: it is a symbolic link");
+    TU_TRUE(unlink(p) == 0 && mkfifo(p, 0600) == 0);
+    expect_kernel_dir_refused(dir, "cannot read common.cl: it is not a regular file");
+}
+
+/* a context made in this process with the environment given (NULL: unset), and one on its queue: both must report
+ * want_dir (NULL: off) and a status starting with want_status */
+static void expect_query(const char *cache, const char *dir, const char *xdg, const char *home, const char *want_dir,
+                         const char *want_status) {
+    const char *names[4] = {"CLNORM_CACHE", "CLNORM_CACHE_DIR", "XDG_CACHE_HOME", "HOME"};
+    const char *values[4] = {cache, dir, xdg, home};
+    char *saved[4];
+    for (int i = 0; i < 4; ++i) {
+        saved[i] = getenv(names[i]) ? strdup(getenv(names[i])) : NULL;
+        if (values[i])
+            setenv(names[i], values[i], 1);
+        else
+            unsetenv(names[i]);
+    }
+    clnorm_context *ctx = NULL, *qctx = NULL;
+    TU_OK(tu_context_create(&ctx));
+    TU_OK(clnorm_context_create_from_queue(clnorm_context_queue(ctx), &qctx));
+    for (int k = 0; k < 2; ++k) {
+        const clnorm_context *c = k ? qctx : ctx;
+        const char *got = clnorm_context_cache_dir(c), *status = clnorm_context_cache_status(c);
+        if ((want_dir == NULL) != (got == NULL) || (got && strcmp(got, want_dir) != 0) ||
+            strncmp(status, want_status, strlen(want_status)) != 0)
+            tu_fail_at(__FILE__, __LINE__, "%s: cache dir \"%s\", status \"%s\"; expected \"%s\", \"%s...\"",
+                       k ? "clnorm_context_create_from_queue" : "clnorm_context_create", got ? got : "(null)", status,
+                       want_dir ? want_dir : "(null)", want_status);
+    }
+    clnorm_context_destroy(qctx);
+    clnorm_context_destroy(ctx);
+    for (int i = 0; i < 4; ++i) {
+        if (saved[i])
+            setenv(names[i], saved[i], 1);
+        else
+            unsetenv(names[i]);
+        free(saved[i]);
+    }
+    if (want_dir) { /* created, private */
+        struct stat st;
+        TU_TRUE(lstat(want_dir, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0700);
+    }
+}
+
+/* the queries: where the folder comes from, for both ways of making a context; NULL */
+static void test_queries(void **state) {
+    (void)state;
+    char dir[4200], xdg[4200], xdg_dir[4300], home[4200], home_dir[4300];
+    snprintf(dir, sizeof dir, "%s/query-dir", base_dir);
+    snprintf(xdg, sizeof xdg, "%s/query-xdg", base_dir);
+    snprintf(xdg_dir, sizeof xdg_dir, "%s/clnorm", xdg);
+    snprintf(home, sizeof home, "%s/query-home", base_dir);
+    snprintf(home_dir, sizeof home_dir, "%s/.cache/clnorm", home);
+    expect_query(NULL, dir, xdg, home, dir, "on");
+    expect_query("1", NULL, xdg, home, xdg_dir, "on");
+    expect_query(NULL, "", NULL, home, home_dir, "on");
+    expect_query("0", dir, xdg, home, NULL, "off: CLNORM_CACHE=0");
+    expect_query(NULL, NULL, NULL, NULL, NULL, "off: no folder");
+    struct stat st;
+    snprintf(home_dir, sizeof home_dir, "%s/.cache", home);
+    TU_TRUE(lstat(home_dir, &st) == 0 && (st.st_mode & 07777) == 0700); /* made by clnorm: 0700 too */
+    TU_TRUE(clnorm_context_cache_dir(NULL) == NULL);
+    TU_TRUE(clnorm_context_cache_status(NULL) == NULL);
+}
+
 static int group_setup(void **state) {
     int rc = tu_group_setup(state); /* skips (77) without a device */
     if (rc != 0)
@@ -597,9 +1284,17 @@ int main(int argc, char **argv) {
     else
         snprintf(self_path, sizeof self_path, "%s", argv[0]);
     tu_main_init();
+#if defined(__linux__)
+    enter_private_mounts();
+#endif
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip), cmocka_unit_test(test_corrupt),  cmocka_unit_test(test_truncated),
-        cmocka_unit_test(test_unwritable), cmocka_unit_test(test_disabled), cmocka_unit_test(test_concurrent),
+        cmocka_unit_test(test_round_trip),      cmocka_unit_test(test_corrupt),
+        cmocka_unit_test(test_truncated),       cmocka_unit_test(test_unwritable),
+        cmocka_unit_test(test_disabled),        cmocka_unit_test(test_concurrent),
+        cmocka_unit_test(test_poison_detected), cmocka_unit_test(test_untrusted_folder),
+        cmocka_unit_test(test_planted_files),   cmocka_unit_test(test_modes),
+        cmocka_unit_test(test_disk_full),       cmocka_unit_test(test_kernel_dir),
+        cmocka_unit_test(test_queries),
     };
     return cmocka_run_group_tests_name("cache", tests, group_setup, group_teardown);
 }

@@ -6,6 +6,9 @@
  * Lists every platform and device: the selector strings clnorm_context_create accepts ("P:D" and the name),
  * device type, global memory and largest allocation, OpenCL C version, cl_khr_fp16 / cl_khr_fp64, and marks
  * the device clnorm_context_create(NULL) picks by default and the one $CLNORM_DEVICE picks when it is set.
+ * Then the on-disk kernel cache: the folder a context uses (clnorm_context_cache_dir) or why it is off
+ * (clnorm_context_cache_status: CLNORM_CACHE=0, a folder another user owns or others can write...), and
+ * $CLNORM_KERNEL_DIR when it is set.
  *
  * --check builds the kernels and runs a tiny batch normalization on each device (or only on the device
  * clnorm_context_create(SELECTOR) picks: "P:D" or a case-insensitive substring of the name): training forward (with running and
@@ -354,6 +357,27 @@ static int check_device(const char *selector) {
     return 1;
 }
 
+/* ---- kernel cache ----------------------------------------------------------------------------------------- */
+
+/* the on-disk kernel cache a context would use (the folder, or why it is off) and the kernel source folder */
+static void print_cache(const char *selector) {
+    clnorm_context *ctx = NULL;
+    if (clnorm_context_create(selector, &ctx) == CLNORM_SUCCESS) {
+        const char *dir = clnorm_context_cache_dir(ctx);
+        if (dir)
+            printf("\nkernel cache: %s\n", dir);
+        else
+            printf("\nkernel cache: %s (kernels are compiled from source in every process)\n",
+                   clnorm_context_cache_status(ctx));
+        clnorm_context_destroy(ctx);
+    }
+    const char *kdir = getenv("CLNORM_KERNEL_DIR");
+    if (kdir && *kdir)
+        printf("kernel sources: CLNORM_KERNEL_DIR=%s (trusted developer input: used only if the folder and its files "
+               "are the effective user's and not writable by group or others)\n",
+               kdir);
+}
+
 /* ---- main ------------------------------------------------------------------------------------------------- */
 
 static void usage(FILE *f) {
@@ -466,6 +490,7 @@ int main(int argc, char **argv) {
         printf("\nclnorm_context_create(NULL) finds no device: %s\n", clnorm_last_error());
     if (devices == 0)
         printf("\nno OpenCL device found\n");
+    print_cache(only);
     if (check) {
         printf("\ncheck (host reference in double):\n");
         if (checked == 0) {
