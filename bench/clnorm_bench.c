@@ -53,9 +53,31 @@ extern char **environ;
 #define FACTOR 0.1
 #define EPSILON 1e-5
 
-typedef enum op_kind { OP_TRAIN = 0, OP_INFER = 1, OP_BWD = 2, OP_COUNT = 3 } op_kind;
-static const char *const op_names[OP_COUNT] = {"train", "infer", "bwd"};
-static const double op_traffic[OP_COUNT] = {3.0, 2.0, 5.0}; /* minimal traffic in units of T */
+/* The fused ops (issue 12) and the unfused chain they replace: train_ex = clnorm_bn_forward_training_ex with a
+ * residual z and RELU (reads x twice and z, writes y: 4 T), infer_ex (x, z -> y: 3 T), backward_ex =
+ * clnorm_bn_backward_ex with the RELU mask from y, dx and dz, saved statistics (x, y, dy -> dx, dz: 5 T);
+ * chain_fwd = the plain training forward, then an add kernel (y += z) and a ReLU kernel (y = max(y, 0)), and
+ * chain_bwd = a ReLU-backward kernel (g = dy where y > 0; g is also dz) then the plain backward with g: the same
+ * results in separate passes, counted on the fused ops' byte counts so that their "x copy" figures compare
+ * directly; step_ex / step_chain = forward + backward of each (9 T). */
+typedef enum op_kind {
+    OP_TRAIN = 0,
+    OP_INFER = 1,
+    OP_BWD = 2,
+    OP_TRAIN_EX,
+    OP_INFER_EX,
+    OP_BWD_EX,
+    OP_CHAIN_FWD,
+    OP_CHAIN_BWD,
+    OP_STEP_EX,
+    OP_STEP_CHAIN,
+    OP_COUNT
+} op_kind;
+static const char *const op_names[OP_COUNT] = {"train",     "infer",     "bwd",     "train_ex",   "infer_ex",
+                                               "backward_ex", "chain_fwd", "chain_bwd", "step_ex", "step_chain"};
+static const double op_traffic[OP_COUNT] = {3.0, 2.0, 5.0, 4.0, 3.0, 5.0, 4.0, 5.0, 9.0, 9.0}; /* minimal, in T */
+#define OP_COPY OP_COUNT /* the yardstick copy in enqueue() */
+#define N_PLAIN_OPS 3    /* the first-call child times these */
 
 typedef struct shape {
     int ndim;
@@ -141,7 +163,28 @@ typedef struct bench_case {
     size_t numel, params, bytes; /* bytes = T */
     clnorm_tensor x, y, dy, dx;
     cl_mem scale, bias, run_mean, run_var, save_mean, save_invstd, dscale, dbias;
+    clnorm_tensor z, dz;                /* the fused ops' residual and its gradient (g of the chain) */
+    cl_kernel k_add, k_relu, k_relu_bwd; /* the unfused chain's elementwise kernels */
 } bench_case;
+
+/* The unfused chain's elementwise kernels in the simplest vectorised form: one float4 per work-item, the tail of
+ * a size that is not a multiple of 4 one value at a time. */
+static const char chain_source[] =
+    "__kernel void add4(__global float *a, __global const float *b, ulong n) {\n"
+    "    ulong i = get_global_id(0) * 4;\n"
+    "    if (i + 4 <= n) vstore4(vload4(0, a + i) + vload4(0, b + i), 0, a + i);\n"
+    "    else for (; i < n; ++i) a[i] += b[i];\n"
+    "}\n"
+    "__kernel void relu4(__global float *a, ulong n) {\n"
+    "    ulong i = get_global_id(0) * 4;\n"
+    "    if (i + 4 <= n) vstore4(fmax(vload4(0, a + i), 0.0f), 0, a + i);\n"
+    "    else for (; i < n; ++i) a[i] = fmax(a[i], 0.0f);\n"
+    "}\n"
+    "__kernel void relu_bwd4(__global const float *dy, __global const float *y, __global float *g, ulong n) {\n"
+    "    ulong i = get_global_id(0) * 4;\n"
+    "    if (i + 4 <= n) vstore4(select((float4)(0.0f), vload4(0, dy + i), vload4(0, y + i) > 0.0f), 0, g + i);\n"
+    "    else for (; i < n; ++i) g[i] = y[i] > 0.0f ? dy[i] : 0.0f;\n"
+    "}\n";
 
 static size_t shape_numel(const shape *s) {
     size_t n = 1;
@@ -158,8 +201,43 @@ static cl_mem param_buffer(bench_case *c, const float *host) {
     return m;
 }
 
-/* Allocates and fills x (and dy/dx when with_backward) once; y is written by the ops and the copy. */
-static void case_setup(bench_case *c, clnorm_context *ctx, const shape *sh, int with_backward, uint64_t seed) {
+static cl_kernel chain_kernel(cl_program prog, const char *name) {
+    cl_int err = CL_SUCCESS;
+    cl_kernel k = clCreateKernel(prog, name, &err);
+    check_cl(err, "clCreateKernel (chain)");
+    return k;
+}
+
+/* the unfused chain's kernels, built from chain_source on ctx's device */
+static void chain_setup(bench_case *c) {
+    cl_int err = CL_SUCCESS;
+    const char *src = chain_source;
+    cl_device_id dev = clnorm_context_device(c->ctx);
+    cl_program prog = clCreateProgramWithSource(clnorm_context_cl_context(c->ctx), 1, &src, NULL, &err);
+    check_cl(err, "clCreateProgramWithSource (chain)");
+    check_cl(clBuildProgram(prog, 1, &dev, "-cl-std=CL1.2", NULL, NULL), "clBuildProgram (chain)");
+    c->k_add = chain_kernel(prog, "add4");
+    c->k_relu = chain_kernel(prog, "relu4");
+    c->k_relu_bwd = chain_kernel(prog, "relu_bwd4");
+    clReleaseProgram(prog); /* the kernels keep it */
+}
+
+/* one chain kernel over the tensor: args are cl_mem, then n */
+static void chain_launch(bench_case *c, cl_kernel k, cl_mem a, cl_mem b, cl_mem d) {
+    cl_mem m[3] = {a, b, d};
+    cl_uint i = 0;
+    cl_ulong n = c->numel;
+    for (; i < 3 && m[i]; i++)
+        check_cl(clSetKernelArg(k, i, sizeof(cl_mem), &m[i]), "clSetKernelArg (chain)");
+    check_cl(clSetKernelArg(k, i, sizeof n, &n), "clSetKernelArg (chain)");
+    size_t global = (c->numel + 3) / 4;
+    check_cl(clEnqueueNDRangeKernel(c->queue, k, 1, NULL, &global, NULL, 0, NULL, NULL), "clEnqueueNDRangeKernel");
+}
+
+/* Allocates and fills x (and dy/dx when with_backward; z, dz and the chain's kernels when with_fused) once; y is
+ * written by the ops and the copy. */
+static void case_setup(bench_case *c, clnorm_context *ctx, const shape *sh, int with_backward, int with_fused,
+                       uint64_t seed) {
     memset(c, 0, sizeof *c);
     c->ctx = ctx;
     c->queue = clnorm_context_queue(ctx);
@@ -177,6 +255,12 @@ static void case_setup(bench_case *c, clnorm_context *ctx, const shape *sh, int 
         fill_uniform(host, c->numel, -1.0f, 1.0f, seed * 31 + 7);
         check(clnorm_tensor_create(ctx, sh->ndim, sh->dims, CLNORM_F32, host, &c->dy), "clnorm_tensor_create(dy)");
         check(clnorm_tensor_create(ctx, sh->ndim, sh->dims, CLNORM_F32, NULL, &c->dx), "clnorm_tensor_create(dx)");
+    }
+    if (with_fused) {
+        fill_uniform(host, c->numel, -1.0f, 1.0f, seed * 17 + 3);
+        check(clnorm_tensor_create(ctx, sh->ndim, sh->dims, CLNORM_F32, host, &c->z), "clnorm_tensor_create(z)");
+        check(clnorm_tensor_create(ctx, sh->ndim, sh->dims, CLNORM_F32, NULL, &c->dz), "clnorm_tensor_create(dz)");
+        chain_setup(c);
     }
     free(host);
 
@@ -210,6 +294,12 @@ static void case_teardown(bench_case *c) {
     clnorm_tensor_release(&c->y);
     clnorm_tensor_release(&c->dy);
     clnorm_tensor_release(&c->dx);
+    clnorm_tensor_release(&c->z);
+    clnorm_tensor_release(&c->dz);
+    cl_kernel ks[] = {c->k_add, c->k_relu, c->k_relu_bwd};
+    for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++)
+        if (ks[i])
+            clReleaseKernel(ks[i]);
     cl_mem *params[] = {&c->scale,     &c->bias,        &c->run_mean, &c->run_var,
                         &c->save_mean, &c->save_invstd, &c->dscale,   &c->dbias};
     for (size_t i = 0; i < sizeof params / sizeof params[0]; i++)
@@ -233,6 +323,42 @@ static void enqueue(bench_case *c, int op) {
         check(clnorm_bn_backward(c->ctx, c->mode, &c->x, &c->dy, &c->dx, c->scale, c->dscale, c->dbias, EPSILON,
                                  c->save_mean, c->save_invstd),
               "clnorm_bn_backward");
+        break;
+    case OP_TRAIN_EX:
+        check(clnorm_bn_forward_training_ex(c->ctx, c->mode, &c->x, &c->z, &c->y, c->scale, c->bias, FACTOR, EPSILON,
+                                            c->run_mean, c->run_var, c->save_mean, c->save_invstd,
+                                            CLNORM_ACTIVATION_RELU),
+              "clnorm_bn_forward_training_ex");
+        break;
+    case OP_INFER_EX:
+        check(clnorm_bn_forward_inference_ex(c->ctx, c->mode, &c->x, &c->z, &c->y, c->scale, c->bias, c->run_mean,
+                                             c->run_var, EPSILON, CLNORM_ACTIVATION_RELU),
+              "clnorm_bn_forward_inference_ex");
+        break;
+    case OP_BWD_EX:
+        check(clnorm_bn_backward_ex(c->ctx, c->mode, &c->x, &c->y, &c->dy, &c->dx, &c->dz, c->scale, c->bias,
+                                    c->dscale, c->dbias, EPSILON, c->save_mean, c->save_invstd,
+                                    CLNORM_ACTIVATION_RELU),
+              "clnorm_bn_backward_ex");
+        break;
+    case OP_CHAIN_FWD:
+        enqueue(c, OP_TRAIN);
+        chain_launch(c, c->k_add, c->y.buffer, c->z.buffer, NULL);
+        chain_launch(c, c->k_relu, c->y.buffer, NULL, NULL);
+        break;
+    case OP_CHAIN_BWD: /* g (= dz) = dy where y > 0, then the plain backward with g */
+        chain_launch(c, c->k_relu_bwd, c->dy.buffer, c->y.buffer, c->dz.buffer);
+        check(clnorm_bn_backward(c->ctx, c->mode, &c->x, &c->dz, &c->dx, c->scale, c->dscale, c->dbias, EPSILON,
+                                 c->save_mean, c->save_invstd),
+              "clnorm_bn_backward");
+        break;
+    case OP_STEP_EX:
+        enqueue(c, OP_TRAIN_EX);
+        enqueue(c, OP_BWD_EX);
+        break;
+    case OP_STEP_CHAIN:
+        enqueue(c, OP_CHAIN_FWD);
+        enqueue(c, OP_CHAIN_BWD);
         break;
     default:
         check_cl(clEnqueueCopyBuffer(c->queue, c->x.buffer, c->y.buffer, 0, 0, c->bytes, 0, NULL, NULL),
@@ -357,10 +483,12 @@ static int parse_shape(const char *text, shape *out) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: clnorm-bench [--shape B,C[,D[,H[,W]]]]... [--op train|infer|bwd|all]... [--device SEL]\n"
+    fprintf(f, "usage: clnorm-bench [--shape B,C[,D[,H[,W]]]]... [--op OP[,OP...]]... [--device SEL]\n"
                "                    [--csv] [--smoke] [--min-time SECONDS] [--rounds N] [--no-first-call]\n"
                "  --shape       a shape (repeatable); default: the six shapes of the docs\n"
-               "  --op          train, infer, bwd or all (repeatable); default: all three\n"
+               "  --op          train, infer, bwd; the fused train_ex, infer_ex, backward_ex (residual + ReLU),\n"
+               "                the unfused chain_fwd, chain_bwd, the training steps step_ex, step_chain;\n"
+               "                fused (those seven) or all; comma-separated and repeatable; default: all\n"
                "  --device      selector for clnorm_context_create (default: $CLNORM_DEVICE or the default device)\n"
                "  --csv         one header line, then op,shape,ms,gbs,copy_gbs,ratio per (op, shape);\n"
                "                the run description goes to stderr as '#' lines\n"
@@ -395,16 +523,25 @@ static void parse_args(int argc, char **argv, options *o) {
             o->nshapes++;
         } else if (!strcmp(a, "--op")) {
             const char *v = need_value(argc, argv, &i);
-            int found = 0;
-            for (int k = 0; k < OP_COUNT; k++) {
-                if ((!strcmp(v, op_names[k]) || !strcmp(v, "all")) && o->nops < MAX_OPS) {
-                    o->ops[o->nops++] = (op_kind)k;
-                    found = 1;
+            /* a comma-separated list of names, "fused" (the fused ops, the chain and the steps) or "all" */
+            char list[256];
+            snprintf(list, sizeof list, "%s", v);
+            for (char *save = NULL, *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+                int found = 0;
+                for (int k = 0; k < OP_COUNT; k++) {
+                    int group = !strcmp(name, "all") || (!strcmp(name, "fused") && k >= OP_TRAIN_EX);
+                    if ((group || !strcmp(name, op_names[k])) && o->nops < MAX_OPS) {
+                        o->ops[o->nops++] = (op_kind)k;
+                        found = 1;
+                    }
                 }
-            }
-            if (!found) {
-                fprintf(stderr, "clnorm-bench: bad --op '%s' (want train, infer, bwd or all)\n", v);
-                exit(2);
+                if (!found) {
+                    fprintf(stderr,
+                            "clnorm-bench: bad --op '%s' (want train, infer, bwd, train_ex, infer_ex, backward_ex, "
+                            "chain_fwd, chain_bwd, step_ex, step_chain, fused or all)\n",
+                            name);
+                    exit(2);
+                }
             }
         } else if (!strcmp(a, "--device")) {
             o->device = need_value(argc, argv, &i);
@@ -459,14 +596,14 @@ static void parse_args(int argc, char **argv, options *o) {
 /* The child: context create, then the first call of each op on the tiny shape, each with clFinish.
    Prints "create train infer bwd" in ms on stdout (-1 for an op not run). */
 static int first_call_child(const char *device, int all_ops) {
-    double ms[1 + OP_COUNT] = {-1, -1, -1, -1};
+    double ms[1 + N_PLAIN_OPS] = {-1, -1, -1, -1};
     clnorm_context *ctx = NULL;
     double t0 = now_s();
     check(clnorm_context_create(device, &ctx), "clnorm_context_create");
     ms[0] = 1e3 * (now_s() - t0);
     bench_case c;
-    case_setup(&c, ctx, &tiny_shape, all_ops, 12345);
-    for (int op = 0; op < (all_ops ? OP_COUNT : 1); op++) { /* train first: bwd needs its saved stats */
+    case_setup(&c, ctx, &tiny_shape, all_ops, 0, 12345);
+    for (int op = 0; op < (all_ops ? N_PLAIN_OPS : 1); op++) { /* train first: bwd needs its saved stats */
         t0 = now_s();
         enqueue(&c, op);
         check(clnorm_context_finish(ctx), "clnorm_context_finish");
@@ -662,7 +799,8 @@ static void print_header(clnorm_context *ctx, const options *o, FILE *f, const c
     else
         fprintf(f,
                 "%smedians of %d rounds; each round times ~%.2f s of clEnqueueCopyBuffer (T bytes, counted 2 T), "
-                "then ~%.2f s of the op;\n%sGB/s on the minimal traffic (train 3 T, infer 2 T, bwd 5 T); "
+                "then ~%.2f s of the op;\n%sGB/s on the minimal traffic (train 3 T, infer 2 T, bwd 5 T, train_ex and "
+                "chain_fwd 4 T, infer_ex 3 T, backward_ex and chain_bwd 5 T, the steps 9 T); "
                 "x copy = op GB/s / copy GB/s; range = per-round min..max of that ratio\n",
                 prefix, o->rounds, o->min_time, o->min_time, prefix);
 }
@@ -686,23 +824,26 @@ int main(int argc, char **argv) {
     if (o.csv)
         printf("op,shape,ms,gbs,copy_gbs,ratio\n");
     else
-        printf("\n%-5s  %-20s %9s %10s %9s %9s %9s %7s %13s %13s\n", "op", "shape", "T MB", "ms", "GB/s", "copy ms",
+        printf("\n%-11s  %-20s %9s %10s %9s %9s %9s %7s %13s %13s\n", "op", "shape", "T MB", "ms", "GB/s", "copy ms",
                "copy GB/s", "x copy", "range", "calls op/copy");
     fflush(stdout);
 
-    int need_bwd = 0;
-    for (int i = 0; i < o.nops; i++)
-        need_bwd |= o.ops[i] == OP_BWD;
+    int need_bwd = 0, need_fused = 0;
+    for (int i = 0; i < o.nops; i++) {
+        need_bwd |= o.ops[i] == OP_BWD || o.ops[i] >= OP_BWD_EX;
+        need_fused |= o.ops[i] >= OP_TRAIN_EX;
+    }
     for (int s = 0; s < o.nshapes; s++) {
         char sh[128];
         shape_str(&o.shapes[s], ',', 1, sh, sizeof sh);
         snprintf(g_where, sizeof g_where, "(shape %s)", sh);
         bench_case c;
-        case_setup(&c, ctx, &o.shapes[s], need_bwd, 1000 + (uint64_t)s);
-        if (need_bwd) { /* backward consumes the saved statistics of a training forward */
-            enqueue(&c, OP_TRAIN);
+        case_setup(&c, ctx, &o.shapes[s], need_bwd, need_fused, 1000 + (uint64_t)s);
+        if (need_bwd) { /* backward consumes the saved statistics of a training forward (and its y) */
+            enqueue(&c, need_fused ? OP_TRAIN_EX : OP_TRAIN);
             check(clnorm_context_finish(ctx), "clnorm_context_finish");
         }
+        double xcopy[OP_COUNT] = {0};
         shape_str(&o.shapes[s], o.csv ? 'x' : ',', !o.csv, sh, sizeof sh);
         for (int i = 0; i < o.nops; i++) {
             op_kind op = o.ops[i];
@@ -714,11 +855,19 @@ int main(int argc, char **argv) {
             if (o.csv)
                 printf("%s,%s,%.6f,%.3f,%.3f,%.4f\n", op_names[op], sh, 1e3 * r.op_s, gbs, copy_gbs, r.ratio);
             else
-                printf("%-5s  %-20s %9.2f %10.4f %9.2f %9.4f %9.2f %7.2f %6.2f..%-5.2f %7ld/%ld\n", op_names[op], sh,
+                printf("%-11s  %-20s %9.2f %10.4f %9.2f %9.4f %9.2f %7.2f %6.2f..%-5.2f %7ld/%ld\n", op_names[op], sh,
                        T * 1e-6, 1e3 * r.op_s, gbs, 1e3 * r.copy_s, copy_gbs, r.ratio, r.rmin, r.rmax, r.k_op,
                        r.k_copy);
+            xcopy[op] = r.ratio;
             fflush(stdout);
         }
+        /* fused against the unfused chain on the same byte counts: the ratio of their fractions of copy */
+        static const op_kind pairs[][2] = {{OP_TRAIN_EX, OP_CHAIN_FWD}, {OP_BWD_EX, OP_CHAIN_BWD},
+                                           {OP_STEP_EX, OP_STEP_CHAIN}};
+        for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++)
+            if (xcopy[pairs[i][0]] > 0 && xcopy[pairs[i][1]] > 0)
+                fprintf(info, "%s  %-11s vs %-10s %s: %.2fx faster\n", prefix, op_names[pairs[i][0]],
+                        op_names[pairs[i][1]], sh, xcopy[pairs[i][0]] / xcopy[pairs[i][1]]);
         case_teardown(&c);
     }
     clnorm_context_destroy(ctx);

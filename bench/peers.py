@@ -13,6 +13,10 @@ Ops, as in clnorm-bench (epsilon 1e-5, momentum/factor 0.1, affine, running stat
   infer  F.batch_norm(..., training=False)
   bwd    torch.ops.aten.native_batch_norm_backward with the save_mean/save_invstd of
          torch.ops.aten.native_batch_norm, output_mask (dx, dweight, dbias) - see time_torch().
+  step_ex  the fused training step against clnorm-bench's step_ex (clnorm_bn_forward_training_ex with a
+         residual and RELU, then clnorm_bn_backward_ex with dx and dz): in PyTorch
+         y = relu(F.batch_norm(x, ..., training=True) + z), then y.backward(dy) through autograd (dx,
+         dweight, dbias, dz; the .grad fields are reset to None after each step, so nothing accumulates).
 
 PyTorch is a comparison tool, not a dependency: without it this script says so and exits 0.
 
@@ -21,7 +25,7 @@ CUDA kernels, timed with torch.cuda.synchronize() after each block): the peer fo
 card through its OpenCL driver (--device nvidia).
 
 Usage: python3 bench/peers.py [--bench ./build/clnorm-bench] [--shape 8,32,32,64,64]...
-                              [--op train|infer|bwd|all]... [--device SEL] [--min-time S] [--rounds N]
+                              [--op train|infer|bwd|step_ex|all]... [--device SEL] [--min-time S] [--rounds N]
                               [--torch-device cpu|cuda]
 """
 import argparse
@@ -49,8 +53,8 @@ DEFAULT_SHAPES = [
     (256, 1024),
     (2, 4, 8, 8, 8),
 ]
-OPS = ("train", "infer", "bwd")
-TRAFFIC = {"train": 3.0, "infer": 2.0, "bwd": 5.0}  # minimal traffic in units of T
+OPS = ("train", "infer", "bwd", "step_ex")
+TRAFFIC = {"train": 3.0, "infer": 2.0, "bwd": 5.0, "step_ex": 9.0}  # minimal traffic in units of T
 EPS = 1e-5
 MOMENTUM = 0.1
 
@@ -144,6 +148,7 @@ def torch_case(torch, shape, device):
     c = {
         "x": torch.empty(shape).uniform_(-1.0, 5.0, generator=g),
         "dy": torch.empty(shape).uniform_(-1.0, 1.0, generator=g),
+        "z": torch.empty(shape).uniform_(-1.0, 1.0, generator=g),
         "w": torch.empty(maps).uniform_(0.9, 1.1, generator=g),
         "b": torch.empty(maps).uniform_(-0.1, 0.1, generator=g),
         "rm": torch.zeros(maps),
@@ -157,6 +162,19 @@ def torch_case(torch, shape, device):
 
 def torch_fn(torch, c, op):
     F = torch.nn.functional
+    if op == "step_ex":
+        # relu(bn(x) + z) and its autograd backward: the fused training step of clnorm-bench's step_ex
+        leaves = [c[k].detach().requires_grad_() for k in ("x", "w", "b", "z")]
+        xs, ws, bs, zs = leaves
+
+        def step():
+            with torch.enable_grad():
+                y = F.relu(F.batch_norm(xs, c["rm"], c["rv"], ws, bs, training=True, momentum=MOMENTUM,
+                                        eps=EPS) + zs)
+                y.backward(c["dy"])
+            for t in leaves:
+                t.grad = None
+        return step
     if op == "train":
         return lambda: F.batch_norm(c["x"], c["rm"], c["rv"], c["w"], c["b"], training=True,
                                     momentum=MOMENTUM, eps=EPS)

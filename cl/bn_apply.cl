@@ -16,18 +16,21 @@ inline coef_t map_coef(ulong c, __global const float *scale, __global const floa
 /* CPU: each work-item a contiguous chunk of the flat tensor, walked a row run at a time (apply_run);
  * GPU: a 2-D grid over (values of a row, rows), neighbouring work-items on neighbouring values. */
 __kernel void bn_apply(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
-                       __global stype *out, ulong ooff, ulong C, ulong S, ulong total, ulong chunk,
+                       __global const stype *aux, ulong auxoff, __global stype *out, ulong ooff, ulong C, ulong S, ulong total, ulong chunk,
                        __global const float *scale, __global const float *bias, __global const float *mean,
                        __global const float *var, __global const float *coef, float eps, uint flags) {
     __global const stype *xp = x + xoff;
     __global stype *op = out + ooff;
     __global const stype *gp = (flags & F_DX) ? dy + dyoff : NULL;
+    /* aux: the residual z (forward, F_Z) or the forward's y whose sign masks dy (backward, F_RELU) */
+    __global const stype *ep = (flags & (F_Z | F_RELU)) ? aux + auxoff : NULL;
 #if defined(STRATEGY_CPU)
     ulong e = get_global_id(0) * chunk, e1 = min(e + chunk, total);
     while (e < e1) {
         ulong row = e / S, s = e - row * S;
         ulong run = min(S - s, e1 - e);
-        apply_run(xp + e, gp ? gp + e : NULL, op + e, run, map_coef(row % C, scale, bias, mean, var, coef, eps, flags));
+        apply_run(xp + e, gp ? gp + e : NULL, ep ? ep + e : NULL, op + e, run,
+                  map_coef(row % C, scale, bias, mean, var, coef, eps, flags), flags);
         e += run;
     }
 #else
@@ -41,7 +44,8 @@ __kernel void bn_apply(__global const stype *x, ulong xoff, __global const stype
         for (ulong row = get_global_id(1); row < rows; row += get_global_size(1)) {
             coef_t k = map_coef(row % C, scale, bias, mean, var, coef, eps, flags);
             ulong base = row * S;
-            apply_strided(xp + base, gp ? gp + base : gp, op + base, S, get_global_id(0), G0, k);
+            apply_strided(xp + base, gp ? gp + base : gp, ep ? ep + base : ep, op + base, S, get_global_id(0), G0, k,
+                          flags);
         }
     } else {
         /* short rows: dimension 1 walks groups of four rows (the host sizes it so), one value of each per trip */
@@ -54,12 +58,14 @@ __kernel void bn_apply(__global const stype *x, ulong xoff, __global const stype
                 float v[4], gv[4];
                 for (uint j = 0; j < 4; ++j) {
                     v[j] = j < nr ? LOAD1(xp, (r0 + j) * S + s) : 0.0f;
-                    gv[j] = (gp && j < nr) ? LOAD1(gp, (r0 + j) * S + s) : 0.0f;
+                    gv[j] = (gp && j < nr) ? grad1(gp, ep, (r0 + j) * S + s, flags) : 0.0f;
                 }
                 for (uint j = 0; j < 4; ++j) {
                     float r = fma((v[j] - k[j].K) - k[j].m, k[j].k2, k[j].k3);
                     if (gp)
                         r = fma(k[j].k1, gv[j], r);
+                    else if (j < nr)
+                        r = act1(r, ep, (r0 + j) * S + s, flags);
                     if (j < nr)
                         STORE1(r, op, (r0 + j) * S + s);
                 }
@@ -70,28 +76,30 @@ __kernel void bn_apply(__global const stype *x, ulong xoff, __global const stype
 }
 
 /* Per-activation forward (training with F_STATS, else inference): CPU 16 columns per work-item, GPU one. */
-__kernel void bn_pa_forward(__global const stype *x, ulong xoff, __global stype *y, ulong yoff, ulong B, ulong K,
+__kernel void bn_pa_forward(__global const stype *x, ulong xoff, __global const stype *z, ulong zoff,
+                            __global stype *y, ulong yoff, ulong B, ulong K,
                             __global const float *scale, __global const float *bias, __global const float *mean_in,
                             __global const float *var_in, __global float *rmean, __global float *rvar,
                             __global float *smean, __global float *sinvstd, float factor, float eps, float unbias,
                             ulong pC, ulong pS, uint flags) {
     ulong j = get_global_id(0);
+    __global const stype *zp = (flags & F_Z) ? z + zoff : NULL; /* the residual, when given */
 #if defined(STRATEGY_CPU)
     /* tiles of 256 columns (16 groups of 16), strided over the work-items; the last tile's odd columns one by one */
     for (ulong t0 = j * 256; t0 < K; t0 += get_global_size(0) * 256) {
         ulong width = min((ulong)256, K - t0);
         uint ng = (uint)(width / 16);
         if (ng)
-            pa_forward_w16(x + xoff + t0, y + yoff + t0, B, K, t0, ng, scale, bias, mean_in, var_in, rmean, rvar, smean,
+            pa_forward_w16(x + xoff + t0, zp ? zp + t0 : zp, y + yoff + t0, B, K, t0, ng, scale, bias, mean_in, var_in, rmean, rvar, smean,
                            sinvstd, factor, eps, unbias, pC, pS, flags);
         for (ulong k = t0 + ng * 16; k < t0 + width; ++k)
-            pa_forward_w1(x + xoff + k, y + yoff + k, B, K, k, 1, scale, bias, mean_in, var_in, rmean, rvar, smean, sinvstd,
+            pa_forward_w1(x + xoff + k, zp ? zp + k : zp, y + yoff + k, B, K, k, 1, scale, bias, mean_in, var_in, rmean, rvar, smean, sinvstd,
                           factor, eps, unbias, pC, pS, flags);
     }
 #else
     ulong k = j;
     if (k < K)
-        pa_forward_w1(x + xoff + k, y + yoff + k, B, K, k, 1, scale, bias, mean_in, var_in, rmean, rvar, smean, sinvstd,
+        pa_forward_w1(x + xoff + k, zp ? zp + k : zp, y + yoff + k, B, K, k, 1, scale, bias, mean_in, var_in, rmean, rvar, smean, sinvstd,
                           factor, eps, unbias, pC, pS, flags);
 #endif
 }

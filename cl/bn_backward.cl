@@ -4,8 +4,9 @@
  * Column layouts: bn_pa_backward, one launch. */
 
 /* Work-group (g, c): part[(c*G + g)*2 ..] = (sum dy, sum dy * (x - mean)) over slice g of map c. */
-__kernel void bn_bwd_partial(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff, ulong B,
-                             ulong C, ulong S, uint G, __global const float *smean, __global const float *sinvstd,
+__kernel void bn_bwd_partial(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
+                             __global const stype *y, ulong yoff, __global stype *dz, ulong dzoff, ulong B, ulong C,
+                             ulong S, uint G, __global const float *smean, __global const float *sinvstd,
                              __global const float *scoef, uint flags, __global float *part) {
     __local float lu[WG], lv[WG];
     uint g = get_group_id(0);
@@ -13,7 +14,8 @@ __kernel void bn_bwd_partial(__global const stype *x, ulong xoff, __global const
     ulong N = B * S;
     float K, m, is, u, v;
     group_stats(c, smean, sinvstd, scoef, flags, &K, &m, &is);
-    dsum_range(&u, &v, x + xoff, dy + dyoff, K, m, C, S, c, slice_begin(N, g, G), slice_begin(N, g + 1, G));
+    dsum_range(&u, &v, x + xoff, dy + dyoff, (flags & F_RELU) ? y + yoff : NULL, (flags & F_DZ) ? dz + dzoff : NULL,
+               K, m, C, S, c, slice_begin(N, g, G), slice_begin(N, g + 1, G), flags);
     sum2_reduce_local(&u, &v, lu, lv);
     if (get_local_id(0) == 0) {
         part[(c * G + g) * 2] = u;
@@ -73,7 +75,7 @@ __kernel void bn_bwd_finalize(__global const float *part, uint G, ulong N, ulong
 /* Backward in one launch, one work-group per map: (F_STATS: statistics of x first), the two sums, the gradients,
  * then dx while x and dy are still in cache. */
 __kernel void bn_fused_backward(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
-                                __global stype *dx, ulong dxoff, ulong B, ulong C, ulong S, __global const float *scale,
+                                __global const stype *y, ulong yoff, __global stype *dz, ulong dzoff, __global stype *dx, ulong dxoff, ulong B, ulong C, ulong S, __global const float *scale,
                                 __global const float *smean, __global const float *sinvstd, __global float *dscale,
                                 __global float *dbias, float alpha, float beta, float eps, uint flags) {
     __local ulong ln[WG];
@@ -82,6 +84,7 @@ __kernel void bn_fused_backward(__global const stype *x, ulong xoff, __global co
     ulong c = get_group_id(0), N = B * S;
     __global const stype *xp = x + xoff;
     __global const stype *gp = dy + dyoff;
+    __global const stype *yp = (flags & F_RELU) ? y + yoff : NULL;
     /* barriers stay outside flag-dependent branches (POCL does not allow them there) */
     float K = (flags & F_STATS) ? map_shift(xp, S, c) : 0.0f;
     acc_t a;
@@ -97,7 +100,7 @@ __kernel void bn_fused_backward(__global const stype *x, ulong xoff, __global co
     barrier(CLK_LOCAL_MEM_FENCE);
     float m = lk[1], is = lk[2], u, v;
     K = lk[0];
-    dsum_range(&u, &v, xp, gp, K, m, C, S, c, 0, N);
+    dsum_range(&u, &v, xp, gp, yp, (flags & F_DZ) ? dz + dzoff : NULL, K, m, C, S, c, 0, N, flags);
     sum2_reduce_local(&u, &v, lm, lq);
     barrier(CLK_LOCAL_MEM_FENCE);
     if (get_local_id(0) == 0) {
@@ -108,36 +111,41 @@ __kernel void bn_fused_backward(__global const stype *x, ulong xoff, __global co
         lk[3] = k.k2;
         lk[4] = k.k3;
     }
-    barrier(CLK_LOCAL_MEM_FENCE);
+    /* the global fence orders the first pass's dz stores before the reads below when dz is dy itself */
+    barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
     if (flags & F_DX) {
+        /* dx from dy masked by y again, both still in cache (dz went out with streaming stores, so reading it back
+         * would come from DRAM; dz over dy is fine: masking the stored g again gives g) */
         coef_t k = {lk[0], lk[1], lk[2], lk[3], lk[4]};
-        apply_map(xp, gp, dx + dxoff, B, C, S, c, k);
+        apply_map(xp, gp, yp, dx + dxoff, B, C, S, c, k, flags & F_RELU);
     }
 }
 
 /* Per-activation backward, one launch: CPU 16 columns per work-item, GPU one. */
 __kernel void bn_pa_backward(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
-                             __global stype *dx, ulong dxoff, ulong B, ulong K, __global const float *scale,
+                             __global const stype *y, ulong yoff, __global stype *dz, ulong dzoff, __global stype *dx, ulong dxoff, ulong B, ulong K, __global const float *scale,
                              __global const float *smean, __global const float *sinvstd, __global float *dscale,
                              __global float *dbias, float alpha, float beta, float eps, ulong pC, ulong pS,
                              uint flags) {
     ulong j = get_global_id(0);
+    __global const stype *yp = (flags & F_RELU) ? y + yoff : NULL;
+    __global stype *dzp = (flags & F_DZ) ? dz + dzoff : NULL;
 #if defined(STRATEGY_CPU)
     /* tiles of 256 columns (16 groups of 16), strided over the work-items; the last tile's odd columns one by one */
     for (ulong t0 = j * 256; t0 < K; t0 += get_global_size(0) * 256) {
         ulong width = min((ulong)256, K - t0);
         uint ng = (uint)(width / 16);
         if (ng)
-            pa_backward_w16(x + xoff + t0, dy + dyoff + t0, dx + dxoff + t0, B, K, t0, ng, scale, smean, sinvstd,
+            pa_backward_w16(x + xoff + t0, dy + dyoff + t0, yp ? yp + t0 : yp, dzp ? dzp + t0 : dzp, dx + dxoff + t0, B, K, t0, ng, scale, smean, sinvstd,
                             dscale, dbias, alpha, beta, eps, pC, pS, flags);
         for (ulong k = t0 + ng * 16; k < t0 + width; ++k)
-            pa_backward_w1(x + xoff + k, dy + dyoff + k, dx + dxoff + k, B, K, k, 1, scale, smean, sinvstd, dscale,
+            pa_backward_w1(x + xoff + k, dy + dyoff + k, yp ? yp + k : yp, dzp ? dzp + k : dzp, dx + dxoff + k, B, K, k, 1, scale, smean, sinvstd, dscale,
                            dbias, alpha, beta, eps, pC, pS, flags);
     }
 #else
     ulong k = j;
     if (k < K)
-        pa_backward_w1(x + xoff + k, dy + dyoff + k, dx + dxoff + k, B, K, k, 1, scale, smean, sinvstd, dscale,
+        pa_backward_w1(x + xoff + k, dy + dyoff + k, yp ? yp + k : yp, dzp ? dzp + k : dzp, dx + dxoff + k, B, K, k, 1, scale, smean, sinvstd, dscale,
                            dbias, alpha, beta, eps, pC, pS, flags);
 #endif
 }

@@ -81,13 +81,15 @@ inline coef_t col_coef(ulong k, __global const float *scale, __global const floa
 }
 
 __kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
-                           __global stype *out, ulong ooff, ulong rows, ulong K, uint R, __global const float *scale,
+                           __global const stype *aux, ulong auxoff, __global stype *out, ulong ooff, ulong rows, ulong K, uint R, __global const float *scale,
                            __global const float *bias, __global const float *mean, __global const float *var,
                            __global const float *coef, float eps, ulong pC, ulong pS, uint flags) {
     uint r = get_global_id(1);
     ulong b0 = slice_begin(rows, r, R), b1 = slice_begin(rows, r + 1, R);
     __global const stype *xp = x + xoff;
     __global const stype *gp = (flags & F_DX) ? dy + dyoff : NULL;
+    /* aux: the residual z (forward, F_Z) or the forward's y whose sign masks dy (backward, F_RELU) */
+    __global const stype *ep = (flags & (F_Z | F_RELU)) ? aux + auxoff : NULL;
     __global stype *op = out + ooff;
 #if defined(STRATEGY_CPU)
     for (ulong t0 = get_global_id(0) * 256; t0 < K; t0 += get_global_size(0) * 256) {
@@ -107,13 +109,17 @@ __kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const s
                 float16 v = fma((LOAD16(xp, base + g * 16) - vload16(g, cK)) - vload16(g, cm), vload16(g, c2),
                                 vload16(g, c3));
                 if (gp)
-                    v = fma(vload16(g, c1), LOAD16(gp, base + g * 16), v);
+                    v = fma(vload16(g, c1), grad16(gp, ep, base + g * 16, flags), v);
+                else
+                    v = act16(v, ep, base + g * 16, flags);
                 STORE16(v, op, base + g * 16);
             }
             for (uint j = ng * 16; j < width; ++j) {
                 float v = fma((LOAD1(xp, base + j) - cK[j]) - cm[j], c2[j], c3[j]);
                 if (gp)
-                    v = fma(c1[j], LOAD1(gp, base + j), v);
+                    v = fma(c1[j], grad1(gp, ep, base + j, flags), v);
+                else
+                    v = act1(v, ep, base + j, flags);
                 STORE1(v, op, base + j);
             }
         }
@@ -130,19 +136,17 @@ __kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const s
         float v[4], gv[4];
         for (uint j = 0; j < 4; ++j) {
             v[j] = LOAD1(xp, (b + j) * K + k);
-            gv[j] = gp ? LOAD1(gp, (b + j) * K + k) : 0.0f;
+            gv[j] = gp ? grad1(gp, ep, (b + j) * K + k, flags) : 0.0f;
         }
         for (uint j = 0; j < 4; ++j) {
             float r = fma((v[j] - c.K) - c.m, c.k2, c.k3);
-            if (gp)
-                r = fma(c.k1, gv[j], r);
+            r = gp ? fma(c.k1, gv[j], r) : act1(r, ep, (b + j) * K + k, flags);
             STORE1(r, op, (b + j) * K + k);
         }
     }
     for (; b < b1; ++b) {
         float v = fma((LOAD1(xp, b * K + k) - c.K) - c.m, c.k2, c.k3);
-        if (gp)
-            v = fma(c.k1, LOAD1(gp, b * K + k), v);
+        v = gp ? fma(c.k1, grad1(gp, ep, b * K + k, flags), v) : act1(v, ep, b * K + k, flags);
         STORE1(v, op, b * K + k);
     }
 #endif
@@ -151,13 +155,15 @@ __kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const s
 /* Chunk r: part[r*2K + k] = sum dy, part[r*2K + K + k] = sum dy * (x - mean) of column k over the chunk's rows;
  * statistics from scoef (F_COEF, recomputed) or the saved ones. */
 __kernel void bn_col_bwd_partial(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
-                                 ulong rows, ulong K, uint R, __global const float *smean,
+                                 __global const stype *y, ulong yoff, __global stype *dz, ulong dzoff, ulong rows, ulong K, uint R, __global const float *smean,
                                  __global const float *sinvstd, __global const float *scoef, ulong pC, ulong pS,
                                  uint flags, __global float *part) {
     uint r = get_global_id(1);
     ulong b0 = slice_begin(rows, r, R), b1 = slice_begin(rows, r + 1, R);
     __global const stype *xp = x + xoff;
     __global const stype *gp = dy + dyoff;
+    __global const stype *yp = (flags & F_RELU) ? y + yoff : NULL;
+    __global stype *dzp = (flags & F_DZ) ? dz + dzoff : NULL;
     __global float *pu = part + (ulong)r * 2 * K, *pv = pu + K;
     float sh1, m1, is1, u1, v1;
 #if defined(STRATEGY_CPU)
@@ -167,7 +173,7 @@ __kernel void bn_col_bwd_partial(__global const stype *x, ulong xoff, __global c
         if (ng) {
             float16 sh[16], m[16], is[16], u[16], v[16];
             pa_group_stats_w16(xp + t0, rows, K, t0, ng, smean, sinvstd, scoef, pC, pS, flags, sh, m, is);
-            pa_sums_w16(xp + t0, gp + t0, b0, b1, K, ng, sh, m, u, v);
+            pa_sums_w16(xp + t0, gp + t0, yp ? yp + t0 : yp, dzp ? dzp + t0 : dzp, b0, b1, K, ng, sh, m, u, v, flags);
             for (uint g = 0; g < ng; ++g) {
                 vstore16(u[g], 0, pu + t0 + g * 16);
                 vstore16(v[g], 0, pv + t0 + g * 16);
@@ -175,7 +181,7 @@ __kernel void bn_col_bwd_partial(__global const stype *x, ulong xoff, __global c
         }
         for (ulong k = t0 + ng * 16; k < t0 + width; ++k) {
             pa_group_stats_w1(xp + k, rows, K, k, 1, smean, sinvstd, scoef, pC, pS, flags, &sh1, &m1, &is1);
-            pa_sums_w1(xp + k, gp + k, b0, b1, K, 1, &sh1, &m1, &u1, &v1);
+            pa_sums_w1(xp + k, gp + k, yp ? yp + k : yp, dzp ? dzp + k : dzp, b0, b1, K, 1, &sh1, &m1, &u1, &v1, flags);
             pu[k] = u1;
             pv[k] = v1;
         }
@@ -184,7 +190,7 @@ __kernel void bn_col_bwd_partial(__global const stype *x, ulong xoff, __global c
     ulong k = get_global_id(0);
     if (k < K) {
         pa_group_stats_w1(xp + k, rows, K, k, 1, smean, sinvstd, scoef, pC, pS, flags, &sh1, &m1, &is1);
-        pa_sums_w1(xp + k, gp + k, b0, b1, K, 1, &sh1, &m1, &u1, &v1);
+        pa_sums_w1(xp + k, gp + k, yp ? yp + k : yp, dzp ? dzp + k : dzp, b0, b1, K, 1, &sh1, &m1, &u1, &v1, flags);
         pu[k] = u1;
         pv[k] = v1;
     }

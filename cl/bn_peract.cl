@@ -13,6 +13,8 @@
 #define XLD(p) LOAD16((p), 0)
 #define XST(v, p) STORE16((v), (p), 0)
 #define FN(name) name##_w16
+#define ACTV(v, zp) act16((v), (zp), 0, flags)
+#define GRADV(gp, yp) grad16((gp), (yp), 0, flags)
 #elif PA_W == 1
 #define TG 1
 #define VT float
@@ -21,6 +23,8 @@
 #define XLD(p) LOAD1((p), 0)
 #define XST(v, p) STORE1((v), (p), 0)
 #define FN(name) name##_w1
+#define ACTV(v, zp) act1((v), (zp), 0, flags)
+#define GRADV(gp, yp) grad1((gp), (yp), 0, flags)
 #endif
 
 #define KAHAN_V(sum, comp, v)                                                                                          \
@@ -76,7 +80,7 @@ inline void FN(pa_stats)(__global const stype *xp, ulong b0, ulong b1, ulong K, 
 /* Forward of the tile at column k0. F_STATS: batch statistics (training), running update (F_RUNNING), saved
  * statistics (F_SAVE); else mean / var come from mean_in / var_in (inference). Parameter vectors are indexed
  * through param_index (pC, pS, F_PMAP). */
-inline void FN(pa_forward)(__global const stype *xp, __global stype *yp, ulong B, ulong K, ulong k0, uint ng,
+inline void FN(pa_forward)(__global const stype *xp, __global const stype *zp, __global stype *yp, ulong B, ulong K, ulong k0, uint ng,
                            __global const float *scale, __global const float *bias, __global const float *mean_in,
                            __global const float *var_in, __global float *rmean, __global float *rvar,
                            __global float *smean, __global float *sinvstd, float factor, float eps, float unbias,
@@ -114,7 +118,7 @@ inline void FN(pa_forward)(__global const stype *xp, __global stype *yp, ulong B
     for (ulong b = 0; b < B; ++b)
         for (uint g = 0; g < ng; ++g) {
             ulong i = b * K + g * PA_W;
-            XST(fma((XLD(xp + i) - shift[g]) - m[g], a[g], c[g]), yp + i);
+            XST(ACTV(fma((XLD(xp + i) - shift[g]) - m[g], a[g], c[g]), zp ? zp + i : zp), yp + i);
         }
 }
 
@@ -152,9 +156,11 @@ inline void FN(pa_group_stats)(__global const stype *xp, ulong B, ulong K, ulong
     }
 }
 
-/* Sums of dy and dy * ((x - shift) - m) of the tile's columns over rows [b0, b1): row blocks of 64, compensated. */
-inline void FN(pa_sums)(__global const stype *xp, __global const stype *dyp, ulong b0, ulong b1, ulong K, uint ng,
-                        const VT *shift, const VT *m, VT *su, VT *sv) {
+/* Sums of g and g * ((x - shift) - m) of the tile's columns over rows [b0, b1): row blocks of 64, compensated. g is
+ * dy, masked by y > 0 with F_RELU; F_DZ stores it to dz. */
+inline void FN(pa_sums)(__global const stype *xp, __global const stype *dyp, __global const stype *yp,
+                        __global stype *dzp, ulong b0, ulong b1, ulong K, uint ng, const VT *shift, const VT *m,
+                        VT *su, VT *sv, uint flags) {
     VT suc[TG], svc[TG];
     for (uint g = 0; g < ng; ++g)
         su[g] = suc[g] = sv[g] = svc[g] = (VT)(0.0f);
@@ -166,7 +172,9 @@ inline void FN(pa_sums)(__global const stype *xp, __global const stype *dyp, ulo
         for (ulong b = c0; b < c1; ++b)
             for (uint g = 0; g < ng; ++g) {
                 ulong i = b * K + g * PA_W;
-                VT dyv = XLD(dyp + i);
+                VT dyv = GRADV(dyp + i, yp ? yp + i : yp);
+                if (flags & F_DZ)
+                    XST(dyv, dzp + i);
                 u[g] += dyv;
                 v[g] = fma(dyv, (XLD(xp + i) - shift[g]) - m[g], v[g]);
             }
@@ -207,7 +215,8 @@ inline void FN(pa_grads)(ulong k0, uint ng, float M, __global const float *scale
 }
 
 /* Backward of the tile at column k0 over all B rows: statistics, sums, gradients, then dx (F_DX). */
-inline void FN(pa_backward)(__global const stype *xp, __global const stype *dyp, __global stype *dxp, ulong B,
+inline void FN(pa_backward)(__global const stype *xp, __global const stype *dyp, __global const stype *yp,
+                            __global stype *dzp, __global stype *dxp, ulong B,
                             ulong K, ulong k0, uint ng, __global const float *scale, __global const float *smean,
                             __global const float *sinvstd, __global float *dscale, __global float *dbias,
                             float alpha, float beta, float eps, ulong pC, ulong pS, uint flags) {
@@ -216,13 +225,13 @@ inline void FN(pa_backward)(__global const stype *xp, __global const stype *dyp,
     if (flags & F_STATS)
         for (uint g = 0; g < ng; ++g)
             is[g] = rsqrt(is[g] / (float)B + eps);
-    FN(pa_sums)(xp, dyp, 0, B, K, ng, shift, m, su, sv);
+    FN(pa_sums)(xp, dyp, yp, dzp, 0, B, K, ng, shift, m, su, sv, flags);
     FN(pa_grads)(k0, ng, (float)B, scale, dscale, dbias, alpha, beta, pC, pS, flags, su, sv, is);
     if (flags & F_DX)
         for (ulong b = 0; b < B; ++b)
             for (uint g = 0; g < ng; ++g) {
                 ulong i = b * K + g * PA_W;
-                XST(fma(su[g], XLD(dyp + i), fma(sv[g], (XLD(xp + i) - shift[g]) - m[g], is[g])), dxp + i);
+                XST(fma(su[g], (flags & F_DZ) ? XLD(dzp + i) : GRADV(dyp + i, yp ? yp + i : yp), fma(sv[g], (XLD(xp + i) - shift[g]) - m[g], is[g])), dxp + i);
             }
 }
 
@@ -233,5 +242,7 @@ inline void FN(pa_backward)(__global const stype *xp, __global const stype *dyp,
 #undef XLD
 #undef XST
 #undef FN
+#undef ACTV
+#undef GRADV
 #undef KAHAN_V
 #undef PA_W

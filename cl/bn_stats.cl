@@ -84,7 +84,8 @@ __kernel void bn_stats_finalize(__global const stype *x, ulong xoff, ulong S, __
 
 /* Training forward in one launch, one work-group per map: statistics, then the normalisation while the map is
  * still in cache (the second read of x comes from L2/L3), outputs streamed out. */
-__kernel void bn_fused_forward(__global const stype *x, ulong xoff, __global stype *y, ulong yoff, ulong B, ulong C,
+__kernel void bn_fused_forward(__global const stype *x, ulong xoff, __global const stype *z, ulong zoff,
+                               __global stype *y, ulong yoff, ulong B, ulong C,
                                ulong S, __global const float *scale, __global const float *bias,
                                __global float *rmean, __global float *rvar, __global float *smean,
                                __global float *sinvstd, float factor, float eps, float unbias, uint flags) {
@@ -109,5 +110,5 @@ __kernel void bn_fused_forward(__global const stype *x, ulong xoff, __global sty
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     coef_t k = {lk[0], lk[1], lk[2], lk[3], lk[4]};
-    apply_map(xp, NULL, y + yoff, B, C, S, c, k);
+    apply_map(xp, NULL, (flags & F_Z) ? z + zoff : NULL, y + yoff, B, C, S, c, k, flags);
 }

@@ -53,6 +53,10 @@ inline ushort16 f32_to_bf16_16(float16 f) {
 #define F_STATS 128u     /* compute the batch statistics from x (training, or backward without saved ones) */
 #define F_COEF 256u      /* apply: the coefficients (K, m, k1, k2, k3) of each map come from a coef buffer */
 #define F_PMAP 512u      /* columns: parameter index of column j is (j % pC) * pS + j / pC (NHWC per-activation) */
+/* fused activation (issue 12): y = act(xhat * scale + bias + z); the backward's g = dy * (y > 0) */
+#define F_Z 1024u        /* forward: add the residual z (the 'aux' tensor) before the activation */
+#define F_RELU 2048u     /* forward: y = max(v, 0) (NaN stays NaN); backward: dy masked by y > 0 (y: 'aux') */
+#define F_DZ 4096u       /* backward: write dz = g in the pass that sums g */
 
 #define BLK 256 /* elements of one contiguous two-pass block (16 float16 vectors) */
 
@@ -70,6 +74,44 @@ inline void store16_stream(float16 v, __global stype *p) {
 #else
     STORE16(v, p, 0);
 #endif
+}
+
+/* The forward's epilogue of value v at element i: + z[i] (F_Z), then the activation (F_RELU: v < 0 gives 0, so
+ * that NaN stays NaN). Without those flags v is returned as it is (the plain call's bits). */
+inline float act1(float v, __global const stype *z, ulong i, uint flags) {
+    if (flags & F_Z)
+        v += LOAD1(z, i);
+    return ((flags & F_RELU) && v < 0.0f) ? 0.0f : v;
+}
+inline float16 act16(float16 v, __global const stype *z, ulong i, uint flags) {
+    if (flags & F_Z)
+        v += LOAD16(z, i);
+    if (flags & F_RELU)
+        v = select(v, (float16)(0.0f), v < 0.0f);
+    return v;
+}
+/* The backward's gradient at element i: dy, where y > 0 only with F_RELU (the stored y decides; y <= 0 or NaN
+ * gives 0, whatever dy holds) */
+inline float grad1(__global const stype *dy, __global const stype *y, ulong i, uint flags) {
+    float g = LOAD1(dy, i);
+    return ((flags & F_RELU) && !(LOAD1(y, i) > 0.0f)) ? 0.0f : g;
+}
+inline float16 grad16(__global const stype *dy, __global const stype *y, ulong i, uint flags) {
+    float16 g = LOAD16(dy, i);
+    if (flags & F_RELU)
+        g = select((float16)(0.0f), g, LOAD16(y, i) > 0.0f);
+    return g;
+}
+
+/* the same where p happens to be 64-byte aligned, else a plain store (outputs written in runs of any alignment) */
+inline void store16_stream_any(float16 v, __global stype *p) {
+#if defined(HAVE_NT_STORE)
+    if ((((ulong)p) & 63) == 0) {
+        __builtin_nontemporal_store(v, (__global float16 *)p);
+        return;
+    }
+#endif
+    STORE16(v, p, 0);
 }
 
 inline float hsum16(float16 v) {
@@ -290,9 +332,11 @@ inline void acc_range(acc_t *a, __global const stype *xp, ulong C, ulong S, ulon
 #endif
 }
 
-/* Sums of dy and dy * ((x - K) - m) over map c's slice [start, end), compensated; the walks of acc_range. */
-inline void dsum_range(float *u, float *v, __global const stype *xp, __global const stype *gp, float K, float m,
-                       ulong C, ulong S, ulong c, ulong start, ulong end) {
+/* Sums of g and g * ((x - K) - m) over map c's slice [start, end), compensated; the walks of acc_range. g is dy,
+ * masked by y > 0 with F_RELU (grad1); F_DZ stores it to dz as it goes. */
+inline void dsum_range(float *u, float *v, __global const stype *xp, __global const stype *gp,
+                       __global const stype *yp, __global stype *dzp, float K, float m, ulong C, ulong S, ulong c,
+                       ulong start, ulong end, uint flags) {
     uint lid = get_local_id(0);
     float su = 0.0f, suc = 0.0f, sv = 0.0f, svc = 0.0f;
 #if defined(STRATEGY_CPU)
@@ -305,7 +349,9 @@ inline void dsum_range(float *u, float *v, __global const stype *xp, __global co
         for (; i + BLK <= run; i += BLK) {
             float16 bu = (float16)(0.0f), bv = (float16)(0.0f);
             for (int k = 0; k < BLK; k += 16) {
-                float16 g = LOAD16(gp, base + i + k);
+                float16 g = grad16(gp, yp, base + i + k, flags);
+                if (flags & F_DZ)
+                    store16_stream_any(g, dzp + base + i + k);
                 bu += g;
                 bv = fma(g, (LOAD16(xp, base + i + k) - K) - m, bv);
             }
@@ -314,7 +360,9 @@ inline void dsum_range(float *u, float *v, __global const stype *xp, __global co
         }
         float tu = 0.0f, tv = 0.0f;
         for (; i < run; ++i) {
-            float g = LOAD1(gp, base + i);
+            float g = grad1(gp, yp, base + i, flags);
+            if (flags & F_DZ)
+                STORE1(g, dzp, base + i);
             tu += g;
             tv = fma(g, (LOAD1(xp, base + i) - K) - m, tv);
         }
@@ -332,7 +380,7 @@ inline void dsum_range(float *u, float *v, __global const stype *xp, __global co
         float g[8], xv[8], tu = 0.0f, tv = 0.0f;
         if (nv == 8) {
             for (uint k = 0; k < 8; ++k) {
-                g[k] = LOAD1(gp, idx[k]);
+                g[k] = grad1(gp, yp, idx[k], flags);
                 xv[k] = LOAD1(xp, idx[k]);
             }
             for (uint k = 0; k < 8; ++k) {
@@ -341,11 +389,14 @@ inline void dsum_range(float *u, float *v, __global const stype *xp, __global co
             }
         } else {
             for (uint k = 0; k < nv; ++k) {
-                float gk = LOAD1(gp, idx[k]);
-                tu += gk;
-                tv = fma(gk, (LOAD1(xp, idx[k]) - K) - m, tv);
+                g[k] = grad1(gp, yp, idx[k], flags);
+                tu += g[k];
+                tv = fma(g[k], (LOAD1(xp, idx[k]) - K) - m, tv);
             }
         }
+        if (flags & F_DZ)
+            for (uint k = 0; k < nv; ++k)
+                STORE1(g[k], dzp, idx[k]);
         kahan_add(&su, &suc, tu);
         kahan_add(&sv, &svc, tv);
         e += 8 * WG;
@@ -397,32 +448,34 @@ inline void coef_store(coef_t k, __global float *p, ulong c) {
 }
 
 /* out[i] = k2 * ((x[i] - K) - m) + k3 (+ k1 * g[i] when g) for n contiguous values; float16 vectors with
- * streaming stores once out is 64-byte aligned. */
-inline void apply_run(__global const stype *x, __global const stype *g, __global stype *o, ulong n, coef_t k) {
+ * streaming stores once out is 64-byte aligned. e is the aux tensor: forward (g NULL) the residual z and the
+ * activation of act1; backward the forward's y that masks g (grad1). */
+inline void apply_run(__global const stype *x, __global const stype *g, __global const stype *e, __global stype *o,
+                      ulong n, coef_t k, uint flags) {
     ulong i = 0;
     ulong mis = ((ulong)o / ESIZE) & 15;
     ulong peel = mis ? min(n, (ulong)(16 - mis)) : 0;
     if (g) {
         for (; i < peel; ++i)
-            STORE1(fma(k.k1, LOAD1(g, i), fma(k.k2, (LOAD1(x, i) - k.K) - k.m, k.k3)), o, i);
+            STORE1(fma(k.k1, grad1(g, e, i, flags), fma(k.k2, (LOAD1(x, i) - k.K) - k.m, k.k3)), o, i);
         for (; i + 16 <= n; i += 16)
-            store16_stream(fma(k.k1, LOAD16(g, i), fma(k.k2, (LOAD16(x, i) - k.K) - k.m, k.k3)), o + i);
+            store16_stream(fma(k.k1, grad16(g, e, i, flags), fma(k.k2, (LOAD16(x, i) - k.K) - k.m, k.k3)), o + i);
         for (; i < n; ++i)
-            STORE1(fma(k.k1, LOAD1(g, i), fma(k.k2, (LOAD1(x, i) - k.K) - k.m, k.k3)), o, i);
+            STORE1(fma(k.k1, grad1(g, e, i, flags), fma(k.k2, (LOAD1(x, i) - k.K) - k.m, k.k3)), o, i);
     } else {
         for (; i < peel; ++i)
-            STORE1(fma((LOAD1(x, i) - k.K) - k.m, k.k2, k.k3), o, i);
+            STORE1(act1(fma((LOAD1(x, i) - k.K) - k.m, k.k2, k.k3), e, i, flags), o, i);
         for (; i + 16 <= n; i += 16)
-            store16_stream(fma((LOAD16(x, i) - k.K) - k.m, k.k2, k.k3), o + i);
+            store16_stream(act16(fma((LOAD16(x, i) - k.K) - k.m, k.k2, k.k3), e, i, flags), o + i);
         for (; i < n; ++i)
-            STORE1(fma((LOAD1(x, i) - k.K) - k.m, k.k2, k.k3), o, i);
+            STORE1(act1(fma((LOAD1(x, i) - k.K) - k.m, k.k2, k.k3), e, i, flags), o, i);
     }
 }
 
 /* GPU: the same for the values s0, s0 + step, ... below n of one row, four per trip so that each work-item has
  * four loads in flight (x and o may be one buffer: each element is read, then written, by the same item) */
-inline void apply_strided(__global const stype *x, __global const stype *g, __global stype *o, ulong n, ulong s0,
-                          ulong step, coef_t k) {
+inline void apply_strided(__global const stype *x, __global const stype *g, __global const stype *e,
+                          __global stype *o, ulong n, ulong s0, ulong step, coef_t k, uint flags) {
     ulong s = s0;
     for (; s + 3 * step < n; s += 4 * step) {
         float v[4], r[4];
@@ -431,30 +484,30 @@ inline void apply_strided(__global const stype *x, __global const stype *g, __gl
         if (g) {
             float gv[4];
             for (int j = 0; j < 4; ++j)
-                gv[j] = LOAD1(g, s + j * step);
+                gv[j] = grad1(g, e, s + j * step, flags);
             for (int j = 0; j < 4; ++j)
                 r[j] = fma(k.k1, gv[j], fma(k.k2, (v[j] - k.K) - k.m, k.k3));
         } else {
             for (int j = 0; j < 4; ++j)
-                r[j] = fma((v[j] - k.K) - k.m, k.k2, k.k3);
+                r[j] = act1(fma((v[j] - k.K) - k.m, k.k2, k.k3), e, s + j * step, flags);
         }
         for (int j = 0; j < 4; ++j)
             STORE1(r[j], o, s + j * step);
     }
     for (; s < n; s += step) {
-        float r = g ? fma(k.k1, LOAD1(g, s), fma(k.k2, (LOAD1(x, s) - k.K) - k.m, k.k3))
-                    : fma((LOAD1(x, s) - k.K) - k.m, k.k2, k.k3);
+        float r = g ? fma(k.k1, grad1(g, e, s, flags), fma(k.k2, (LOAD1(x, s) - k.K) - k.m, k.k3))
+                    : act1(fma((LOAD1(x, s) - k.K) - k.m, k.k2, k.k3), e, s, flags);
         STORE1(r, o, s);
     }
 }
 
 /* The elementwise pass over all of map c (B rows of S values): CPU one row at a time, GPU strided. */
-inline void apply_map(__global const stype *xp, __global const stype *gp, __global stype *op, ulong B, ulong C,
-                      ulong S, ulong c, coef_t k) {
+inline void apply_map(__global const stype *xp, __global const stype *gp, __global const stype *ep,
+                      __global stype *op, ulong B, ulong C, ulong S, ulong c, coef_t k, uint flags) {
 #if defined(STRATEGY_CPU)
     for (ulong b = get_local_id(0); b < B; b += WG) {
         ulong base = (b * C + c) * S;
-        apply_run(xp + base, gp ? gp + base : gp, op + base, S, k);
+        apply_run(xp + base, gp ? gp + base : gp, ep ? ep + base : ep, op + base, S, k, flags);
     }
 #else
     /* the map's B*S values walked flat (gpu_step), four per trip: four loads of x (and of dy) in flight, then the
@@ -467,12 +520,14 @@ inline void apply_map(__global const stype *xp, __global const stype *gp, __glob
         float v[4], gv[4];
         for (uint j = 0; j < 4; ++j) {
             v[j] = j < n ? LOAD1(xp, idx[j]) : 0.0f;
-            gv[j] = (gp && j < n) ? LOAD1(gp, idx[j]) : 0.0f;
+            gv[j] = (gp && j < n) ? grad1(gp, ep, idx[j], flags) : 0.0f;
         }
         for (uint j = 0; j < 4; ++j) {
             float r = fma((v[j] - k.K) - k.m, k.k2, k.k3);
             if (gp)
                 r = fma(k.k1, gv[j], r);
+            else if (j < n)
+                r = act1(r, ep, idx[j], flags);
             if (j < n)
                 STORE1(r, op, idx[j]);
         }

@@ -359,6 +359,98 @@ CLNORM_API clnorm_status clnorm_bn_backward(clnorm_context *ctx, clnorm_bn_mode 
                                             double epsilon,
                                             cl_mem save_mean, cl_mem save_invstd); /* both NULL: recomputed from x */
 
+/* ---- fused activation: y = act(BN(x) + z) --------------------------------------------- */
+/** @brief The activation fused into the `_ex` calls. */
+typedef enum clnorm_activation {
+    CLNORM_ACTIVATION_NONE = 0, /**< identity */
+    CLNORM_ACTIVATION_RELU = 1  /**< max(v, 0); NaN stays NaN */
+} clnorm_activation;
+
+/**
+ * @brief Training forward fused with a residual add and an activation: y = act(xhat * scale + bias + z), in the
+ * pass the plain call already makes (cuDNN's BN_ADD_ACTIVATION). Enqueues and returns (non-blocking).
+ *
+ * The statistics are those of x only; running and saved statistics exactly as clnorm_bn_forward_training(),
+ * which is this call with z NULL and ::CLNORM_ACTIVATION_NONE (bit for bit: it is one code path).
+ * @param ctx the context.
+ * @param mode ::CLNORM_BN_SPATIAL or ::CLNORM_BN_PER_ACTIVATION.
+ * @param x input view; at least 2 values per statistic.
+ * @param z the residual, or NULL: none. Same shape (else ::CLNORM_ERROR_SHAPE), dtype and layout (else
+ *        ::CLNORM_ERROR_UNSUPPORTED) as x.
+ * @param y output view, same shape, dtype and layout as x; may be z itself (same view: written in place) or x
+ *        itself, but must not overlap either otherwise.
+ * @param scale,bias parameter vectors, or both NULL for scale 1 and bias 0.
+ * @param factor in [0, 1], as in clnorm_bn_forward_training().
+ * @param epsilon > 0, added to the variance.
+ * @param running_mean,running_var updated in place, or both NULL: not updated.
+ * @param save_mean,save_invstd receive the batch mean and 1/sqrt(var + epsilon), or both NULL: not saved.
+ * @param activation ::CLNORM_ACTIVATION_NONE or ::CLNORM_ACTIVATION_RELU (else ::CLNORM_ERROR_INVALID_ARGUMENT).
+ * @return as clnorm_bn_forward_training(); a refused call writes nothing.
+ */
+CLNORM_API clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
+                                                       const clnorm_tensor *z, /* NULL: no residual */
+                                                       const clnorm_tensor *y, cl_mem scale, cl_mem bias, double factor,
+                                                       double epsilon, cl_mem running_mean, cl_mem running_var,
+                                                       cl_mem save_mean, cl_mem save_invstd,
+                                                       clnorm_activation activation);
+/**
+ * @brief Inference forward fused with a residual add and an activation:
+ * y = act((x - mean) / sqrt(var + epsilon) * scale + bias + z). Enqueues and returns (non-blocking).
+ * clnorm_bn_forward_inference() is this call with z NULL and ::CLNORM_ACTIVATION_NONE.
+ * @param ctx the context.
+ * @param mode ::CLNORM_BN_SPATIAL or ::CLNORM_BN_PER_ACTIVATION.
+ * @param x input view.
+ * @param z the residual (x's shape, dtype and layout), or NULL: none.
+ * @param y output view; may be x or z itself (same view), must not overlap them otherwise.
+ * @param scale,bias parameter vectors, or both NULL for scale 1 and bias 0.
+ * @param mean,var the statistics to normalise with; required.
+ * @param epsilon > 0.
+ * @param activation ::CLNORM_ACTIVATION_NONE or ::CLNORM_ACTIVATION_RELU.
+ * @return as clnorm_bn_forward_training_ex().
+ */
+CLNORM_API clnorm_status clnorm_bn_forward_inference_ex(clnorm_context *ctx, clnorm_bn_mode mode,
+                                                        const clnorm_tensor *x, const clnorm_tensor *z,
+                                                        const clnorm_tensor *y, cl_mem scale, cl_mem bias, cl_mem mean,
+                                                        cl_mem var, double epsilon,
+                                                        clnorm_activation activation); /* y may be x or z */
+/**
+ * @brief Backward of clnorm_bn_forward_training_ex(): g = dy * (y > 0) for ::CLNORM_ACTIVATION_RELU (dy for NONE),
+ * then the plain backward with g: dbias = sum g, dscale = sum g * xhat,
+ * dx = scale * invstd / M * (M g - dbias - xhat dscale); and dz = g. Enqueues and returns (non-blocking).
+ *
+ * The mask comes from the forward's stored output y (no workspace, no saved mask): an element whose stored y is
+ * not > 0 passes no gradient, so a pre-activation of exactly 0, or one that F16/BF16 storage rounded to 0, gives
+ * gradient 0, and so does a NaN y (whatever dy holds there). The mask is applied as dy is read: no extra pass.
+ * clnorm_bn_backward() is this call with y, dz and bias NULL and ::CLNORM_ACTIVATION_NONE.
+ * @param ctx the context.
+ * @param mode ::CLNORM_BN_SPATIAL or ::CLNORM_BN_PER_ACTIVATION.
+ * @param x the forward's input.
+ * @param y the forward's output (x's shape, dtype and layout); required for RELU (else
+ *        ::CLNORM_ERROR_INVALID_ARGUMENT), validated and not read for NONE.
+ * @param dy gradient of y.
+ * @param dx receives the input gradient, or NULL: not computed. May be dy or x itself (same view); must not
+ *        overlap y or dz.
+ * @param dz receives the residual's gradient g, or NULL: not computed (the forward had no z). May be dy itself
+ *        (same view: dy is replaced by the masked gradient); must not overlap x, y or dx.
+ * @param scale parameter vector, or NULL for 1.
+ * @param bias the forward's bias, or NULL for 0: validated (a parameter vector) but not needed, since the mask
+ *        comes from y and xhat from x and the statistics.
+ * @param dscale,dbias receive the parameter gradients (overwritten), or both NULL: not computed.
+ * @param epsilon > 0; used when the statistics are recomputed.
+ * @param save_mean,save_invstd the statistics the forward saved, or both NULL: recomputed from x.
+ * @param activation ::CLNORM_ACTIVATION_NONE or ::CLNORM_ACTIVATION_RELU: the forward's.
+ * @return as clnorm_bn_forward_training_ex().
+ */
+CLNORM_API clnorm_status clnorm_bn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
+                                               const clnorm_tensor *y, /* the forward's output: the mask y > 0 */
+                                               const clnorm_tensor *dy,
+                                               const clnorm_tensor *dx,   /* NULL: not computed */
+                                               const clnorm_tensor *dz,   /* NULL: not computed; else masked dy */
+                                               cl_mem scale, cl_mem bias, /* bias as in the forward (NULL: 0) */
+                                               cl_mem dscale, cl_mem dbias, double epsilon, cl_mem save_mean,
+                                               cl_mem save_invstd, /* both NULL: recomputed from x */
+                                               clnorm_activation activation);
+
 /* ---- the layer: PuzzleLib BatchNorm / BatchNorm1D / 2D / 3D semantics ------------------ */
 /** @brief Opaque layer: PuzzleLib's BatchNorm / BatchNorm1D / 2D / 3D with its parameters, running and saved
  * statistics and accumulated gradients in cl_mem buffers of its context. */
@@ -378,6 +470,7 @@ typedef struct clnorm_batchnorm_config {
     uint64_t seed;       /**< 0: a fixed default; same seed => same initial scale */
     clnorm_dtype dtype;  /**< storage type of x/y/dy/dx: CLNORM_F32 */
     clnorm_layout layout; /**< CLNORM_NCHW */
+    clnorm_activation activation; /**< CLNORM_ACTIVATION_NONE: y = act(BN(x) + z) in every forward of the layer */
 } clnorm_batchnorm_config;
 
 /**
@@ -442,6 +535,36 @@ CLNORM_API clnorm_status clnorm_batchnorm_backward(clnorm_batchnorm *bn, const c
                                                    const clnorm_tensor *dy,
                                                    const clnorm_tensor *dx, /* NULL: input gradient not computed */
                                                    float scale, float momentum);
+/**
+ * @brief Forward through the layer with a residual z and the layer's activation (cfg.activation):
+ * y = act(BN(x) + z), as clnorm_batchnorm_forward() otherwise (which is this call with z NULL).
+ * @param bn the layer.
+ * @param train nonzero for training, 0 for inference.
+ * @param x input, as in clnorm_batchnorm_forward().
+ * @param z the residual (x's shape, dtype and layout), or NULL: none.
+ * @param y output, same shape, dtype and layout; may be z itself; over x only in inference with cfg.inplace.
+ * @return as clnorm_batchnorm_forward() and clnorm_bn_forward_training_ex().
+ */
+CLNORM_API clnorm_status clnorm_batchnorm_forward_ex(clnorm_batchnorm *bn, int train, const clnorm_tensor *x,
+                                                     const clnorm_tensor *z, const clnorm_tensor *y);
+/**
+ * @brief Backward of the last training forward with the layer's activation: g = dy * (y > 0) for RELU, then as
+ * clnorm_batchnorm_backward() with g (which is this call with y and dz NULL, and refuses a RELU layer since the
+ * mask needs y), and dz = g.
+ * @param bn the layer.
+ * @param x the input of that training forward.
+ * @param y its output; required when cfg.activation is RELU.
+ * @param dy gradient of its output.
+ * @param dx receives the input gradient, or NULL.
+ * @param dz receives the residual's gradient, or NULL.
+ * @param scale weight of this gradient in the accumulation; finite.
+ * @param momentum weight of the accumulated gradient; finite.
+ * @return as clnorm_batchnorm_backward() and clnorm_bn_backward_ex().
+ */
+CLNORM_API clnorm_status clnorm_batchnorm_backward_ex(clnorm_batchnorm *bn, const clnorm_tensor *x,
+                                                      const clnorm_tensor *y, const clnorm_tensor *dy,
+                                                      const clnorm_tensor *dx, const clnorm_tensor *dz, float scale,
+                                                      float momentum);
 
 /** @brief A layer's float32 vectors, each clnorm_batchnorm_param_count() values. */
 typedef enum clnorm_field {

@@ -43,6 +43,7 @@ void clnorm_batchnorm_config_init(clnorm_batchnorm_config *cfg, int nd, size_t m
     cfg->seed = 0;
     cfg->dtype = CLNORM_F32;
     cfg->layout = CLNORM_NCHW;
+    cfg->activation = CLNORM_ACTIVATION_NONE;
 }
 
 static const char *dtype_name(clnorm_dtype d) {
@@ -77,6 +78,9 @@ static clnorm_status check_config(const clnorm_batchnorm_config *c) {
         return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "cfg.dtype %d is not a clnorm_dtype", (int)c->dtype);
     if (c->layout != CLNORM_NCHW && c->layout != CLNORM_NHWC)
         return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "cfg.layout %d is not a clnorm_layout", (int)c->layout);
+    if (c->activation != CLNORM_ACTIVATION_NONE && c->activation != CLNORM_ACTIVATION_RELU)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "cfg.activation %d is not a clnorm_activation",
+                       (int)c->activation);
     return CLNORM_SUCCESS;
 }
 
@@ -222,10 +226,16 @@ static clnorm_bn_mode layer_mode(const clnorm_batchnorm *bn) {
 
 clnorm_status clnorm_batchnorm_forward(clnorm_batchnorm *bn, int train, const clnorm_tensor *x,
                                        const clnorm_tensor *y) {
+    return clnorm_batchnorm_forward_ex(bn, train, x, NULL, y);
+}
+
+clnorm_status clnorm_batchnorm_forward_ex(clnorm_batchnorm *bn, int train, const clnorm_tensor *x,
+                                          const clnorm_tensor *z, const clnorm_tensor *y) {
     clnorm_status st;
     if (!bn)
         return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "bn is NULL");
-    if ((st = check_data(bn, x, "x")) != CLNORM_SUCCESS || (st = check_data(bn, y, "y")) != CLNORM_SUCCESS)
+    if ((st = check_data(bn, x, "x")) != CLNORM_SUCCESS || (st = check_data(bn, y, "y")) != CLNORM_SUCCESS ||
+        (z && (st = check_data(bn, z, "z")) != CLNORM_SUCCESS))
         return st;
     int same = x->buffer && cn_same_view(x, y);
     const char *why = train ? "training forward" : "inference forward";
@@ -237,17 +247,19 @@ clnorm_status clnorm_batchnorm_forward(clnorm_batchnorm *bn, int train, const cl
         if (same && !bn->cfg.inplace)
             return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT,
                            "y is x but the layer is not inplace (cfg.inplace = 1 allows writing y over x)");
-        return clnorm_bn_forward_inference(bn->ctx, layer_mode(bn), x, y, bn->buf[CLNORM_SCALE], bn->buf[CLNORM_BIAS],
-                                           bn->buf[CLNORM_RUNNING_MEAN], bn->buf[CLNORM_RUNNING_VAR], bn->cfg.epsilon);
+        return clnorm_bn_forward_inference_ex(bn->ctx, layer_mode(bn), x, z, y, bn->buf[CLNORM_SCALE],
+                                              bn->buf[CLNORM_BIAS], bn->buf[CLNORM_RUNNING_MEAN],
+                                              bn->buf[CLNORM_RUNNING_VAR], bn->cfg.epsilon, bn->cfg.activation);
     }
     if (same)
         return cn_fail(CLNORM_ERROR_INVALID_STATE, "inplace in training: y is x, but backward needs x as it was");
     double factor = (double)bn->cfg.init_factor / (double)(bn->n + 1);
     if (factor < bn->cfg.min_factor)
         factor = bn->cfg.min_factor;
-    st = cn_forward_training(bn->ctx, layer_mode(bn), x, y, bn->buf[CLNORM_SCALE], bn->buf[CLNORM_BIAS], factor,
-                             bn->cfg.epsilon, bn->buf[CLNORM_RUNNING_MEAN], bn->buf[CLNORM_RUNNING_VAR],
-                             bn->buf[CLNORM_SAVE_MEAN], bn->buf[CLNORM_SAVE_INVSTD]);
+    st = clnorm_bn_forward_training_ex(bn->ctx, layer_mode(bn), x, z, y, bn->buf[CLNORM_SCALE], bn->buf[CLNORM_BIAS],
+                                       factor, bn->cfg.epsilon, bn->buf[CLNORM_RUNNING_MEAN],
+                                       bn->buf[CLNORM_RUNNING_VAR], bn->buf[CLNORM_SAVE_MEAN],
+                                       bn->buf[CLNORM_SAVE_INVSTD], bn->cfg.activation);
     if (st == CLNORM_SUCCESS) {
         bn->n++;
         bn->written[CLNORM_SAVE_MEAN] = bn->written[CLNORM_SAVE_INVSTD] = 1;
@@ -259,12 +271,23 @@ clnorm_status clnorm_batchnorm_forward(clnorm_batchnorm *bn, int train, const cl
 
 clnorm_status clnorm_batchnorm_backward(clnorm_batchnorm *bn, const clnorm_tensor *x, const clnorm_tensor *dy,
                                         const clnorm_tensor *dx, float scale, float momentum) {
+    return clnorm_batchnorm_backward_ex(bn, x, NULL, dy, dx, NULL, scale, momentum);
+}
+
+clnorm_status clnorm_batchnorm_backward_ex(clnorm_batchnorm *bn, const clnorm_tensor *x, const clnorm_tensor *y,
+                                           const clnorm_tensor *dy, const clnorm_tensor *dx, const clnorm_tensor *dz,
+                                           float scale, float momentum) {
     clnorm_status st;
     if (!bn)
         return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "bn is NULL");
     if ((st = check_data(bn, x, "x")) != CLNORM_SUCCESS || (st = check_data(bn, dy, "dy")) != CLNORM_SUCCESS ||
-        (dx && (st = check_data(bn, dx, "dx")) != CLNORM_SUCCESS))
+        (dx && (st = check_data(bn, dx, "dx")) != CLNORM_SUCCESS) ||
+        (y && (st = check_data(bn, y, "y")) != CLNORM_SUCCESS) ||
+        (dz && (st = check_data(bn, dz, "dz")) != CLNORM_SUCCESS))
         return st;
+    if (bn->cfg.activation == CLNORM_ACTIVATION_RELU && !y)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "y is NULL: the layer's activation is RELU and its backward "
+                                                      "needs the forward's output (clnorm_batchnorm_backward_ex)");
     if (!isfinite(scale) || !isfinite(momentum))
         return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "scale and momentum must be finite, got %g and %g", (double)scale,
                        (double)momentum);
@@ -286,9 +309,10 @@ clnorm_status clnorm_batchnorm_backward(clnorm_batchnorm *bn, const clnorm_tenso
     if ((st = need(bn, CLNORM_SCALE, "backward")) != CLNORM_SUCCESS)
         return st;
     int affine = bn->cfg.affine != 0; /* non-affine: dx still uses the (never trained) scale */
-    return cn_backward(bn->ctx, layer_mode(bn), x, dy, dx, bn->buf[CLNORM_SCALE],
-                       affine ? bn->buf[CLNORM_SCALE_GRAD] : NULL, affine ? bn->buf[CLNORM_BIAS_GRAD] : NULL,
-                       bn->cfg.epsilon, bn->buf[CLNORM_SAVE_MEAN], bn->buf[CLNORM_SAVE_INVSTD], scale, momentum);
+    return cn_backward_ex(bn->ctx, layer_mode(bn), x, y, dy, dx, dz, bn->buf[CLNORM_SCALE], bn->buf[CLNORM_BIAS],
+                          affine ? bn->buf[CLNORM_SCALE_GRAD] : NULL, affine ? bn->buf[CLNORM_BIAS_GRAD] : NULL,
+                          bn->cfg.epsilon, bn->buf[CLNORM_SAVE_MEAN], bn->buf[CLNORM_SAVE_INVSTD], bn->cfg.activation,
+                          scale, momentum);
 }
 
 static clnorm_status check_field(const clnorm_batchnorm *bn, clnorm_field f, const void *host, size_t count,

@@ -42,6 +42,14 @@ static clnorm_status check_epsilon(double eps) {
     return CLNORM_SUCCESS;
 }
 
+static clnorm_status check_activation(clnorm_activation act) {
+    if (act != CLNORM_ACTIVATION_NONE && act != CLNORM_ACTIVATION_RELU)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT,
+                       "activation: %d is not a clnorm_activation (CLNORM_ACTIVATION_NONE or CLNORM_ACTIVATION_RELU)",
+                       (int)act);
+    return CLNORM_SUCCESS;
+}
+
 static clnorm_status make_plan(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x, const char *name,
                                plan *p) {
     if (!ctx)
@@ -220,16 +228,33 @@ static clnorm_status enqueue_stats(clnorm_context *ctx, const plan *p, const cln
 /* bn_apply over the whole tensor */
 static clnorm_status enqueue_apply(clnorm_context *ctx, const plan *p, cl_kernel k, const clnorm_tensor *x,
                                    const clnorm_tensor *dy, const clnorm_tensor *out, cl_mem scale, cl_mem bias,
-                                   cl_mem mean, cl_mem var, cl_mem coef, double eps, unsigned flags) {
+                                   cl_mem mean, cl_mem var, cl_mem coef, double eps, unsigned flags,
+                                   const clnorm_tensor *aux) {
     size_t total = p->numel, chunk = 0;
     if (ctx->strategy == CN_STRATEGY_CPU) {
         chunk = round_up((total + 8 * ctx->units - 1) / (8 * ctx->units), 16);
         if (chunk < 16384)
             chunk = 16384;
     }
-    karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy ? dy->buffer : NULL), A_U64(elem_offset(dy)),
-                A_MEM(out->buffer), A_U64(elem_offset(out)), A_U64(p->C), A_U64(p->S), A_U64(total), A_U64(chunk),
-                A_MEM(scale), A_MEM(bias), A_MEM(mean), A_MEM(var), A_MEM(coef), A_F32(eps), A_U32(flags)};
+    karg a[] = {A_MEM(x->buffer),
+                A_U64(elem_offset(x)),
+                A_MEM(dy ? dy->buffer : NULL),
+                A_U64(elem_offset(dy)),
+                A_MEM(aux ? aux->buffer : NULL),
+                A_U64(elem_offset(aux)),
+                A_MEM(out->buffer),
+                A_U64(elem_offset(out)),
+                A_U64(p->C),
+                A_U64(p->S),
+                A_U64(total),
+                A_U64(chunk),
+                A_MEM(scale),
+                A_MEM(bias),
+                A_MEM(mean),
+                A_MEM(var),
+                A_MEM(coef),
+                A_F32(eps),
+                A_U32(flags)};
     if (ctx->strategy == CN_STRATEGY_CPU)
         return launch_1d(ctx, k, (total + chunk - 1) / chunk, 1, a, NARGS(a));
     /* GPU: (values of a row, rows), or of groups of four rows when rows are short (S < 4 * cols: the kernel
@@ -322,19 +347,52 @@ static clnorm_status enqueue_col_stats(clnorm_context *ctx, const plan *p, const
 static clnorm_status enqueue_col_apply(clnorm_context *ctx, const plan *p, cl_uint R, cl_kernel k,
                                        const clnorm_tensor *x, const clnorm_tensor *dy, const clnorm_tensor *out,
                                        cl_mem scale, cl_mem bias, cl_mem mean, cl_mem var, cl_mem coef, double eps,
-                                       unsigned flags) {
-    karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy ? dy->buffer : NULL), A_U64(elem_offset(dy)),
-                A_MEM(out->buffer), A_U64(elem_offset(out)), A_U64(p->rows), A_U64(p->groups), A_U32(R),
-                A_MEM(scale), A_MEM(bias), A_MEM(mean), A_MEM(var), A_MEM(coef), A_F32(eps), A_U64(p->pC),
-                A_U64(p->pS), A_U32(flags | p->pmap)};
+                                       unsigned flags, const clnorm_tensor *aux) {
+    karg a[] = {A_MEM(x->buffer),
+                A_U64(elem_offset(x)),
+                A_MEM(dy ? dy->buffer : NULL),
+                A_U64(elem_offset(dy)),
+                A_MEM(aux ? aux->buffer : NULL),
+                A_U64(elem_offset(aux)),
+                A_MEM(out->buffer),
+                A_U64(elem_offset(out)),
+                A_U64(p->rows),
+                A_U64(p->groups),
+                A_U32(R),
+                A_MEM(scale),
+                A_MEM(bias),
+                A_MEM(mean),
+                A_MEM(var),
+                A_MEM(coef),
+                A_F32(eps),
+                A_U64(p->pC),
+                A_U64(p->pS),
+                A_U32(flags | p->pmap)};
     return launch_col_grid(ctx, k, p, R, a, NARGS(a));
 }
 
 /* ---- forward ---------------------------------------------------------------------------------- */
 
-clnorm_status cn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
-                                  const clnorm_tensor *y, cl_mem scale, cl_mem bias, double factor, double epsilon,
-                                  cl_mem running_mean, cl_mem running_var, cl_mem save_mean, cl_mem save_invstd) {
+/* the residual z of a fused forward (when given): x's shape, dtype and layout; y may be z itself (same view) */
+static clnorm_status check_residual(clnorm_context *ctx, const clnorm_tensor *x, const clnorm_tensor *z,
+                                    const clnorm_tensor *y, clnorm_activation act) {
+    int same;
+    clnorm_status st = check_activation(act);
+    if (st != CLNORM_SUCCESS || !z)
+        return st;
+    st = check_like(ctx, x, z, "z");
+    return st != CLNORM_SUCCESS ? st : cn_check_overlap(z, "z", y, "y", &same);
+}
+
+/* the activation's flags: F_Z with a residual, F_RELU */
+static unsigned act_flags(const clnorm_tensor *z, clnorm_activation act) {
+    return (z ? F_Z : 0u) | (act == CLNORM_ACTIVATION_RELU ? F_RELU : 0u);
+}
+
+clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
+                                            const clnorm_tensor *z, const clnorm_tensor *y, cl_mem scale, cl_mem bias,
+                                            double factor, double epsilon, cl_mem running_mean, cl_mem running_var,
+                                            cl_mem save_mean, cl_mem save_invstd, clnorm_activation activation) {
     plan p;
     int affine, running, save, same;
     clnorm_status st = make_plan(ctx, mode, x, "x", &p);
@@ -342,6 +400,8 @@ clnorm_status cn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, cons
         st = check_like(ctx, x, y, "y");
     if (st == CLNORM_SUCCESS)
         st = cn_check_overlap(x, "x", y, "y", &same);
+    if (st == CLNORM_SUCCESS)
+        st = check_residual(ctx, x, z, y, activation);
     if (st == CLNORM_SUCCESS)
         st = check_epsilon(epsilon);
     if (st == CLNORM_SUCCESS && (!(factor >= 0.0 && factor <= 1.0)))
@@ -357,6 +417,7 @@ clnorm_status cn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, cons
     if (st == CLNORM_SUCCESS) {
         const cn_region r[] = {cn_region_view(x, "x", 0),
                                cn_region_view(y, "y", 1),
+                               cn_region_view(z, "z", 0),
                                cn_region_param(scale, p.groups, "scale", 0),
                                cn_region_param(bias, p.groups, "bias", 0),
                                cn_region_param(running_mean, p.groups, "running_mean", 1),
@@ -368,7 +429,8 @@ clnorm_status cn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, cons
     if (st != CLNORM_SUCCESS)
         return st;
 
-    unsigned flags = (affine ? F_AFFINE : 0) | (running ? F_RUNNING : 0) | (save ? F_SAVE : 0) | F_STATS;
+    unsigned act = act_flags(z, activation);
+    unsigned flags = (affine ? F_AFFINE : 0) | (running ? F_RUNNING : 0) | (save ? F_SAVE : 0) | F_STATS | act;
     cl_uint R = p.columns ? row_chunks(ctx, &p, 64, 2) : 1;
     if (R > 1) {
         cl_kernel k[3];
@@ -382,7 +444,7 @@ clnorm_status cn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, cons
                                running_var, save ? save_mean : NULL, save_invstd, scoef, factor, epsilon);
         if (st != CLNORM_SUCCESS)
             return st;
-        return enqueue_col_apply(ctx, &p, R, k[2], x, NULL, y, NULL, NULL, NULL, NULL, scoef, epsilon, F_COEF);
+        return enqueue_col_apply(ctx, &p, R, k[2], x, NULL, y, NULL, NULL, NULL, NULL, scoef, epsilon, F_COEF | act, z);
     }
     if (p.columns) {
         cl_kernel k;
@@ -390,10 +452,14 @@ clnorm_status cn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, cons
         if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
             return st;
         double unbias = (double)p.M / (double)(p.M - 1);
-        karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(y->buffer), A_U64(elem_offset(y)),
-                    A_U64(p.rows), A_U64(p.groups), A_MEM(scale), A_MEM(bias), A_MEM(NULL), A_MEM(NULL),
-                    A_MEM(running_mean), A_MEM(running_var), A_MEM(save_mean), A_MEM(save_invstd), A_F32(factor),
-                    A_F32(epsilon), A_F32(unbias), A_U64(p.pC), A_U64(p.pS), A_U32(flags | p.pmap)};
+        karg a[] = {A_MEM(x->buffer),      A_U64(elem_offset(x)), A_MEM(z ? z->buffer : NULL),
+                    A_U64(elem_offset(z)), A_MEM(y->buffer),      A_U64(elem_offset(y)),
+                    A_U64(p.rows),         A_U64(p.groups),       A_MEM(scale),
+                    A_MEM(bias),           A_MEM(NULL),           A_MEM(NULL),
+                    A_MEM(running_mean),   A_MEM(running_var),    A_MEM(save_mean),
+                    A_MEM(save_invstd),    A_F32(factor),         A_F32(epsilon),
+                    A_F32(unbias),         A_U64(p.pC),           A_U64(p.pS),
+                    A_U32(flags | p.pmap)};
         return launch_columns(ctx, k, &p, a, NARGS(a));
     }
     if (fused(ctx, &p)) {
@@ -403,9 +469,24 @@ clnorm_status cn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, cons
             return st;
         size_t global = p.C * ctx->wg, local = ctx->wg;
         double unbias = (double)p.M / (double)(p.M - 1);
-        karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(y->buffer), A_U64(elem_offset(y)), A_U64(p.B),
-                    A_U64(p.C), A_U64(p.S), A_MEM(scale), A_MEM(bias), A_MEM(running_mean), A_MEM(running_var),
-                    A_MEM(save_mean), A_MEM(save_invstd), A_F32(factor), A_F32(epsilon), A_F32(unbias),
+        karg a[] = {A_MEM(x->buffer),
+                    A_U64(elem_offset(x)),
+                    A_MEM(z ? z->buffer : NULL),
+                    A_U64(elem_offset(z)),
+                    A_MEM(y->buffer),
+                    A_U64(elem_offset(y)),
+                    A_U64(p.B),
+                    A_U64(p.C),
+                    A_U64(p.S),
+                    A_MEM(scale),
+                    A_MEM(bias),
+                    A_MEM(running_mean),
+                    A_MEM(running_var),
+                    A_MEM(save_mean),
+                    A_MEM(save_invstd),
+                    A_F32(factor),
+                    A_F32(epsilon),
+                    A_F32(unbias),
                     A_U32(flags)};
         return launch(ctx, k, 1, &global, &local, a, NARGS(a));
     }
@@ -421,7 +502,14 @@ clnorm_status cn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, cons
                        save_invstd, scoef, factor, epsilon);
     if (st != CLNORM_SUCCESS)
         return st;
-    return enqueue_apply(ctx, &p, k[2], x, NULL, y, NULL, NULL, NULL, NULL, scoef, epsilon, F_COEF);
+    return enqueue_apply(ctx, &p, k[2], x, NULL, y, NULL, NULL, NULL, NULL, scoef, epsilon, F_COEF | act, z);
+}
+
+clnorm_status cn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
+                                  const clnorm_tensor *y, cl_mem scale, cl_mem bias, double factor, double epsilon,
+                                  cl_mem running_mean, cl_mem running_var, cl_mem save_mean, cl_mem save_invstd) {
+    return clnorm_bn_forward_training_ex(ctx, mode, x, NULL, y, scale, bias, factor, epsilon, running_mean, running_var,
+                                         save_mean, save_invstd, CLNORM_ACTIVATION_NONE);
 }
 
 clnorm_status clnorm_bn_forward_training(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
@@ -432,9 +520,9 @@ clnorm_status clnorm_bn_forward_training(clnorm_context *ctx, clnorm_bn_mode mod
                                save_invstd);
 }
 
-clnorm_status clnorm_bn_forward_inference(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
-                                          const clnorm_tensor *y, cl_mem scale, cl_mem bias, cl_mem mean, cl_mem var,
-                                          double epsilon) {
+clnorm_status clnorm_bn_forward_inference_ex(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
+                                             const clnorm_tensor *z, const clnorm_tensor *y, cl_mem scale, cl_mem bias,
+                                             cl_mem mean, cl_mem var, double epsilon, clnorm_activation activation) {
     plan p;
     int affine, stats, same;
     clnorm_status st = make_plan(ctx, mode, x, "x", &p);
@@ -442,6 +530,8 @@ clnorm_status clnorm_bn_forward_inference(clnorm_context *ctx, clnorm_bn_mode mo
         st = check_like(ctx, x, y, "y");
     if (st == CLNORM_SUCCESS)
         st = cn_check_overlap(x, "x", y, "y", &same);
+    if (st == CLNORM_SUCCESS)
+        st = check_residual(ctx, x, z, y, activation);
     if (st == CLNORM_SUCCESS)
         st = check_epsilon(epsilon);
     if (st == CLNORM_SUCCESS)
@@ -452,8 +542,11 @@ clnorm_status clnorm_bn_forward_inference(clnorm_context *ctx, clnorm_bn_mode mo
     if (st == CLNORM_SUCCESS)
         st = check_pair(ctx, mean, var, "mean", "var", p.groups, &stats);
     if (st == CLNORM_SUCCESS) {
-        const cn_region r[] = {cn_region_view(y, "y", 1), cn_region_param(scale, p.groups, "scale", 0),
-                               cn_region_param(bias, p.groups, "bias", 0), cn_region_param(mean, p.groups, "mean", 0),
+        const cn_region r[] = {cn_region_view(y, "y", 1),
+                               cn_region_view(z, "z", 0),
+                               cn_region_param(scale, p.groups, "scale", 0),
+                               cn_region_param(bias, p.groups, "bias", 0),
+                               cn_region_param(mean, p.groups, "mean", 0),
                                cn_region_param(var, p.groups, "var", 0)};
         st = cn_check_regions(r, (int)(sizeof r / sizeof r[0]));
     }
@@ -464,28 +557,82 @@ clnorm_status clnorm_bn_forward_inference(clnorm_context *ctx, clnorm_bn_mode mo
     static const cn_kernel_id pa[] = {K_PA_FORWARD}, ap[] = {K_APPLY}, ca[] = {K_COL_APPLY};
     if ((st = kernels(ctx, x->dtype, R > 1 ? ca : p.columns ? pa : ap, &k, 1)) != CLNORM_SUCCESS)
         return st;
-    unsigned flags = affine ? F_AFFINE : 0;
+    unsigned flags = (affine ? F_AFFINE : 0) | act_flags(z, activation);
     if (R > 1)
-        return enqueue_col_apply(ctx, &p, R, k, x, NULL, y, scale, bias, mean, var, NULL, epsilon, flags);
+        return enqueue_col_apply(ctx, &p, R, k, x, NULL, y, scale, bias, mean, var, NULL, epsilon, flags, z);
     if (!p.columns)
-        return enqueue_apply(ctx, &p, k, x, NULL, y, scale, bias, mean, var, NULL, epsilon, flags);
-    karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(y->buffer), A_U64(elem_offset(y)), A_U64(p.rows),
-                A_U64(p.groups), A_MEM(scale), A_MEM(bias), A_MEM(mean), A_MEM(var), A_MEM(NULL), A_MEM(NULL),
-                A_MEM(NULL), A_MEM(NULL), A_F32(0.0f), A_F32(epsilon), A_F32(1.0f), A_U64(p.pC), A_U64(p.pS),
+        return enqueue_apply(ctx, &p, k, x, NULL, y, scale, bias, mean, var, NULL, epsilon, flags, z);
+    karg a[] = {A_MEM(x->buffer),      A_U64(elem_offset(x)), A_MEM(z ? z->buffer : NULL),
+                A_U64(elem_offset(z)), A_MEM(y->buffer),      A_U64(elem_offset(y)),
+                A_U64(p.rows),         A_U64(p.groups),       A_MEM(scale),
+                A_MEM(bias),           A_MEM(mean),           A_MEM(var),
+                A_MEM(NULL),           A_MEM(NULL),           A_MEM(NULL),
+                A_MEM(NULL),           A_F32(0.0f),           A_F32(epsilon),
+                A_F32(1.0f),           A_U64(p.pC),           A_U64(p.pS),
                 A_U32(flags | p.pmap)};
     return launch_columns(ctx, k, &p, a, NARGS(a));
 }
 
+clnorm_status clnorm_bn_forward_inference(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
+                                          const clnorm_tensor *y, cl_mem scale, cl_mem bias, cl_mem mean, cl_mem var,
+                                          double epsilon) {
+    return clnorm_bn_forward_inference_ex(ctx, mode, x, NULL, y, scale, bias, mean, var, epsilon,
+                                          CLNORM_ACTIVATION_NONE);
+}
+
 /* ---- backward ----------------------------------------------------------------------------------- */
 
-clnorm_status cn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x, const clnorm_tensor *dy,
-                          const clnorm_tensor *dx, cl_mem scale, cl_mem dscale, cl_mem dbias, double epsilon,
-                          cl_mem save_mean, cl_mem save_invstd, double alpha, double beta) {
+/* a and b must not share memory at all (not even as the same view): b is written while a is still read */
+static clnorm_status check_apart(const clnorm_tensor *a, const char *na, const clnorm_tensor *b, const char *nb) {
+    int same;
+    clnorm_status st = cn_check_overlap(a, na, b, nb, &same);
+    if (st == CLNORM_SUCCESS && same)
+        st = cn_fail(CLNORM_ERROR_INVALID_ARGUMENT,
+                     "%s is the same memory as %s: the backward writes %s while it still reads %s (only dx and dz "
+                     "may be written over dy, and dx over x)",
+                     nb, na, nb, na);
+    return st;
+}
+
+/* the fused arguments of a backward: y (the forward's output, needed by RELU), dz, bias */
+static clnorm_status check_backward_ex(clnorm_context *ctx, const plan *p, const clnorm_tensor *x,
+                                       const clnorm_tensor *y, const clnorm_tensor *dy, const clnorm_tensor *dx,
+                                       const clnorm_tensor *dz, cl_mem bias, clnorm_activation act) {
+    int same;
+    clnorm_status st = check_activation(act);
+    if (st == CLNORM_SUCCESS && act == CLNORM_ACTIVATION_RELU && !y)
+        st = cn_fail(CLNORM_ERROR_INVALID_ARGUMENT,
+                     "y is NULL: the RELU backward needs the forward's output y (its mask is y > 0)");
+    if (st == CLNORM_SUCCESS && y)
+        st = check_like(ctx, x, y, "y");
+    if (st == CLNORM_SUCCESS && y && dx)
+        st = check_apart(y, "y", dx, "dx");
+    if (st == CLNORM_SUCCESS && dz)
+        st = check_like(ctx, x, dz, "dz");
+    if (st == CLNORM_SUCCESS && dz)
+        st = check_apart(x, "x", dz, "dz");
+    if (st == CLNORM_SUCCESS && dz && y)
+        st = check_apart(y, "y", dz, "dz");
+    if (st == CLNORM_SUCCESS && dz)
+        st = cn_check_overlap(dy, "dy", dz, "dz", &same);
+    if (st == CLNORM_SUCCESS && dz && dx)
+        st = check_apart(dz, "dz", dx, "dx");
+    if (st == CLNORM_SUCCESS && bias)
+        st = cn_check_param(ctx, bias, p->groups, "bias");
+    return st;
+}
+
+clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x, const clnorm_tensor *y,
+                             const clnorm_tensor *dy, const clnorm_tensor *dx, const clnorm_tensor *dz, cl_mem scale,
+                             cl_mem bias, cl_mem dscale, cl_mem dbias, double epsilon, cl_mem save_mean,
+                             cl_mem save_invstd, clnorm_activation activation, double alpha, double beta) {
     plan p;
     int grads, saved, same;
     clnorm_status st = make_plan(ctx, mode, x, "x", &p);
     if (st == CLNORM_SUCCESS)
         st = check_like(ctx, x, dy, "dy");
+    if (st == CLNORM_SUCCESS)
+        st = check_backward_ex(ctx, &p, x, y, dy, dx, dz, bias, activation);
     if (st == CLNORM_SUCCESS && dx)
         st = check_like(ctx, x, dx, "dx");
     if (st == CLNORM_SUCCESS && dx)
@@ -504,7 +651,10 @@ clnorm_status cn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm
         const cn_region r[] = {cn_region_view(x, "x", 0),
                                cn_region_view(dy, "dy", 0),
                                cn_region_view(dx, "dx", 1),
+                               cn_region_view(y, "y", 0),
+                               cn_region_view(dz, "dz", 1),
                                cn_region_param(scale, p.groups, "scale", 0),
+                               cn_region_param(bias, p.groups, "bias", 0),
                                cn_region_param(dscale, p.groups, "dscale", 1),
                                cn_region_param(dbias, p.groups, "dbias", 1),
                                cn_region_param(save_mean, p.groups, "save_mean", 0),
@@ -513,10 +663,16 @@ clnorm_status cn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm
     }
     if (st != CLNORM_SUCCESS)
         return st;
-    if (!dx && !grads)
+    if (!dx && !grads && !dz)
         return CLNORM_SUCCESS; /* nothing asked for */
 
-    unsigned flags = (scale ? F_AFFINE : 0) | (grads ? F_GRADS : 0) | (dx ? F_DX : 0) | (beta != 0.0 ? F_ACCUM : 0);
+    /* g = dy masked by y > 0 (F_RELU) wherever dy is read; dz = g written by the pass that sums g (F_DZ). The split
+     * paths' dx pass then reads g from dz when there is one (a read less), else dy and y again. */
+    unsigned relu = activation == CLNORM_ACTIVATION_RELU ? F_RELU : 0;
+    unsigned flags = (scale ? F_AFFINE : 0) | (grads ? F_GRADS : 0) | (dx ? F_DX : 0) | (beta != 0.0 ? F_ACCUM : 0) |
+                     relu | (dz ? F_DZ : 0);
+    const clnorm_tensor *gsrc = dz ? dz : dy;
+    unsigned gmask = dz ? 0 : relu;
     cl_uint R = p.columns ? row_chunks(ctx, &p, 64, 8) : 1;
     if (R > 1) {
         cl_kernel k[5];
@@ -536,9 +692,24 @@ clnorm_status cn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm
                 return st;
             flags |= F_COEF;
         }
-        karg a1[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy->buffer), A_U64(elem_offset(dy)),
-                     A_U64(p.rows), A_U64(p.groups), A_U32(R), A_MEM(save_mean), A_MEM(save_invstd), A_MEM(scoef),
-                     A_U64(p.pC), A_U64(p.pS), A_U32(flags | p.pmap), A_MEM(part)};
+        karg a1[] = {A_MEM(x->buffer),
+                     A_U64(elem_offset(x)),
+                     A_MEM(dy->buffer),
+                     A_U64(elem_offset(dy)),
+                     A_MEM(y ? y->buffer : NULL),
+                     A_U64(elem_offset(y)),
+                     A_MEM(dz ? dz->buffer : NULL),
+                     A_U64(elem_offset(dz)),
+                     A_U64(p.rows),
+                     A_U64(p.groups),
+                     A_U32(R),
+                     A_MEM(save_mean),
+                     A_MEM(save_invstd),
+                     A_MEM(scoef),
+                     A_U64(p.pC),
+                     A_U64(p.pS),
+                     A_U32(flags | p.pmap),
+                     A_MEM(part)};
         if ((st = launch_col_grid(ctx, k[2], &p, R, a1, NARGS(a1))) != CLNORM_SUCCESS)
             return st;
         karg a2[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(part), A_U32(R), A_U64(p.rows),
@@ -547,17 +718,36 @@ clnorm_status cn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm
                      A_U64(p.pS), A_U32(flags | p.pmap)};
         if ((st = launch_finalize(ctx, k[3], p.groups, a2, NARGS(a2))) != CLNORM_SUCCESS || !dx)
             return st;
-        return enqueue_col_apply(ctx, &p, R, k[4], x, dy, dx, NULL, NULL, NULL, NULL, coef, epsilon, F_DX | F_COEF);
+        return enqueue_col_apply(ctx, &p, R, k[4], x, gsrc, dx, NULL, NULL, NULL, NULL, coef, epsilon,
+                                 F_DX | F_COEF | gmask, y);
     }
     if (p.columns) {
         cl_kernel k;
         static const cn_kernel_id ids[] = {K_PA_BACKWARD};
         if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
             return st;
-        karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy->buffer), A_U64(elem_offset(dy)),
-                    A_MEM(dx ? dx->buffer : NULL), A_U64(elem_offset(dx)), A_U64(p.rows), A_U64(p.groups),
-                    A_MEM(scale), A_MEM(save_mean), A_MEM(save_invstd), A_MEM(dscale), A_MEM(dbias), A_F32(alpha),
-                    A_F32(beta), A_F32(epsilon), A_U64(p.pC), A_U64(p.pS),
+        karg a[] = {A_MEM(x->buffer),
+                    A_U64(elem_offset(x)),
+                    A_MEM(dy->buffer),
+                    A_U64(elem_offset(dy)),
+                    A_MEM(y ? y->buffer : NULL),
+                    A_U64(elem_offset(y)),
+                    A_MEM(dz ? dz->buffer : NULL),
+                    A_U64(elem_offset(dz)),
+                    A_MEM(dx ? dx->buffer : NULL),
+                    A_U64(elem_offset(dx)),
+                    A_U64(p.rows),
+                    A_U64(p.groups),
+                    A_MEM(scale),
+                    A_MEM(save_mean),
+                    A_MEM(save_invstd),
+                    A_MEM(dscale),
+                    A_MEM(dbias),
+                    A_F32(alpha),
+                    A_F32(beta),
+                    A_F32(epsilon),
+                    A_U64(p.pC),
+                    A_U64(p.pS),
                     A_U32(flags | p.pmap | (saved ? 0 : F_STATS))};
         return launch_columns(ctx, k, &p, a, NARGS(a));
     }
@@ -567,10 +757,28 @@ clnorm_status cn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm
         if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
             return st;
         size_t global = p.C * ctx->wg, local = ctx->wg;
-        karg a[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy->buffer), A_U64(elem_offset(dy)),
-                    A_MEM(dx ? dx->buffer : NULL), A_U64(elem_offset(dx)), A_U64(p.B), A_U64(p.C), A_U64(p.S),
-                    A_MEM(scale), A_MEM(save_mean), A_MEM(save_invstd), A_MEM(dscale), A_MEM(dbias), A_F32(alpha),
-                    A_F32(beta), A_F32(epsilon), A_U32(flags | (saved ? 0 : F_STATS))};
+        karg a[] = {A_MEM(x->buffer),
+                    A_U64(elem_offset(x)),
+                    A_MEM(dy->buffer),
+                    A_U64(elem_offset(dy)),
+                    A_MEM(y ? y->buffer : NULL),
+                    A_U64(elem_offset(y)),
+                    A_MEM(dz ? dz->buffer : NULL),
+                    A_U64(elem_offset(dz)),
+                    A_MEM(dx ? dx->buffer : NULL),
+                    A_U64(elem_offset(dx)),
+                    A_U64(p.B),
+                    A_U64(p.C),
+                    A_U64(p.S),
+                    A_MEM(scale),
+                    A_MEM(save_mean),
+                    A_MEM(save_invstd),
+                    A_MEM(dscale),
+                    A_MEM(dbias),
+                    A_F32(alpha),
+                    A_F32(beta),
+                    A_F32(epsilon),
+                    A_U32(flags | (saved ? 0 : F_STATS))};
         return launch(ctx, k, 1, &global, &local, a, NARGS(a));
     }
     cl_kernel k[5];
@@ -589,9 +797,22 @@ clnorm_status cn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm
             return st;
     }
     size_t gp[2] = {G * ctx->wg, p.C}, lp[2] = {ctx->wg, 1};
-    karg a1[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(dy->buffer), A_U64(elem_offset(dy)),
-                 A_U64(p.B),       A_U64(p.C),            A_U64(p.S),        A_U32(G),
-                 A_MEM(save_mean), A_MEM(save_invstd),    A_MEM(scoef),      A_U32(flags),
+    karg a1[] = {A_MEM(x->buffer),
+                 A_U64(elem_offset(x)),
+                 A_MEM(dy->buffer),
+                 A_U64(elem_offset(dy)),
+                 A_MEM(y ? y->buffer : NULL),
+                 A_U64(elem_offset(y)),
+                 A_MEM(dz ? dz->buffer : NULL),
+                 A_U64(elem_offset(dz)),
+                 A_U64(p.B),
+                 A_U64(p.C),
+                 A_U64(p.S),
+                 A_U32(G),
+                 A_MEM(save_mean),
+                 A_MEM(save_invstd),
+                 A_MEM(scoef),
+                 A_U32(flags),
                  A_MEM(part)};
     if ((st = launch(ctx, k[2], 2, gp, lp, a1, NARGS(a1))) != CLNORM_SUCCESS)
         return st;
@@ -600,7 +821,23 @@ clnorm_status cn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm
                  A_MEM(coef),  A_F32(alpha),  A_F32(beta),  A_U32(flags)};
     if ((st = launch_finalize(ctx, k[3], p.C, a2, NARGS(a2))) != CLNORM_SUCCESS || !dx)
         return st;
-    return enqueue_apply(ctx, &p, k[4], x, dy, dx, NULL, NULL, NULL, NULL, coef, epsilon, F_DX | F_COEF);
+    return enqueue_apply(ctx, &p, k[4], x, gsrc, dx, NULL, NULL, NULL, NULL, coef, epsilon, F_DX | F_COEF | gmask, y);
+}
+
+clnorm_status cn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x, const clnorm_tensor *dy,
+                          const clnorm_tensor *dx, cl_mem scale, cl_mem dscale, cl_mem dbias, double epsilon,
+                          cl_mem save_mean, cl_mem save_invstd, double alpha, double beta) {
+    return cn_backward_ex(ctx, mode, x, NULL, dy, dx, NULL, scale, NULL, dscale, dbias, epsilon, save_mean, save_invstd,
+                          CLNORM_ACTIVATION_NONE, alpha, beta);
+}
+
+clnorm_status clnorm_bn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
+                                    const clnorm_tensor *y, const clnorm_tensor *dy, const clnorm_tensor *dx,
+                                    const clnorm_tensor *dz, cl_mem scale, cl_mem bias, cl_mem dscale, cl_mem dbias,
+                                    double epsilon, cl_mem save_mean, cl_mem save_invstd,
+                                    clnorm_activation activation) {
+    return cn_backward_ex(ctx, mode, x, y, dy, dx, dz, scale, bias, dscale, dbias, epsilon, save_mean, save_invstd,
+                          activation, 1.0, 0.0);
 }
 
 clnorm_status clnorm_bn_backward(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,

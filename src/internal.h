@@ -34,7 +34,11 @@ enum {
     F_ACCUM = 64u,
     F_STATS = 128u,
     F_COEF = 256u,
-    F_PMAP = 512u
+    F_PMAP = 512u,
+    /* fused activation (issue 12) */
+    F_Z = 1024u,
+    F_RELU = 2048u,
+    F_DZ = 4096u
 };
 
 typedef enum cn_kernel_id {

@@ -129,3 +129,17 @@ void ref_bn_backward(clnorm_bn_mode mode, int ndim, const size_t *shape, const f
     free(sdy);
     free(sdyx);
 }
+
+/* ---- fused activation (issue 12) ---------------------------------------------------------------- */
+
+void ref_bn_activate(size_t n, const double *ybn, const float *z, clnorm_activation act, double *y) {
+    for (size_t i = 0; i < n; i++) {
+        double v = ybn[i] + (z ? (double)z[i] : 0.0);
+        y[i] = (act == CLNORM_ACTIVATION_RELU && v < 0.0) ? 0.0 : v;
+    }
+}
+
+void ref_bn_act_grad(size_t n, const float *dy, const float *y, clnorm_activation act, float *g) {
+    for (size_t i = 0; i < n; i++)
+        g[i] = (act == CLNORM_ACTIVATION_RELU && !(y[i] > 0.0f)) ? 0.0f : dy[i];
+}

@@ -36,4 +36,9 @@ void ref_bn_backward(clnorm_bn_mode mode, int ndim, const size_t *shape, const f
                      const float *scale, double epsilon, const float *save_mean, const float *save_invstd, double *dx,
                      double *dscale, double *dbias);
 
+/* Fused activation (issue 12): y = act(ybn + z) (z NULL: 0; RELU: v < 0 gives 0, NaN stays NaN), and the
+   backward's g = dy where the stored forward output y > 0 (RELU; y <= 0 or NaN gives 0), else dy. */
+void ref_bn_activate(size_t n, const double *ybn, const float *z, clnorm_activation act, double *y);
+void ref_bn_act_grad(size_t n, const float *dy, const float *y, clnorm_activation act, float *g);
+
 #endif
