@@ -6,8 +6,8 @@
 # Usage: tests/strict_compile.sh BUILD_DIR
 #
 # The sources are the library's own: BUILD_DIR/tests/dump_programs builds every program (each storage dtype x
-# strategy x variant) with CLNORM_DUMP_SOURCE=<dir>, which makes the library write each program's source, exactly
-# as it passes it to clCreateProgramWithSource, to <dir>/<name>.cl and its build options to <dir>/<name>.options.
+# strategy x variant) and writes each program's source, exactly as the library passes it to
+# clCreateProgramWithSource, to <dir>/<name>.cl and its build options to <dir>/<name>.options.
 # OpenCL builtins are declared by clang's default header and mangled (_Z...), LLVM intrinsics start with llvm.;
 # anything else declared but not defined is a helper without a definition.
 set -euo pipefail
@@ -18,24 +18,25 @@ dump=$(mktemp -d "${TMPDIR:-/tmp}/clnorm-strict.XXXXXX")
 trap 'rm -rf "$dump"' EXIT
 
 for strategy in cpu gpu; do
-    CLNORM_STRATEGY=$strategy CLNORM_DUMP_SOURCE="$dump" CLNORM_CACHE=0 "$build/tests/dump_programs"
+    mkdir -p "$dump/$strategy"
+    CLNORM_STRATEGY=$strategy "$build/tests/dump_programs" "$dump/$strategy" "${CLNORM_TEST_DEVICE:-pocl}"
 done
 shopt -s nullglob
-files=("$dump"/*.cl)
+files=("$dump"/*/*.cl)
 if [ "${#files[@]}" -eq 0 ]; then
-    echo "$0: no program was dumped (CLNORM_DUMP_SOURCE not honoured?)" >&2
+    echo "$0: no program was dumped" >&2
     exit 1
 fi
 failed=0
 for src in "${files[@]}"; do
-    name=$(basename "$src" .cl)
-    opts=$(cat "$dump/$name.options")
+    name=$(basename "$(dirname "$src")")/$(basename "$src" .cl)
+    opts=$(cat "${src%.cl}.options")
     # the options clang understands: the language version and the -D defines (CLNORM_BUILD_OPTIONS may add others)
     copts=()
     for o in $opts; do
         case "$o" in -cl-std=* | -D*) copts+=("$o") ;; esac
     done
-    ll="$dump/$name.ll"
+    ll="${src%.cl}.ll"
     if ! clang -x cl -target spir64 -O0 -Xclang -finclude-default-header "${copts[@]}" -S -emit-llvm -o "$ll" "$src"; then
         echo "FAIL $name: clang could not compile it (options: $opts)" >&2
         failed=1
