@@ -14,7 +14,7 @@ PY_DEPS  := numpy pyopencl h5py cffi pytest scikit-build-core
 PY_ENV   := POCL_CACHE_DIR=$(CURDIR)/$(BUILD)/pocl-cache CLNORM_CACHE_DIR=$(CURDIR)/$(BUILD)/clnorm-cache
 
 .PHONY: all deps configure build demo test bench clean format install docs check-memory check-asan check-valgrind fuzz \
-        python check-oclgrind
+        python check-oclgrind check-strict
 
 all: build
 
@@ -101,6 +101,12 @@ check-oclgrind: deps
 	cmake --build $(OCLGRIND_BUILD) -j $(JOBS)
 	cd $(OCLGRIND_BUILD) && CLNORM_TEST_DEVICE=oclgrind CLNORM_TEST_REQUIRE_DEVICE=1 \
 	  ctest --output-on-failure -j 1 -LE '^(threads|large|mpi|python)$$' $(OCLGRIND_CTEST_ARGS)
+
+# Strict OpenCL C: every program the library builds (tests/dump_programs), compiled by clang for spir64 at -O0;
+# any helper called but not defined (a plain C99 inline, say) fails, as it would on a driver that does not inline.
+check-strict: build
+	@command -v clang >/dev/null 2>&1 || { echo "make check-strict needs clang: sudo apt-get install -y clang"; exit 1; }
+	tests/strict_compile.sh $(BUILD)
 
 bench: build python
 	./$(BUILD)/clnorm-bench $(BENCH_ARGS)
