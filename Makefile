@@ -6,7 +6,7 @@ JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
 PREFIX   ?= /usr/local
 PKGS     := cmake make gcc pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libcmocka-dev clinfo \
-            python3 python3-venv oclgrind
+            python3 python3-venv libopenmpi-dev openmpi-bin oclgrind
 # Python package: a venv under the build folder, the package installed into it the README's way (pip install .)
 PYTHON   ?= python3
 VENV     ?= $(BUILD)/venv

@@ -641,6 +641,197 @@ CLNORM_API void clnorm_batchnorm_reset(clnorm_batchnorm *bn);
  */
 CLNORM_API const char *clnorm_batchnorm_name(const clnorm_batchnorm *bn);
 
+
+/* ---- split-phase statistics: the building blocks of synchronised BatchNorm ------------ */
+/**
+ * @defgroup split Split-phase statistics (synchronised BatchNorm)
+ * @brief One training step split where a collective can sit between the phases, for any transport: several
+ * devices in one process, MPI (libclnorm_mpi, clnorm_mpi.h), or a framework's own collective.
+ *
+ * Forward: every part computes its block with clnorm_bn_stats(); the blocks are exchanged and merged
+ * (clnorm_bn_stats_merge() on a device, clnorm_bn_stats_merge_host() on the host), and every part normalises its
+ * own x with the merged block (clnorm_bn_forward_training_from_stats()). Backward: every part reduces its
+ * (sum dy, sum dy * xhat) with clnorm_bn_backward_reduce(); the sums are added over the parts, and every part
+ * finishes with clnorm_bn_backward_from_sums(). The result equals the plain calls on the parts' batches
+ * concatenated, to the precision of SEMANTICS.md.
+ *
+ * **Statistics block**: per statistic group (the parameter order: maps, or maps*d*h*w for PER_ACTIVATION),
+ * 3 floats (count, mean, m2 = sum of squared deviations from the mean), group-major: group j at floats
+ * 3j, 3j+1, 3j+2 of a float32 cl_mem (offset 0), groups * 3 floats in all. Counts are whole numbers (exact in
+ * float up to 2^24 values per statistic per block). The mean is a float: for data whose mean is large next to
+ * its spread, the normalised values carry the mean's rounding (half an ulp of the mean times invstd).
+ *
+ * **Sums block**: per group 2 floats (sum dy, sum dy * xhat), group-major: group j at floats 2j, 2j+1;
+ * groups * 2 floats. Sums of several parts add elementwise.
+ *
+ * A batch of 0 is allowed in these calls (an empty shard); then x's buffer (and y's, dy's, dx's) may be NULL.
+ * **Validation only**: a NULL stats (clnorm_bn_stats(), clnorm_bn_forward_training_from_stats()) or sums
+ * (clnorm_bn_backward_reduce(), clnorm_bn_backward_from_sums()) checks every other argument exactly as the call
+ * would and enqueues nothing: what a collective does on every part before anything is exchanged or written.
+ * @{
+ */
+
+/**
+ * @brief This part's statistics block of x: (count, mean, m2) per group. Enqueues and returns (non-blocking).
+ * @param ctx the context.
+ * @param mode ::CLNORM_BN_SPATIAL or ::CLNORM_BN_PER_ACTIVATION.
+ * @param x the input; batch 0 allowed (the block is then all zeros: count 0).
+ * @param stats receives the block (groups * 3 floats at offset 0; must not overlap x), or NULL: validation only.
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT; ::CLNORM_ERROR_SHAPE; ::CLNORM_ERROR_BUFFER_TOO_SMALL;
+ *         ::CLNORM_ERROR_BUILD; ::CLNORM_ERROR_DEVICE_MEMORY; ::CLNORM_ERROR_OPENCL.
+ */
+CLNORM_API clnorm_status clnorm_bn_stats(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
+                                         cl_mem stats);
+/**
+ * @brief Merges parts blocks stored back to back into one: Chan's parallel merge in part order (so the result is
+ * the same on every device that runs it on the same blocks), parts with count 0 skipped, shifted by the first
+ * non-empty part's mean (mean 1e4, std 1 over 8 parts keeps its variance to float precision). Non-blocking.
+ * @param ctx the context.
+ * @param parts number of blocks, at least 1.
+ * @param groups statistic groups per block, at least 1.
+ * @param blocks parts * groups * 3 floats: block q at floats q * groups * 3.
+ * @param merged receives the merged block (groups * 3 floats); must not overlap blocks.
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT; ::CLNORM_ERROR_SHAPE (sizes overflow);
+ *         ::CLNORM_ERROR_BUFFER_TOO_SMALL; ::CLNORM_ERROR_BUILD; ::CLNORM_ERROR_OPENCL.
+ */
+CLNORM_API clnorm_status clnorm_bn_stats_merge(clnorm_context *ctx, size_t parts, size_t groups, cl_mem blocks,
+                                               cl_mem merged);
+/**
+ * @brief The same merge on the host, in double precision, rounded to float once at the end: deterministic on
+ * every IEEE-754 host whatever the devices (clnorm_mpi merges with it, in rank order, on every rank).
+ * @param parts number of blocks, at least 1.
+ * @param groups statistic groups per block, at least 1.
+ * @param blocks parts * groups * 3 floats (block q at q * groups * 3); counts must be whole numbers >= 0.
+ * @param merged receives groups * 3 floats (may not alias blocks).
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (NULL, 0 parts or groups, a bad count);
+ *         ::CLNORM_ERROR_SHAPE (sizes overflow). Nothing is written on refusal.
+ */
+CLNORM_API clnorm_status clnorm_bn_stats_merge_host(size_t parts, size_t groups, const float *blocks,
+                                                    float *merged);
+/**
+ * @brief Training forward of this part with given (merged, global) statistics: as clnorm_bn_forward_training()
+ * with the block's mean and variance m2 / count; the running variance is made unbiased with the block's count
+ * (count / (count - 1)). Reads the block's counts back first (blocking until the block is ready), then enqueues.
+ * @param ctx the context.
+ * @param mode ::CLNORM_BN_SPATIAL or ::CLNORM_BN_PER_ACTIVATION.
+ * @param x this part's input; batch 0 allowed: then only the running and saved statistics are written.
+ * @param y output view, same shape, dtype and layout as x, not overlapping it.
+ * @param stats the merged block (groups * 3 floats): every count at least 2 (else ::CLNORM_ERROR_SHAPE) and at
+ *        least x's values per statistic; or NULL: validation only (the counts are not checked).
+ * @param scale,bias parameter vectors, or both NULL for scale 1 and bias 0.
+ * @param factor in [0, 1]: running = (1 - factor) * running + factor * global.
+ * @param epsilon > 0.
+ * @param running_mean,running_var updated in place, or both NULL.
+ * @param save_mean,save_invstd receive the global mean and 1/sqrt(var + epsilon), or both NULL.
+ * @return as clnorm_bn_forward_training().
+ */
+CLNORM_API clnorm_status clnorm_bn_forward_training_from_stats(clnorm_context *ctx, clnorm_bn_mode mode,
+                                                               const clnorm_tensor *x, const clnorm_tensor *y,
+                                                               cl_mem stats /* merged, global */, cl_mem scale,
+                                                               cl_mem bias, double factor, double epsilon,
+                                                               cl_mem running_mean, cl_mem running_var,
+                                                               cl_mem save_mean, cl_mem save_invstd);
+/**
+ * @brief This part's backward sums block: (sum dy, sum dy * xhat) per group with xhat = (x - save_mean) *
+ * save_invstd, the global statistics of the forward. Enqueues and returns (non-blocking).
+ * @param ctx the context.
+ * @param mode ::CLNORM_BN_SPATIAL or ::CLNORM_BN_PER_ACTIVATION.
+ * @param x the forward's input; batch 0 allowed (the block is then zeros).
+ * @param dy gradient of the output, same shape, dtype and layout as x.
+ * @param save_mean,save_invstd the global statistics (from clnorm_bn_forward_training_from_stats()); required.
+ * @param sums receives groups * 2 floats (group-major: sum dy, sum dy * xhat), or NULL: validation only.
+ * @return as clnorm_bn_forward_training().
+ */
+CLNORM_API clnorm_status clnorm_bn_backward_reduce(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
+                                                   const clnorm_tensor *dy, cl_mem save_mean, cl_mem save_invstd,
+                                                   cl_mem sums);
+/**
+ * @brief Finishes this part's backward from the sums added over all parts: dbias = sum dy, dscale =
+ * sum dy * xhat (the global sums, copied), dx = scale * invstd / count * (count * dy - dbias - xhat * dscale).
+ * Enqueues and returns (non-blocking).
+ * @param ctx the context.
+ * @param mode ::CLNORM_BN_SPATIAL or ::CLNORM_BN_PER_ACTIVATION.
+ * @param x the forward's input; batch 0 allowed (then only dscale and dbias are written).
+ * @param dy gradient of the output, same shape, dtype and layout as x.
+ * @param dx receives the input gradient (must not overlap x or dy unless it is dy itself), or NULL.
+ * @param scale parameter vector, or NULL for 1.
+ * @param save_mean,save_invstd the global statistics; required.
+ * @param sums the sums over all parts (groups * 2 floats), or NULL: validation only.
+ * @param count the global values per statistic (the merged block's count): a whole number, at least 2 and at
+ *        least x's own values per statistic.
+ * @param dscale,dbias receive the global parameter gradients (overwritten), or both NULL: not written.
+ * @return as clnorm_bn_forward_training().
+ */
+CLNORM_API clnorm_status clnorm_bn_backward_from_sums(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
+                                                      const clnorm_tensor *dy, const clnorm_tensor *dx, cl_mem scale,
+                                                      cl_mem save_mean, cl_mem save_invstd,
+                                                      cl_mem sums /* summed over all parts */,
+                                                      double count /* global values per statistic */, cl_mem dscale,
+                                                      cl_mem dbias);
+
+/**
+ * @brief The layer's part of a synchronised training forward, first phase: clnorm_bn_stats() of x with the
+ * layer's mode after the layer's own checks (ndim, maps, dtype, layout as clnorm_batchnorm_forward()).
+ * @param bn the layer.
+ * @param x this part's input; batch 0 allowed.
+ * @param stats receives the block (clnorm_batchnorm_param_count() * 3 floats), or NULL: validation only.
+ * @return as clnorm_bn_stats(); ::CLNORM_ERROR_SHAPE with PuzzleLib's messages.
+ */
+CLNORM_API clnorm_status clnorm_batchnorm_stats(clnorm_batchnorm *bn, const clnorm_tensor *x, cl_mem stats);
+/**
+ * @brief Training forward of the layer with merged (global) statistics: PuzzleLib's rules (n += 1, factor =
+ * max(init_factor / n, min_factor), running statistics updated, mean and invstd saved for the backward) with
+ * clnorm_bn_forward_training_from_stats().
+ * @param bn the layer (every parameter written; see clnorm_batchnorm_forward()).
+ * @param x this part's input; batch 0 allowed.
+ * @param y output (y must not be x: the backward needs x).
+ * @param stats the merged block, or NULL: validation only (n is not changed).
+ * @return as clnorm_batchnorm_forward().
+ */
+CLNORM_API clnorm_status clnorm_batchnorm_forward_from_stats(clnorm_batchnorm *bn, const clnorm_tensor *x,
+                                                             const clnorm_tensor *y, cl_mem stats);
+/**
+ * @brief The layer's backward sums of this part (clnorm_bn_backward_reduce() with its saved statistics).
+ * @param bn the layer, after a training forward.
+ * @param x this part's input of that forward; batch 0 allowed.
+ * @param dy gradient of the output.
+ * @param sums receives clnorm_batchnorm_param_count() * 2 floats, or NULL: validation only.
+ * @return as clnorm_batchnorm_backward().
+ */
+CLNORM_API clnorm_status clnorm_batchnorm_backward_reduce(clnorm_batchnorm *bn, const clnorm_tensor *x,
+                                                          const clnorm_tensor *dy, cl_mem sums);
+/**
+ * @brief The layer's backward from global sums: dx (when asked) and, when affine, the gradient accumulation
+ * grad = scale * g + momentum * grad of PuzzleLib with the global gradients g.
+ * @param bn the layer, after a training forward.
+ * @param x this part's input of that forward; batch 0 allowed.
+ * @param dy gradient of the output.
+ * @param dx receives the input gradient, or NULL.
+ * @param sums the sums over all parts, or NULL: validation only.
+ * @param count the global values per statistic.
+ * @param scale,momentum the accumulation weights (finite).
+ * @return as clnorm_batchnorm_backward().
+ */
+CLNORM_API clnorm_status clnorm_batchnorm_backward_from_sums(clnorm_batchnorm *bn, const clnorm_tensor *x,
+                                                             const clnorm_tensor *dy, const clnorm_tensor *dx,
+                                                             cl_mem sums, double count, float scale, float momentum);
+
+/**
+ * @brief The context a layer was created on (for libraries above the layer: its queue, its device).
+ * @param bn the layer (NULL gives NULL).
+ * @return the context (borrowed).
+ */
+CLNORM_API clnorm_context *clnorm_batchnorm_context(const clnorm_batchnorm *bn);
+/**
+ * @brief Records message as this thread's last error (what clnorm_last_error() returns) and returns s: for
+ * libraries built on clnorm (clnorm_mpi, bindings) that report their own refusals the library's way.
+ * @param s the status to return.
+ * @param message the text (copied, truncated to the library's buffer); NULL records "".
+ * @return s.
+ */
+CLNORM_API clnorm_status clnorm_set_last_error(clnorm_status s, const char *message);
+/** @} */
+
 #ifdef __cplusplus
 }
 #endif

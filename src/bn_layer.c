@@ -212,7 +212,7 @@ static clnorm_status need(const clnorm_batchnorm *bn, clnorm_field f, const char
     return CLNORM_SUCCESS;
 }
 
-static void shape_text(int ndim, const size_t *shape, char *buf, size_t n) {
+static void dims_text(int ndim, const size_t *shape, char *buf, size_t n) {
     size_t used = (size_t)snprintf(buf, n, "(");
     for (int i = 0; i < ndim && used < n; ++i)
         used += (size_t)snprintf(buf + used, n - used, i ? ", %zu" : "%zu", shape[i]);
@@ -299,8 +299,8 @@ clnorm_status clnorm_batchnorm_backward_ex(clnorm_batchnorm *bn, const clnorm_te
         same_shape = x->shape[i] == bn->last_shape[i];
     if (!same_shape) {
         char got[160], want[160];
-        shape_text(x->ndim, x->shape, got, sizeof got);
-        shape_text(bn->last_ndim, bn->last_shape, want, sizeof want);
+        dims_text(x->ndim, x->shape, got, sizeof got);
+        dims_text(bn->last_ndim, bn->last_shape, want, sizeof want);
         return cn_fail(CLNORM_ERROR_SHAPE,
                        "backward: x has shape %s but the last training forward's x had %s (the saved statistics "
                        "belong to that batch)",
@@ -385,4 +385,85 @@ void clnorm_batchnorm_reset(clnorm_batchnorm *bn) {
         return;
     bn->n = 0;
     bn->written[CLNORM_SAVE_MEAN] = bn->written[CLNORM_SAVE_INVSTD] = 0;
+}
+
+/* ---- split-phase training (synchronised BatchNorm: clnorm_mpi, several devices) --------------------- */
+
+clnorm_status clnorm_batchnorm_stats(clnorm_batchnorm *bn, const clnorm_tensor *x, cl_mem stats) {
+    clnorm_status st;
+    if (!bn)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "bn is NULL");
+    if ((st = check_data(bn, x, "x")) != CLNORM_SUCCESS)
+        return st;
+    return clnorm_bn_stats(bn->ctx, layer_mode(bn), x, stats);
+}
+
+clnorm_status clnorm_batchnorm_forward_from_stats(clnorm_batchnorm *bn, const clnorm_tensor *x, const clnorm_tensor *y,
+                                                  cl_mem stats) {
+    clnorm_status st;
+    if (!bn)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "bn is NULL");
+    if ((st = check_data(bn, x, "x")) != CLNORM_SUCCESS || (st = check_data(bn, y, "y")) != CLNORM_SUCCESS)
+        return st;
+    static const clnorm_field needed[] = {CLNORM_SCALE, CLNORM_BIAS, CLNORM_RUNNING_MEAN, CLNORM_RUNNING_VAR};
+    for (size_t i = 0; i < sizeof needed / sizeof needed[0]; ++i)
+        if ((st = need(bn, needed[i], "training forward")) != CLNORM_SUCCESS)
+            return st;
+    if (x->buffer && x->shape[0] > 0 && cn_same_view(x, y))
+        return cn_fail(CLNORM_ERROR_INVALID_STATE, "inplace in training: y is x, but backward needs x as it was");
+    double factor = (double)bn->cfg.init_factor / (double)(bn->n + 1);
+    if (factor < bn->cfg.min_factor)
+        factor = bn->cfg.min_factor;
+    st = clnorm_bn_forward_training_from_stats(bn->ctx, layer_mode(bn), x, y, stats, bn->buf[CLNORM_SCALE],
+                                               bn->buf[CLNORM_BIAS], factor, bn->cfg.epsilon,
+                                               bn->buf[CLNORM_RUNNING_MEAN], bn->buf[CLNORM_RUNNING_VAR],
+                                               bn->buf[CLNORM_SAVE_MEAN], bn->buf[CLNORM_SAVE_INVSTD]);
+    if (st == CLNORM_SUCCESS && stats) {
+        bn->n++;
+        bn->written[CLNORM_SAVE_MEAN] = bn->written[CLNORM_SAVE_INVSTD] = 1;
+    }
+    return st;
+}
+
+/* the backward's common checks: data, saved statistics, scale written */
+static clnorm_status check_split_backward(clnorm_batchnorm *bn, const clnorm_tensor *x, const clnorm_tensor *dy,
+                                          const clnorm_tensor *dx) {
+    clnorm_status st;
+    if (!bn)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "bn is NULL");
+    if ((st = check_data(bn, x, "x")) != CLNORM_SUCCESS || (st = check_data(bn, dy, "dy")) != CLNORM_SUCCESS ||
+        (dx && (st = check_data(bn, dx, "dx")) != CLNORM_SUCCESS))
+        return st;
+    if (!bn->written[CLNORM_SAVE_MEAN] || !bn->written[CLNORM_SAVE_INVSTD])
+        return cn_fail(CLNORM_ERROR_INVALID_STATE,
+                       "backward before a training forward: no saved statistics (since create or reset)");
+    return need(bn, CLNORM_SCALE, "backward");
+}
+
+clnorm_status clnorm_batchnorm_backward_reduce(clnorm_batchnorm *bn, const clnorm_tensor *x, const clnorm_tensor *dy,
+                                               cl_mem sums) {
+    clnorm_status st = check_split_backward(bn, x, dy, NULL);
+    if (st != CLNORM_SUCCESS)
+        return st;
+    return clnorm_bn_backward_reduce(bn->ctx, layer_mode(bn), x, dy, bn->buf[CLNORM_SAVE_MEAN],
+                                     bn->buf[CLNORM_SAVE_INVSTD], sums);
+}
+
+clnorm_status clnorm_batchnorm_backward_from_sums(clnorm_batchnorm *bn, const clnorm_tensor *x, const clnorm_tensor *dy,
+                                                  const clnorm_tensor *dx, cl_mem sums, double count, float scale,
+                                                  float momentum) {
+    clnorm_status st = check_split_backward(bn, x, dy, dx);
+    if (st != CLNORM_SUCCESS)
+        return st;
+    if (!isfinite(scale) || !isfinite(momentum))
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "scale and momentum must be finite, got %g and %g", (double)scale,
+                       (double)momentum);
+    int affine = bn->cfg.affine != 0;
+    return cn_backward_from_sums(bn->ctx, layer_mode(bn), x, dy, dx, bn->buf[CLNORM_SCALE], bn->buf[CLNORM_SAVE_MEAN],
+                                 bn->buf[CLNORM_SAVE_INVSTD], sums, count, affine ? bn->buf[CLNORM_SCALE_GRAD] : NULL,
+                                 affine ? bn->buf[CLNORM_BIAS_GRAD] : NULL, scale, momentum);
+}
+
+clnorm_context *clnorm_batchnorm_context(const clnorm_batchnorm *bn) {
+    return bn ? bn->ctx : NULL;
 }

@@ -12,26 +12,16 @@
 #include <stdio.h>
 #include <string.h>
 
-typedef struct plan {
-    size_t B, C, S;   /* the (B, C, S) view */
-    size_t groups;    /* statistics (length of every parameter vector) */
-    size_t M;         /* values per statistic */
-    int columns;      /* column kernels: the tensor is a (rows, groups) matrix with one statistic per column */
-    size_t rows;      /* rows of that matrix (== M) */
-    size_t pC, pS;    /* column j's parameter index is (j % pC) * pS + j / pC (NHWC per-activation) */
-    unsigned pmap;    /* F_PMAP when that index is not the identity */
-    size_t numel;
-} plan;
 
 /* ---- validation ------------------------------------------------------------------------------- */
 
-static clnorm_status check_mode(clnorm_bn_mode mode) {
+clnorm_status check_mode(clnorm_bn_mode mode) {
     if (mode != CLNORM_BN_SPATIAL && mode != CLNORM_BN_PER_ACTIVATION)
         return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "mode: %d is not a clnorm_bn_mode", (int)mode);
     return CLNORM_SUCCESS;
 }
 
-static clnorm_status check_epsilon(double eps) {
+clnorm_status check_epsilon(double eps) {
     if (!(eps > 0.0) || !isfinite(eps))
         return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "epsilon must be finite and > 0, got %g", eps);
     /* the kernels take it as a float: one that rounds to 0 (or a denormal a device may flush) gives NaN for
@@ -50,7 +40,7 @@ static clnorm_status check_activation(clnorm_activation act) {
     return CLNORM_SUCCESS;
 }
 
-static clnorm_status make_plan(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x, const char *name,
+clnorm_status make_plan(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x, const char *name,
                                plan *p) {
     if (!ctx)
         return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "ctx is NULL");
@@ -80,7 +70,7 @@ static clnorm_status make_plan(clnorm_context *ctx, clnorm_bn_mode mode, const c
     return CLNORM_SUCCESS;
 }
 
-static void shape_text(const clnorm_tensor *t, char *buf, size_t n) {
+void shape_text(const clnorm_tensor *t, char *buf, size_t n) {
     size_t used = (size_t)snprintf(buf, n, "(");
     for (int i = 0; i < t->ndim && used < n; ++i)
         used += (size_t)snprintf(buf + used, n - used, i ? ", %zu" : "%zu", t->shape[i]);
@@ -88,11 +78,11 @@ static void shape_text(const clnorm_tensor *t, char *buf, size_t n) {
         snprintf(buf + used, n - used, ")");
 }
 
-/* t (when given) must be a valid view with x's shape and dtype */
-static clnorm_status check_like(clnorm_context *ctx, const clnorm_tensor *x, const clnorm_tensor *t,
+/* t (when given) must be a valid view with x's shape and dtype (batch 0 only where x has it: split-phase calls) */
+clnorm_status check_like(clnorm_context *ctx, const clnorm_tensor *x, const clnorm_tensor *t,
                                 const char *name) {
     size_t numel;
-    clnorm_status st = cn_check_tensor(ctx, t, name, &numel);
+    clnorm_status st = x->shape[0] == 0 ? cn_check_tensor_empty(ctx, t, name) : cn_check_tensor(ctx, t, name, &numel);
     if (st != CLNORM_SUCCESS)
         return st;
     int same = t->ndim == x->ndim;
@@ -112,7 +102,7 @@ static clnorm_status check_like(clnorm_context *ctx, const clnorm_tensor *x, con
 }
 
 /* both or neither; *present = both */
-static clnorm_status check_pair(clnorm_context *ctx, cl_mem a, cl_mem b, const char *na, const char *nb, size_t count,
+clnorm_status check_pair(clnorm_context *ctx, cl_mem a, cl_mem b, const char *na, const char *nb, size_t count,
                                 int *present) {
     *present = a && b;
     if (!a != !b)
@@ -136,17 +126,8 @@ static clnorm_status check_training_size(const plan *p, const clnorm_tensor *x) 
 
 /* ---- launching ------------------------------------------------------------------------------ */
 
-typedef struct {
-    size_t size;
-    const void *ptr;
-} karg;
-#define A_MEM(m) ((karg){sizeof(cl_mem), &(cl_mem){(m)}})
-#define A_U64(v) ((karg){sizeof(cl_ulong), &(cl_ulong){(cl_ulong)(v)}})
-#define A_U32(v) ((karg){sizeof(cl_uint), &(cl_uint){(cl_uint)(v)}})
-#define A_F32(v) ((karg){sizeof(cl_float), &(cl_float){(cl_float)(v)}})
-#define NARGS(a) ((cl_uint)(sizeof(a) / sizeof((a)[0])))
 
-static clnorm_status launch(clnorm_context *ctx, cl_kernel k, cl_uint dims, const size_t *global,
+clnorm_status launch(clnorm_context *ctx, cl_kernel k, cl_uint dims, const size_t *global,
                             const size_t *local, const karg *args, cl_uint nargs) {
     for (cl_uint i = 0; i < nargs; ++i) {
         cl_int err = clSetKernelArg(k, i, args[i].size, args[i].ptr);
@@ -157,20 +138,20 @@ static clnorm_status launch(clnorm_context *ctx, cl_kernel k, cl_uint dims, cons
     return err == CL_SUCCESS ? CLNORM_SUCCESS : cn_cl_fail(err, "clEnqueueNDRangeKernel");
 }
 
-static size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
+size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 
 /* items work-items in groups of local (the global size rounded up; kernels ignore the extra items). Local sizes
  * are always given: a runtime that picks one per global size (POCL) would compile the kernel once per shape. */
-static clnorm_status launch_1d(clnorm_context *ctx, cl_kernel k, size_t items, size_t local, const karg *args,
+clnorm_status launch_1d(clnorm_context *ctx, cl_kernel k, size_t items, size_t local, const karg *args,
                                cl_uint nargs) {
     size_t global = round_up(items ? items : 1, local);
     return launch(ctx, k, 1, &global, &local, args, nargs);
 }
 
-static size_t elem_offset(const clnorm_tensor *t) { return t ? t->offset / cn_dtype_size(t->dtype) : 0; }
+size_t elem_offset(const clnorm_tensor *t) { return t ? t->offset / cn_dtype_size(t->dtype) : 0; }
 
 /* slices per map for the SPATIAL reductions: enough work-groups to fill the device, none tiny */
-static cl_uint slices_per_map(const clnorm_context *ctx, const plan *p) {
+cl_uint slices_per_map(const clnorm_context *ctx, const plan *p) {
     size_t N = p->B * p->S;
     /* GPU: 16 groups per compute unit (measured on an H100: training forward 0.70 -> 0.77 of copy, backward
      * 0.88 -> 0.98 over 4 per unit; the merge of the partials is a work-group per map, so many slices cost little) */
@@ -186,7 +167,7 @@ static cl_uint slices_per_map(const clnorm_context *ctx, const plan *p) {
 }
 
 /* kernels needed by one call, fetched (and built) before anything is enqueued */
-static clnorm_status kernels(clnorm_context *ctx, clnorm_dtype dt, const cn_kernel_id *ids, cl_kernel *out, int n) {
+clnorm_status kernels(clnorm_context *ctx, clnorm_dtype dt, const cn_kernel_id *ids, cl_kernel *out, int n) {
     for (int i = 0; i < n; ++i) {
         clnorm_status st = cn_get_kernel(ctx, dt, ids[i], &out[i]);
         if (st != CLNORM_SUCCESS)
@@ -198,7 +179,7 @@ static clnorm_status kernels(clnorm_context *ctx, clnorm_dtype dt, const cn_kern
 #define FINALIZE_LOCAL 64
 
 /* the per-map finalize of the SPATIAL partials: CPU one work-item per map, GPU one work-group per map */
-static clnorm_status launch_finalize(clnorm_context *ctx, cl_kernel k, size_t C, const karg *args, cl_uint nargs) {
+clnorm_status launch_finalize(clnorm_context *ctx, cl_kernel k, size_t C, const karg *args, cl_uint nargs) {
     if (ctx->strategy == CN_STRATEGY_CPU)
         return launch_1d(ctx, k, C, FINALIZE_LOCAL, args, nargs);
     return launch_1d(ctx, k, C * ctx->wg, ctx->wg, args, nargs);
@@ -226,7 +207,7 @@ static clnorm_status enqueue_stats(clnorm_context *ctx, const plan *p, const cln
 }
 
 /* bn_apply over the whole tensor */
-static clnorm_status enqueue_apply(clnorm_context *ctx, const plan *p, cl_kernel k, const clnorm_tensor *x,
+clnorm_status enqueue_apply(clnorm_context *ctx, const plan *p, cl_kernel k, const clnorm_tensor *x,
                                    const clnorm_tensor *dy, const clnorm_tensor *out, cl_mem scale, cl_mem bias,
                                    cl_mem mean, cl_mem var, cl_mem coef, double eps, unsigned flags,
                                    const clnorm_tensor *aux) {
@@ -296,7 +277,7 @@ static clnorm_status launch_columns(clnorm_context *ctx, cl_kernel k, const plan
  * call, the latency of 256 rows one after the other; in chunks of 16 rows: 8 us), and none when fewer than
  * gpu_min_chunks would do (the backward's split takes 3 launches, 2 more than its one-launch kernel: measured on
  * the H100, worth it from 8 chunks on). */
-static cl_uint row_chunks(const clnorm_context *ctx, const plan *p, size_t gpu_rows, size_t gpu_min_chunks) {
+cl_uint row_chunks(const clnorm_context *ctx, const plan *p, size_t gpu_rows, size_t gpu_min_chunks) {
     int cpu = ctx->strategy == CN_STRATEGY_CPU;
     size_t items = cpu ? (p->groups + 255) / 256 : p->groups;
     size_t want = cpu ? 4 * (size_t)ctx->units : 256 * (size_t)ctx->units;
@@ -313,7 +294,7 @@ static cl_uint row_chunks(const clnorm_context *ctx, const plan *p, size_t gpu_r
 }
 
 /* the (columns, chunks) grid of the split column kernels */
-static clnorm_status launch_col_grid(clnorm_context *ctx, cl_kernel k, const plan *p, cl_uint R, const karg *args,
+clnorm_status launch_col_grid(clnorm_context *ctx, cl_kernel k, const plan *p, cl_uint R, const karg *args,
                                      cl_uint nargs) {
     size_t global[2], local[2] = {1, 1};
     if (ctx->strategy == CN_STRATEGY_CPU) {
@@ -344,7 +325,7 @@ static clnorm_status enqueue_col_stats(clnorm_context *ctx, const plan *p, const
     return launch_finalize(ctx, kfin, p->groups, a2, NARGS(a2));
 }
 
-static clnorm_status enqueue_col_apply(clnorm_context *ctx, const plan *p, cl_uint R, cl_kernel k,
+clnorm_status enqueue_col_apply(clnorm_context *ctx, const plan *p, cl_uint R, cl_kernel k,
                                        const clnorm_tensor *x, const clnorm_tensor *dy, const clnorm_tensor *out,
                                        cl_mem scale, cl_mem bias, cl_mem mean, cl_mem var, cl_mem coef, double eps,
                                        unsigned flags, const clnorm_tensor *aux) {

@@ -56,6 +56,12 @@ typedef enum cn_kernel_id {
     K_COL_APPLY,
     K_COL_BWD_PARTIAL,
     K_COL_BWD_FINALIZE,
+    /* split-phase statistics (cl/bn_split.cl, bn_split.c) */
+    K_SPLIT_STATS,
+    K_SPLIT_MERGE,
+    K_SPLIT_COEF,
+    K_SPLIT_SUMS,
+    K_SPLIT_BWD_COEF,
     K_COUNT
 } cn_kernel_id;
 
@@ -134,6 +140,8 @@ size_t cn_dtype_size(clnorm_dtype d);
 /* Validates a tensor view against ctx: buffer, ndim 2..5, non-zero dims, product without overflow, dtype and
  * layout enums, offset alignment, buffer context and size. what names it in messages ("x", "dy"...). */
 clnorm_status cn_check_tensor(const clnorm_context *ctx, const clnorm_tensor *t, const char *what, size_t *numel);
+/* The same for a view with batch 0 (split-phase calls): buffer may be NULL, nothing else is relaxed. */
+clnorm_status cn_check_tensor_empty(const clnorm_context *ctx, const clnorm_tensor *t, const char *what);
 /* A float32 parameter vector of count values at offset 0; NULL allowed when optional. */
 clnorm_status cn_check_param(const clnorm_context *ctx, cl_mem m, size_t count, const char *what);
 /* Outputs that alias inputs: the same view is fine (returns 1 in *same), partial overlap is refused. */

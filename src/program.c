@@ -1,5 +1,6 @@
 /* Kernel program cache, in memory per context. A program is the #define block in its build options +
- * common.cl + bn_peract.cl (twice: 16 and 1 columns) + bn_stats.cl + bn_apply.cl + bn_backward.cl + bn_columns.cl.
+ * common.cl + bn_peract.cl (twice: 16 and 1 columns) + bn_stats.cl + bn_apply.cl + bn_backward.cl + bn_columns.cl
+ * + bn_split.cl.
  * Key: the full build options (dtype, strategy, work-group size, CLNORM_BUILD_OPTIONS) and the source hash.
  * CLNORM_KERNEL_DIR=<dir> loads the .cl files from disk instead of the copies embedded at build time (trusted
  * developer input: only from a folder and files owned by the effective user and not writable by group or others).
@@ -23,14 +24,17 @@ extern const char clnorm_embedded_hash[];
 static const char *const kernel_names[K_COUNT] = {
     "bn_stats_partial", "bn_stats_finalize", "bn_apply", "bn_pa_forward",
     "bn_bwd_partial",   "bn_bwd_finalize",   "bn_pa_backward", "bn_fused_forward", "bn_fused_backward",
-    "bn_col_partial", "bn_col_finalize", "bn_col_apply", "bn_col_bwd_partial", "bn_col_bwd_finalize"};
+    "bn_col_partial", "bn_col_finalize", "bn_col_apply", "bn_col_bwd_partial", "bn_col_bwd_finalize",
+    /* split-phase (bn_split.cl) */
+    "bn_split_stats", "bn_split_merge", "bn_split_coef", "bn_split_sums", "bn_split_bwd_coef"};
 
 /* the pieces of a program, in order; NULL name: literal text */
 static const struct {
     const char *file, *text;
 } pieces[] = {{"common.cl", NULL},   {NULL, "#define PA_W 16\n"}, {"bn_peract.cl", NULL},
               {NULL, "#define PA_W 1\n"}, {"bn_peract.cl", NULL}, {"bn_stats.cl", NULL},
-              {"bn_apply.cl", NULL}, {"bn_backward.cl", NULL}, {"bn_columns.cl", NULL}};
+              {"bn_apply.cl", NULL}, {"bn_backward.cl", NULL}, {"bn_columns.cl", NULL},
+              {"bn_split.cl", NULL}};
 #define N_PIECES (sizeof pieces / sizeof pieces[0])
 
 static const char *dtype_define(clnorm_dtype d) {

@@ -81,3 +81,7 @@ clnorm_status cn_cl_fail(cl_int err, const char *call) {
         s = CLNORM_ERROR_HOST_MEMORY;
     return cn_fail(s, "%s failed: %s (%d)", call, cn_cl_error_name(err), (int)err);
 }
+
+clnorm_status clnorm_set_last_error(clnorm_status s, const char *message) {
+    return cn_fail(s, "%s", message ? message : "");
+}

@@ -93,6 +93,30 @@ clnorm_status cn_check_tensor(const clnorm_context *ctx, const clnorm_tensor *t,
     return check_mem(ctx, t->buffer, t->offset, *numel * esize, what);
 }
 
+/* A view with batch 0 (the split-phase calls allow it): the other dimensions, dtype, layout and offset as
+ * cn_check_tensor; the buffer may be NULL (nothing is touched), else it must be of ctx's context. */
+clnorm_status cn_check_tensor_empty(const clnorm_context *ctx, const clnorm_tensor *t, const char *what) {
+    if (!t)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "%s is NULL", what);
+    size_t esize = cn_dtype_size(t->dtype);
+    if (esize == 0)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "%s.dtype: %d is not a clnorm_dtype", what, (int)t->dtype);
+    if (t->layout != CLNORM_NCHW && t->layout != CLNORM_NHWC)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "%s.layout: %d is not a clnorm_layout", what, (int)t->layout);
+    if (t->ndim < 2 || t->ndim > CLNORM_MAX_DIMS)
+        return cn_fail(CLNORM_ERROR_SHAPE, "%s: ndim must be 2..5 (batch, maps, d, h, w), got %d", what, t->ndim);
+    size_t shape[CLNORM_MAX_DIMS], numel;
+    memcpy(shape, t->shape, sizeof shape);
+    shape[0] = 1; /* the other dimensions must be valid */
+    clnorm_status st = check_shape(t->ndim, shape, esize, what, &numel);
+    if (st != CLNORM_SUCCESS)
+        return st;
+    if (t->offset % esize != 0)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "%s.offset %zu is not a multiple of the %s element size %zu",
+                       what, t->offset, dtype_name(t->dtype), esize);
+    return t->buffer ? check_mem(ctx, t->buffer, t->offset, 0, what) : CLNORM_SUCCESS;
+}
+
 clnorm_status cn_check_param(const clnorm_context *ctx, cl_mem m, size_t count, const char *what) {
     if (!m)
         return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "%s is NULL", what);
