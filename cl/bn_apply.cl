@@ -3,7 +3,7 @@
  *   else (inference): K = 0, m = mean[c], k2 = scale[c] / sqrt(var[c] + eps), k3 = bias[c]
  * and the per-activation kernels (bn_peract.cl does their work). */
 
-inline coef_t map_coef(ulong c, __global const float *scale, __global const float *bias, __global const float *mean,
+static inline coef_t map_coef(ulong c, __global const float *scale, __global const float *bias, __global const float *mean,
                        __global const float *var, __global const float *coef, float eps, uint flags) {
     if (flags & F_COEF)
         return coef_load(coef, c);

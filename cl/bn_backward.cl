@@ -26,7 +26,7 @@ __kernel void bn_bwd_partial(__global const stype *x, ulong xoff, __global const
 /* From su = sum dy and sv = sum dy*(x - mean) of map c: dbias = su, dscale = invstd * sv; F_GRADS writes them
  * (alpha * g, plus beta * old with F_ACCUM); returns the dx coefficients
  *   k1 = scale*invstd, k2 = -k1*invstd*dscale/N, k3 = -k1*dbias/N  (dx = k1*dy + k2*(x - mean) + k3). */
-inline coef_t bwd_coef(float su, float sv, float K, float m, float is, ulong N, ulong c, __global const float *scale,
+static inline coef_t bwd_coef(float su, float sv, float K, float m, float is, ulong N, ulong c, __global const float *scale,
                        __global float *dscale, __global float *dbias, float alpha, float beta, uint flags) {
     float gbias = su, gscale = sv * is;
     if (flags & F_GRADS) {

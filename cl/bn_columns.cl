@@ -72,7 +72,7 @@ __kernel void bn_col_finalize(__global const stype *x, ulong xoff, __global cons
 
 /* out = k2 * ((x - K) - m) + k3 (+ k1 * dy with F_DX) with column coefficients: F_COEF from coef[5k..], else
  * (inference) from the parameter vectors. */
-inline coef_t col_coef(ulong k, __global const float *scale, __global const float *bias, __global const float *mean,
+static inline coef_t col_coef(ulong k, __global const float *scale, __global const float *bias, __global const float *mean,
                        __global const float *var, __global const float *coef, float eps, ulong pC, ulong pS,
                        uint flags) {
     if (flags & F_COEF)

@@ -37,7 +37,7 @@
 
 /* Statistics of the tile's columns over rows [b0, b1), each shifted by its row-0 value (see acc_t): blocks of 8
  * rows, two-pass (the second pass re-reads the block from L1), compensated Chan merge. Column mean = shift + m. */
-inline void FN(pa_stats)(__global const stype *xp, ulong b0, ulong b1, ulong K, uint ng, VT *shift, VT *m, VT *m2) {
+static inline void FN(pa_stats)(__global const stype *xp, ulong b0, ulong b1, ulong K, uint ng, VT *shift, VT *m, VT *m2) {
     VT am[TG], amc[TG], aq[TG], aqc[TG];
     for (uint g = 0; g < ng; ++g) {
         shift[g] = XLD(xp + g * PA_W);
@@ -80,7 +80,7 @@ inline void FN(pa_stats)(__global const stype *xp, ulong b0, ulong b1, ulong K, 
 /* Forward of the tile at column k0. F_STATS: batch statistics (training), running update (F_RUNNING), saved
  * statistics (F_SAVE); else mean / var come from mean_in / var_in (inference). Parameter vectors are indexed
  * through param_index (pC, pS, F_PMAP). */
-inline void FN(pa_forward)(__global const stype *xp, __global const stype *zp, __global stype *yp, ulong B, ulong K, ulong k0, uint ng,
+static inline void FN(pa_forward)(__global const stype *xp, __global const stype *zp, __global stype *yp, ulong B, ulong K, ulong k0, uint ng,
                            __global const float *scale, __global const float *bias, __global const float *mean_in,
                            __global const float *var_in, __global float *rmean, __global float *rvar,
                            __global float *smean, __global float *sinvstd, float factor, float eps, float unbias,
@@ -125,7 +125,7 @@ inline void FN(pa_forward)(__global const stype *xp, __global const stype *zp, _
 /* The statistics of the tile's columns for the backward: recomputed (F_STATS: *is gets M2 here, the caller turns
  * it into invstd), from a per-column stats coef buffer (F_COEF: shift, m, invstd at scoef[5k..]), or the saved
  * mean and invstd (shift 0). */
-inline void FN(pa_group_stats)(__global const stype *xp, ulong B, ulong K, ulong k0, uint ng,
+static inline void FN(pa_group_stats)(__global const stype *xp, ulong B, ulong K, ulong k0, uint ng,
                                __global const float *smean, __global const float *sinvstd,
                                __global const float *scoef, ulong pC, ulong pS, uint flags, VT *shift, VT *m, VT *is) {
     if (flags & F_STATS) {
@@ -158,7 +158,7 @@ inline void FN(pa_group_stats)(__global const stype *xp, ulong B, ulong K, ulong
 
 /* Sums of g and g * ((x - shift) - m) of the tile's columns over rows [b0, b1): row blocks of 64, compensated. g is
  * dy, masked by y > 0 with F_RELU; F_DZ stores it to dz. */
-inline void FN(pa_sums)(__global const stype *xp, __global const stype *dyp, __global const stype *yp,
+static inline void FN(pa_sums)(__global const stype *xp, __global const stype *dyp, __global const stype *yp,
                         __global stype *dzp, ulong b0, ulong b1, ulong K, uint ng, const VT *shift, const VT *m,
                         VT *su, VT *sv, uint flags) {
     VT suc[TG], svc[TG];
@@ -191,7 +191,7 @@ inline void FN(pa_sums)(__global const stype *xp, __global const stype *dyp, __g
 
 /* From the sums of the tile's columns: the parameter gradients (F_GRADS, accumulated with F_ACCUM) and the dx
  * coefficients k1 = scale*invstd, k2 = -k1*invstd*dscale/M, k3 = -k1*dbias/M, returned in su, sv, is. */
-inline void FN(pa_grads)(ulong k0, uint ng, float M, __global const float *scale, __global float *dscale,
+static inline void FN(pa_grads)(ulong k0, uint ng, float M, __global const float *scale, __global float *dscale,
                          __global float *dbias, float alpha, float beta, ulong pC, ulong pS, uint flags, VT *su,
                          VT *sv, VT *is) {
     float invM = 1.0f / M;
@@ -215,7 +215,7 @@ inline void FN(pa_grads)(ulong k0, uint ng, float M, __global const float *scale
 }
 
 /* Backward of the tile at column k0 over all B rows: statistics, sums, gradients, then dx (F_DX). */
-inline void FN(pa_backward)(__global const stype *xp, __global const stype *dyp, __global const stype *yp,
+static inline void FN(pa_backward)(__global const stype *xp, __global const stype *dyp, __global const stype *yp,
                             __global stype *dzp, __global stype *dxp, ulong B,
                             ulong K, ulong k0, uint ng, __global const float *scale, __global const float *smean,
                             __global const float *sinvstd, __global float *dscale, __global float *dbias,
