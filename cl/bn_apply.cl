@@ -86,8 +86,8 @@ __kernel void bn_pa_forward(__global const stype *x, ulong xoff, __global const 
     __global const stype *zp = (flags & F_Z) ? z + zoff : NULL; /* the residual, when given */
 #if defined(STRATEGY_CPU)
     /* tiles of 256 columns (16 groups of 16), strided over the work-items; the last tile's odd columns one by one */
-    for (ulong t0 = j * 256; t0 < K; t0 += get_global_size(0) * 256) {
-        ulong width = min((ulong)256, K - t0);
+    for (ulong t0 = j * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
+        ulong width = min((ulong)CN_TILE_COLS, K - t0);
         uint ng = (uint)(width / 16);
         if (ng)
             pa_forward_w16(x + xoff + t0, zp ? zp + t0 : zp, y + yoff + t0, B, K, t0, ng, scale, bias, mean_in, var_in, rmean, rvar, smean,

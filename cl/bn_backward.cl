@@ -132,8 +132,8 @@ __kernel void bn_pa_backward(__global const stype *x, ulong xoff, __global const
     __global stype *dzp = (flags & F_DZ) ? dz + dzoff : NULL;
 #if defined(STRATEGY_CPU)
     /* tiles of 256 columns (16 groups of 16), strided over the work-items; the last tile's odd columns one by one */
-    for (ulong t0 = j * 256; t0 < K; t0 += get_global_size(0) * 256) {
-        ulong width = min((ulong)256, K - t0);
+    for (ulong t0 = j * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
+        ulong width = min((ulong)CN_TILE_COLS, K - t0);
         uint ng = (uint)(width / 16);
         if (ng)
             pa_backward_w16(x + xoff + t0, dy + dyoff + t0, yp ? yp + t0 : yp, dzp ? dzp + t0 : dzp, dx + dxoff + t0, B, K, t0, ng, scale, smean, sinvstd,

@@ -13,8 +13,8 @@ __kernel void bn_col_partial(__global const stype *x, ulong xoff, ulong rows, ul
     __global float *pm = part + (ulong)r * 2 * K, *pq = pm + K;
     float sh1, m1, q1;
 #if defined(STRATEGY_CPU)
-    for (ulong t0 = get_global_id(0) * 256; t0 < K; t0 += get_global_size(0) * 256) {
-        ulong width = min((ulong)256, K - t0);
+    for (ulong t0 = get_global_id(0) * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
+        ulong width = min((ulong)CN_TILE_COLS, K - t0);
         uint ng = (uint)(width / 16);
         if (ng) {
             float16 sh[16], m[16], q[16];
@@ -92,9 +92,9 @@ __kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const s
     __global const stype *ep = (flags & (F_Z | F_RELU)) ? aux + auxoff : NULL;
     __global stype *op = out + ooff;
 #if defined(STRATEGY_CPU)
-    for (ulong t0 = get_global_id(0) * 256; t0 < K; t0 += get_global_size(0) * 256) {
-        uint width = (uint)min((ulong)256, K - t0), ng = width / 16;
-        float cK[256], cm[256], c1[256], c2[256], c3[256];
+    for (ulong t0 = get_global_id(0) * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
+        uint width = (uint)min((ulong)CN_TILE_COLS, K - t0), ng = width / 16;
+        float cK[CN_TILE_COLS], cm[CN_TILE_COLS], c1[CN_TILE_COLS], c2[CN_TILE_COLS], c3[CN_TILE_COLS];
         for (uint j = 0; j < width; ++j) {
             coef_t c = col_coef(t0 + j, scale, bias, mean, var, coef, eps, pC, pS, flags);
             cK[j] = c.K;
@@ -167,8 +167,8 @@ __kernel void bn_col_bwd_partial(__global const stype *x, ulong xoff, __global c
     __global float *pu = part + (ulong)r * 2 * K, *pv = pu + K;
     float sh1, m1, is1, u1, v1;
 #if defined(STRATEGY_CPU)
-    for (ulong t0 = get_global_id(0) * 256; t0 < K; t0 += get_global_size(0) * 256) {
-        ulong width = min((ulong)256, K - t0);
+    for (ulong t0 = get_global_id(0) * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
+        ulong width = min((ulong)CN_TILE_COLS, K - t0);
         uint ng = (uint)(width / 16);
         if (ng) {
             float16 sh[16], m[16], is[16], u[16], v[16];

@@ -138,7 +138,7 @@ static inline void FN(pa_group_stats)(__global const stype *xp, ulong B, ulong K
             float t[3][PA_W];
             for (uint l = 0; l < PA_W; ++l)
                 for (uint j = 0; j < 3; ++j)
-                    t[j][l] = scoef[5 * (k + l) + j];
+                    t[j][l] = scoef[CN_COEF_STRIDE * (k + l) + j];
 #if PA_W == 16
             shift[g] = vload16(0, t[0]);
             m[g] = vload16(0, t[1]);

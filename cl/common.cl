@@ -43,20 +43,12 @@ static inline ushort16 f32_to_bf16_16(float16 f) {
 #error "clnorm: unsupported storage type"
 #endif
 
-/* flags shared by the host (src/internal.h mirrors these values) */
-#define F_AFFINE 1u      /* scale and bias buffers are given */
-#define F_RUNNING 2u     /* update running mean / variance */
-#define F_SAVE 4u        /* write mean and invstd to the save buffers */
-#define F_GRADS 16u      /* backward: write dscale / dbias */
-#define F_DX 32u         /* backward: write dx */
-#define F_ACCUM 64u      /* backward: grads = alpha * g + beta * old (else alpha * g) */
-#define F_STATS 128u     /* compute the batch statistics from x (training, or backward without saved ones) */
-#define F_COEF 256u      /* apply: the coefficients (K, m, k1, k2, k3) of each map come from a coef buffer */
-#define F_PMAP 512u      /* columns: parameter index of column j is (j % pC) * pS + j / pC (NHWC per-activation) */
-/* fused activation (issue 12): y = act(xhat * scale + bias + z); the backward's g = dy * (y > 0) */
-#define F_Z 1024u        /* forward: add the residual z (the 'aux' tensor) before the activation */
-#define F_RELU 2048u     /* forward: y = max(v, 0) (NaN stays NaN); backward: dy masked by y > 0 (y: 'aux') */
-#define F_DZ 4096u       /* backward: write dz = g in the pass that sums g */
+/* The flags (F_AFFINE, F_RUNNING, ...), CN_TILE_COLS (columns of a CPU column tile) and CN_COEF_STRIDE (floats per
+ * group of a coefficient buffer) come from the host's table (src/kernel_abi.h) as -D defines in the build options:
+ * host and kernels cannot disagree on them. */
+#if !defined(F_AFFINE) || !defined(CN_TILE_COLS) || !defined(CN_COEF_STRIDE)
+#error "clnorm: the build options must carry src/kernel_abi.h's defines"
+#endif
 
 #define BLK 256 /* elements of one contiguous two-pass block (16 float16 vectors) */
 
@@ -436,15 +428,15 @@ typedef struct {
 } coef_t;
 
 static inline coef_t coef_load(__global const float *p, ulong c) {
-    coef_t k = {p[5 * c], p[5 * c + 1], p[5 * c + 2], p[5 * c + 3], p[5 * c + 4]};
+    coef_t k = {p[CN_COEF_STRIDE * c], p[CN_COEF_STRIDE * c + 1], p[CN_COEF_STRIDE * c + 2], p[CN_COEF_STRIDE * c + 3], p[CN_COEF_STRIDE * c + 4]};
     return k;
 }
 static inline void coef_store(coef_t k, __global float *p, ulong c) {
-    p[5 * c] = k.K;
-    p[5 * c + 1] = k.m;
-    p[5 * c + 2] = k.k1;
-    p[5 * c + 3] = k.k2;
-    p[5 * c + 4] = k.k3;
+    p[CN_COEF_STRIDE * c] = k.K;
+    p[CN_COEF_STRIDE * c + 1] = k.m;
+    p[CN_COEF_STRIDE * c + 2] = k.k1;
+    p[CN_COEF_STRIDE * c + 3] = k.k2;
+    p[CN_COEF_STRIDE * c + 4] = k.k3;
 }
 
 /* out[i] = k2 * ((x[i] - K) - m) + k3 (+ k1 * g[i] when g) for n contiguous values; float16 vectors with
@@ -541,9 +533,9 @@ static inline void apply_map(__global const stype *xp, __global const stype *gp,
 static inline void group_stats(ulong c, __global const float *smean, __global const float *sinvstd,
                         __global const float *scoef, uint flags, float *K, float *m, float *is) {
     if (flags & F_STATS) {
-        *K = scoef[5 * c];
-        *m = scoef[5 * c + 1];
-        *is = scoef[5 * c + 2];
+        *K = scoef[CN_COEF_STRIDE * c];
+        *m = scoef[CN_COEF_STRIDE * c + 1];
+        *is = scoef[CN_COEF_STRIDE * c + 2];
     } else {
         *K = 0.0f;
         *m = smean[c];

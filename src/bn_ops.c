@@ -265,7 +265,7 @@ static int fused(const clnorm_context *ctx, const plan *p) {
 static clnorm_status launch_columns(clnorm_context *ctx, cl_kernel k, const plan *p, const karg *args,
                                     cl_uint nargs) {
     if (ctx->strategy == CN_STRATEGY_CPU) {
-        size_t items = (p->groups + 255) / 256, most = 4 * (size_t)ctx->units;
+        size_t items = (p->groups + CN_TILE_COLS - 1) / CN_TILE_COLS, most = 4 * (size_t)ctx->units;
         return launch_1d(ctx, k, items < most ? items : most, 1, args, nargs);
     }
     return launch_1d(ctx, k, p->groups, ctx->wg < 64 ? ctx->wg : 64, args, nargs);
@@ -279,7 +279,7 @@ static clnorm_status launch_columns(clnorm_context *ctx, cl_kernel k, const plan
  * the H100, worth it from 8 chunks on). */
 cl_uint row_chunks(const clnorm_context *ctx, const plan *p, size_t gpu_rows, size_t gpu_min_chunks) {
     int cpu = ctx->strategy == CN_STRATEGY_CPU;
-    size_t items = cpu ? (p->groups + 255) / 256 : p->groups;
+    size_t items = cpu ? (p->groups + CN_TILE_COLS - 1) / CN_TILE_COLS : p->groups;
     size_t want = cpu ? 4 * (size_t)ctx->units : 256 * (size_t)ctx->units;
     if (items >= want)
         return 1;
@@ -298,7 +298,7 @@ clnorm_status launch_col_grid(clnorm_context *ctx, cl_kernel k, const plan *p, c
                                      cl_uint nargs) {
     size_t global[2], local[2] = {1, 1};
     if (ctx->strategy == CN_STRATEGY_CPU) {
-        global[0] = (p->groups + 255) / 256;
+        global[0] = (p->groups + CN_TILE_COLS - 1) / CN_TILE_COLS;
     } else {
         local[0] = ctx->wg < 64 ? ctx->wg : 64;
         global[0] = round_up(p->groups, local[0]);
@@ -419,7 +419,7 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
         cl_mem part, scoef;
         if ((st = kernels(ctx, x->dtype, ids, k, 3)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, R * p.groups * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
-            (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * 5 * sizeof(float), &scoef)) != CLNORM_SUCCESS)
+            (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * CN_COEF_STRIDE * sizeof(float), &scoef)) != CLNORM_SUCCESS)
             return st;
         st = enqueue_col_stats(ctx, &p, x, R, k[0], k[1], part, scale, bias, running ? running_mean : NULL,
                                running_var, save ? save_mean : NULL, save_invstd, scoef, factor, epsilon);
@@ -477,7 +477,7 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
     cl_mem part, scoef;
     if ((st = kernels(ctx, x->dtype, ids, k, 3)) != CLNORM_SUCCESS ||
         (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
-        (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.C * 5 * sizeof(float), &scoef)) != CLNORM_SUCCESS)
+        (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.C * CN_COEF_STRIDE * sizeof(float), &scoef)) != CLNORM_SUCCESS)
         return st;
     st = enqueue_stats(ctx, &p, x, k[0], k[1], part, G, scale, bias, running_mean, running_var, save_mean,
                        save_invstd, scoef, factor, epsilon);
@@ -662,9 +662,9 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
         cl_mem part, coef = NULL, scoef = NULL;
         if ((st = kernels(ctx, x->dtype, ids, k, 5)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, R * p.groups * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
-            (dx && (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.groups * 5 * sizeof(float), &coef)) != CLNORM_SUCCESS) ||
+            (dx && (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.groups * CN_COEF_STRIDE * sizeof(float), &coef)) != CLNORM_SUCCESS) ||
             (!saved &&
-             (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * 5 * sizeof(float), &scoef)) != CLNORM_SUCCESS))
+             (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * CN_COEF_STRIDE * sizeof(float), &scoef)) != CLNORM_SUCCESS))
             return st;
         if (!saved) { /* recomputed statistics reach the backward kernels through scoef (F_COEF) */
             st = enqueue_col_stats(ctx, &p, x, R, k[0], k[1], part, NULL, NULL, NULL, NULL, NULL, NULL, scoef, 0.0,
@@ -768,8 +768,8 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
     cl_mem part, coef = NULL, scoef = NULL;
     if ((st = kernels(ctx, x->dtype, ids, k, 5)) != CLNORM_SUCCESS ||
         (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
-        (dx && (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.C * 5 * sizeof(float), &coef)) != CLNORM_SUCCESS) ||
-        (!saved && (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.C * 5 * sizeof(float), &scoef)) != CLNORM_SUCCESS))
+        (dx && (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.C * CN_COEF_STRIDE * sizeof(float), &coef)) != CLNORM_SUCCESS) ||
+        (!saved && (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.C * CN_COEF_STRIDE * sizeof(float), &scoef)) != CLNORM_SUCCESS))
         return st;
     if (!saved) {
         flags |= F_STATS;

@@ -24,22 +24,8 @@ void cn_clear_error(void);
 /* Appends to the current last-error text (used for long build logs). */
 void cn_append_error(const char *text);
 
-/* ---- kernels: flags mirror cl/common.cl ---------------------------------------------------- */
-enum {
-    F_AFFINE = 1u,
-    F_RUNNING = 2u,
-    F_SAVE = 4u,
-    F_GRADS = 16u,
-    F_DX = 32u,
-    F_ACCUM = 64u,
-    F_STATS = 128u,
-    F_COEF = 256u,
-    F_PMAP = 512u,
-    /* fused activation (issue 12) */
-    F_Z = 1024u,
-    F_RELU = 2048u,
-    F_DZ = 4096u
-};
+/* ---- kernels: the flags and sizes host and kernels share (reach the kernels as -D defines) ---------- */
+#include "kernel_abi.h"
 
 typedef enum cn_kernel_id {
     K_STATS_PARTIAL,

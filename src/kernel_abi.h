@@ -23,6 +23,9 @@
     X(F_STATS, 128u, "compute the batch statistics from x")                                                            \
     X(F_COEF, 256u, "the coefficients (K, m, k1, k2, k3) of each group come from a coefficient buffer")                \
     X(F_PMAP, 512u, "columns: the parameter index of column j is (j % pC) * pS + j / pC (NHWC per-activation)")        \
+    X(F_Z, 1024u, "forward: add the residual z (the aux tensor) before the activation")                               \
+    X(F_RELU, 2048u, "forward: y = max(v, 0) (NaN stays NaN); backward: dy masked by y > 0 (y: aux)")                  \
+    X(F_DZ, 4096u, "backward: write dz = g in the pass that sums g")                                                   \
     X(CN_TILE_COLS, 256u, "columns of one CPU column tile (16 groups of 16)")                                          \
     X(CN_COEF_STRIDE, 5u, "floats per group in a coefficient buffer")
 

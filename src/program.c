@@ -157,7 +157,7 @@ static clnorm_status get_program(clnorm_context *ctx, clnorm_dtype dtype, cn_pro
     clnorm_status st = load_sources(texts, sizes, owned, hash);
     if (st == CLNORM_SUCCESS) {
         const char *extra = getenv("CLNORM_BUILD_OPTIONS");
-        int len = snprintf(options, sizeof options, "-cl-std=CL1.2 -D%s -D%s -DWG=%zu -DCLNORM_SOURCE_HASH=0x%s %s",
+        int len = snprintf(options, sizeof options, "-cl-std=CL1.2 -D%s -D%s -DWG=%zu -DCLNORM_SOURCE_HASH=0x%s" CN_KERNEL_ABI_DEFINES " %s",
                            dtype_define(dtype), ctx->strategy == CN_STRATEGY_CPU ? "STRATEGY_CPU" : "STRATEGY_GPU",
                            ctx->wg, hash, extra ? extra : "");
         if (len < 0 || (size_t)len >= sizeof options) {
