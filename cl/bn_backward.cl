@@ -117,7 +117,7 @@ __kernel void bn_fused_backward(__global const stype *x, ulong xoff, __global co
         /* dx from dy masked by y again, both still in cache (dz went out with streaming stores, so reading it back
          * would come from DRAM; dz over dy is fine: masking the stored g again gives g) */
         coef_t k = {lk[0], lk[1], lk[2], lk[3], lk[4]};
-        apply_map(xp, gp, yp, dx + dxoff, B, C, S, c, k, flags & F_RELU);
+        apply_map(xp, gp, yp, dx + dxoff, B, C, S, c, k, flags & F_RELU); /* F_DX: dx is given */
     }
 }
 
@@ -130,22 +130,23 @@ __kernel void bn_pa_backward(__global const stype *x, ulong xoff, __global const
     ulong j = get_global_id(0);
     __global const stype *yp = (flags & F_RELU) ? y + yoff : NULL;
     __global stype *dzp = (flags & F_DZ) ? dz + dzoff : NULL;
+    __global stype *dxp = (flags & F_DX) ? dx + dxoff : NULL; /* no arithmetic on a NULL dx */
 #if defined(STRATEGY_CPU)
     /* tiles of 256 columns (16 groups of 16), strided over the work-items; the last tile's odd columns one by one */
     for (ulong t0 = j * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
         ulong width = min((ulong)CN_TILE_COLS, K - t0);
         uint ng = (uint)(width / 16);
         if (ng)
-            pa_backward_w16(x + xoff + t0, dy + dyoff + t0, yp ? yp + t0 : yp, dzp ? dzp + t0 : dzp, dx + dxoff + t0, B, K, t0, ng, scale, smean, sinvstd,
+            pa_backward_w16(x + xoff + t0, dy + dyoff + t0, yp ? yp + t0 : yp, dzp ? dzp + t0 : dzp, dxp ? dxp + t0 : dxp, B, K, t0, ng, scale, smean, sinvstd,
                             dscale, dbias, alpha, beta, eps, pC, pS, flags);
         for (ulong k = t0 + ng * 16; k < t0 + width; ++k)
-            pa_backward_w1(x + xoff + k, dy + dyoff + k, yp ? yp + k : yp, dzp ? dzp + k : dzp, dx + dxoff + k, B, K, k, 1, scale, smean, sinvstd, dscale,
+            pa_backward_w1(x + xoff + k, dy + dyoff + k, yp ? yp + k : yp, dzp ? dzp + k : dzp, dxp ? dxp + k : dxp, B, K, k, 1, scale, smean, sinvstd, dscale,
                            dbias, alpha, beta, eps, pC, pS, flags);
     }
 #else
     ulong k = j;
     if (k < K)
-        pa_backward_w1(x + xoff + k, dy + dyoff + k, yp ? yp + k : yp, dzp ? dzp + k : dzp, dx + dxoff + k, B, K, k, 1, scale, smean, sinvstd, dscale,
+        pa_backward_w1(x + xoff + k, dy + dyoff + k, yp ? yp + k : yp, dzp ? dzp + k : dzp, dxp ? dxp + k : dxp, B, K, k, 1, scale, smean, sinvstd, dscale,
                            dbias, alpha, beta, eps, pC, pS, flags);
 #endif
 }

@@ -10,6 +10,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 
@@ -127,8 +128,57 @@ static clnorm_status check_training_size(const plan *p, const clnorm_tensor *x) 
 /* ---- launching ------------------------------------------------------------------------------ */
 
 
+/* The limits of kernel k, read from OpenCL the first time k is seen (then cached in the context). */
+static clnorm_status kernel_info(clnorm_context *ctx, cl_kernel k, const cn_kernel_info **out) {
+    for (int i = 0; i < ctx->kinfo_n; ++i)
+        if (ctx->kinfo[i].kernel == k) {
+            *out = &ctx->kinfo[i];
+            return CLNORM_SUCCESS;
+        }
+    if (ctx->kinfo_n == ctx->kinfo_cap) {
+        int cap = ctx->kinfo_cap ? 2 * ctx->kinfo_cap : 32;
+        cn_kernel_info *grown = realloc(ctx->kinfo, (size_t)cap * sizeof *grown);
+        if (!grown)
+            return cn_fail(CLNORM_ERROR_HOST_MEMORY, "out of host memory recording a kernel's limits");
+        ctx->kinfo = grown;
+        ctx->kinfo_cap = cap;
+    }
+    cn_kernel_info *ki = &ctx->kinfo[ctx->kinfo_n];
+    memset(ki, 0, sizeof *ki);
+    ki->kernel = k;
+    cl_int err = clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof ki->max_wg, &ki->max_wg,
+                                          NULL);
+    if (err == CL_SUCCESS)
+        err = clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof ki->local_mem, &ki->local_mem,
+                                       NULL);
+    if (err == CL_SUCCESS)
+        err = clGetKernelInfo(k, CL_KERNEL_NUM_ARGS, sizeof ki->nargs, &ki->nargs, NULL);
+    if (err != CL_SUCCESS)
+        return cn_cl_fail(err, "clGetKernelWorkGroupInfo / clGetKernelInfo");
+    if (clGetKernelInfo(k, CL_KERNEL_FUNCTION_NAME, sizeof ki->name - 1, ki->name, NULL) != CL_SUCCESS)
+        strcpy(ki->name, "?");
+    ++ctx->kinfo_n;
+    *out = ki;
+    return CLNORM_SUCCESS;
+}
+
+/* Enqueues k after checking what host and kernel must agree on: the argument count against the kernel's
+ * CL_KERNEL_NUM_ARGS, and the work-group against its CL_KERNEL_WORK_GROUP_SIZE (both read once per kernel). */
 clnorm_status launch(clnorm_context *ctx, cl_kernel k, cl_uint dims, const size_t *global,
                             const size_t *local, const karg *args, cl_uint nargs) {
+    const cn_kernel_info *ki;
+    clnorm_status st = kernel_info(ctx, k, &ki);
+    if (st != CLNORM_SUCCESS)
+        return st;
+    if (nargs != ki->nargs)
+        return cn_fail(CLNORM_ERROR_OPENCL, "internal error: kernel %s takes %u arguments, the host passes %u", ki->name,
+                       (unsigned)ki->nargs, (unsigned)nargs);
+    size_t items = 1;
+    for (cl_uint d = 0; local && d < dims; ++d)
+        items *= local[d];
+    if (items > ki->max_wg)
+        return cn_fail(CLNORM_ERROR_UNSUPPORTED, "kernel %s: a work-group of %zu items, but the device allows it %zu "
+                       "(CL_KERNEL_WORK_GROUP_SIZE)", ki->name, items, ki->max_wg);
     for (cl_uint i = 0; i < nargs; ++i) {
         cl_int err = clSetKernelArg(k, i, args[i].size, args[i].ptr);
         if (err != CL_SUCCESS)
@@ -167,13 +217,36 @@ cl_uint slices_per_map(const clnorm_context *ctx, const plan *p) {
 }
 
 /* kernels needed by one call, fetched (and built) before anything is enqueued */
+/* The kernels a call needs, built if need be, before anything is enqueued. A work-group size is a request: the GPU
+ * strategy's reduction work-group (ctx->wg, compiled into the programs as WG) must fit every kernel's
+ * CL_KERNEL_WORK_GROUP_SIZE and its local memory (CL_KERNEL_LOCAL_MEM_SIZE, which grows with WG) the device's
+ * CL_DEVICE_LOCAL_MEM_SIZE; when a kernel does not take it, the context falls back to half of it, for good (the
+ * programs are rebuilt for the smaller WG on the next fetch, their cache key includes it). Every launch size derived
+ * from ctx->wg is computed after this call. */
 clnorm_status kernels(clnorm_context *ctx, clnorm_dtype dt, const cn_kernel_id *ids, cl_kernel *out, int n) {
-    for (int i = 0; i < n; ++i) {
-        clnorm_status st = cn_get_kernel(ctx, dt, ids[i], &out[i]);
-        if (st != CLNORM_SUCCESS)
-            return st;
+    for (;;) {
+        const cn_kernel_info *misfit = NULL;
+        for (int i = 0; i < n; ++i) {
+            const cn_kernel_info *ki = NULL;
+            clnorm_status st = cn_get_kernel(ctx, dt, ids[i], &out[i]);
+            if (st == CLNORM_SUCCESS)
+                st = kernel_info(ctx, out[i], &ki);
+            if (st != CLNORM_SUCCESS)
+                return st;
+            if (ctx->strategy == CN_STRATEGY_GPU && !misfit &&
+                (ki->max_wg < ctx->wg || (ctx->local_mem && ki->local_mem > ctx->local_mem)))
+                misfit = ki;
+        }
+        if (!misfit)
+            return CLNORM_SUCCESS;
+        if (ctx->wg <= 1)
+            return cn_fail(CLNORM_ERROR_UNSUPPORTED,
+                           "kernel %s does not run on this device even with work-groups of 1 item "
+                           "(CL_KERNEL_WORK_GROUP_SIZE %zu, local memory %llu of the device's %llu bytes)",
+                           misfit->name, misfit->max_wg, (unsigned long long)misfit->local_mem,
+                           (unsigned long long)ctx->local_mem);
+        ctx->wg /= 2;
     }
-    return CLNORM_SUCCESS;
 }
 
 #define FINALIZE_LOCAL 64

@@ -56,6 +56,8 @@ static clnorm_status fill_device_info(clnorm_context *c, cl_platform_id platform
         err = clGetDeviceInfo(c->device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof c->units, &c->units, NULL);
     if (err == CL_SUCCESS)
         err = clGetDeviceInfo(c->device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof c->max_alloc, &c->max_alloc, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetDeviceInfo(c->device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof c->local_mem, &c->local_mem, NULL);
     size_t max_wg = 1;
     if (err == CL_SUCCESS)
         err = clGetDeviceInfo(c->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, NULL);
@@ -172,6 +174,7 @@ void clnorm_context_destroy(clnorm_context *c) {
         if (c->scratch[i])
             clReleaseMemObject(c->scratch[i]);
     cn_programs_release(c);
+    free(c->kinfo);
     cn_disk_cache_close(c);
     if (c->queue)
         clReleaseCommandQueue(c->queue);
