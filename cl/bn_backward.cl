@@ -1,7 +1,7 @@
 /* Backward passes. NCHW SPATIAL: partial sums of dy and dy*(x - mean) per (map, slice), a per-map finalize that
  * writes the parameter gradients and the dx coefficients, then bn_apply (F_DX | F_COEF) for dx; or all of it in
  * one launch (bn_fused_backward). Statistics: the saved ones, or (F_STATS) recomputed into a stats coef buffer.
- * Column layouts: bn_pa_backward, one launch. */
+ * (The rows path; the column layouts' backward kernels are in bn_columns.cl.) */
 
 /* Work-group (g, c): part[(c*G + g)*2 ..] = (sum dy, sum dy * (x - mean)) over slice g of map c. */
 __kernel void bn_bwd_partial(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
@@ -119,34 +119,4 @@ __kernel void bn_fused_backward(__global const stype *x, ulong xoff, __global co
         coef_t k = {lk[0], lk[1], lk[2], lk[3], lk[4]};
         apply_map(xp, gp, yp, dx + dxoff, B, C, S, c, k, flags & F_RELU); /* F_DX: dx is given */
     }
-}
-
-/* Per-activation backward, one launch: CPU 16 columns per work-item, GPU one. */
-__kernel void bn_pa_backward(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
-                             __global const stype *y, ulong yoff, __global stype *dz, ulong dzoff, __global stype *dx, ulong dxoff, ulong B, ulong K, __global const float *scale,
-                             __global const float *smean, __global const float *sinvstd, __global float *dscale,
-                             __global float *dbias, float alpha, float beta, float eps, ulong pC, ulong pS,
-                             uint flags) {
-    ulong j = get_global_id(0);
-    __global const stype *yp = (flags & F_RELU) ? y + yoff : NULL;
-    __global stype *dzp = (flags & F_DZ) ? dz + dzoff : NULL;
-    __global stype *dxp = (flags & F_DX) ? dx + dxoff : NULL; /* no arithmetic on a NULL dx */
-#if defined(STRATEGY_CPU)
-    /* tiles of 256 columns (16 groups of 16), strided over the work-items; the last tile's odd columns one by one */
-    for (ulong t0 = j * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
-        ulong width = min((ulong)CN_TILE_COLS, K - t0);
-        uint ng = (uint)(width / 16);
-        if (ng)
-            pa_backward_w16(x + xoff + t0, dy + dyoff + t0, yp ? yp + t0 : yp, dzp ? dzp + t0 : dzp, dxp ? dxp + t0 : dxp, B, K, t0, ng, scale, smean, sinvstd,
-                            dscale, dbias, alpha, beta, eps, pC, pS, flags);
-        for (ulong k = t0 + ng * 16; k < t0 + width; ++k)
-            pa_backward_w1(x + xoff + k, dy + dyoff + k, yp ? yp + k : yp, dzp ? dzp + k : dzp, dxp ? dxp + k : dxp, B, K, k, 1, scale, smean, sinvstd, dscale,
-                           dbias, alpha, beta, eps, pC, pS, flags);
-    }
-#else
-    ulong k = j;
-    if (k < K)
-        pa_backward_w1(x + xoff + k, dy + dyoff + k, yp ? yp + k : yp, dzp ? dzp + k : dzp, dxp ? dxp + k : dxp, B, K, k, 1, scale, smean, sinvstd, dscale,
-                           dbias, alpha, beta, eps, pC, pS, flags);
-#endif
 }
