@@ -30,17 +30,12 @@ static inline coef_t bwd_coef(float su, float sv, float K, float m, float is, ul
                        __global float *dscale, __global float *dbias, float alpha, float beta, uint flags) {
     float gbias = su, gscale = sv * is;
     if (flags & F_GRADS) {
-        if (flags & F_ACCUM) {
-            dscale[c] = alpha * gscale + beta * dscale[c];
-            dbias[c] = alpha * gbias + beta * dbias[c];
-        } else {
-            dscale[c] = alpha * gscale;
-            dbias[c] = alpha * gbias;
-        }
+        dscale[c] = GRAD_UPDATE(dscale[c], gscale, alpha, beta, flags);
+        dbias[c] = GRAD_UPDATE(dbias[c], gbias, alpha, beta, flags);
     }
     float k1 = (flags & F_AFFINE) ? scale[c] * is : is;
     float invN = 1.0f / (float)N;
-    coef_t k = {K, m, k1, -k1 * is * gscale * invN, -k1 * gbias * invN};
+    coef_t k = {K, m, k1, DX_K2(k1, is, gscale, invN), DX_K3(k1, gbias, invN)};
     return k;
 }
 

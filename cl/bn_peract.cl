@@ -95,13 +95,8 @@ static inline void FN(pa_forward)(__global const stype *xp, __global const stype
             VT var = a[g] / (float)B, mean = shift[g] + m[g];
             invstd = rsqrt(var + eps);
             if (flags & F_RUNNING) {
-                if (factor == 1.0f) { /* the old values are not read */
-                    PST(mean, rmean, k);
-                    PST(var * unbias, rvar, k);
-                } else {
-                    PST((1.0f - factor) * PLD(rmean, k) + factor * mean, rmean, k);
-                    PST((1.0f - factor) * PLD(rvar, k) + factor * (var * unbias), rvar, k);
-                }
+                PST(RUNNING_UPDATE(PLD(rmean, k), mean, factor), rmean, k);
+                PST(RUNNING_UPDATE(PLD(rvar, k), var * unbias, factor), rvar, k);
             }
             if (flags & F_SAVE) {
                 PST(mean, smean, k);
@@ -199,18 +194,13 @@ static inline void FN(pa_grads)(ulong k0, uint ng, float M, __global const float
         ulong k = k0 + g * PA_W;
         VT gbias = su[g], gscale = sv[g] * is[g];
         if (flags & F_GRADS) {
-            if (flags & F_ACCUM) {
-                PST(alpha * gscale + beta * PLD(dscale, k), dscale, k);
-                PST(alpha * gbias + beta * PLD(dbias, k), dbias, k);
-            } else {
-                PST(alpha * gscale, dscale, k);
-                PST(alpha * gbias, dbias, k);
-            }
+            PST(GRAD_UPDATE(PLD(dscale, k), gscale, alpha, beta, flags), dscale, k);
+            PST(GRAD_UPDATE(PLD(dbias, k), gbias, alpha, beta, flags), dbias, k);
         }
         VT k1 = (flags & F_AFFINE) ? is[g] * PLD(scale, k) : is[g];
         su[g] = k1;
-        sv[g] = -k1 * is[g] * gscale * invM;
-        is[g] = -k1 * gbias * invM;
+        sv[g] = DX_K2(k1, is[g], gscale, invM);
+        is[g] = DX_K3(k1, gbias, invM);
     }
 }
 

@@ -37,13 +37,8 @@ static inline coef_t finalize_stats(const acc_t *a, float K, ulong N, ulong c, _
     float var = acc_m2(a) / (float)N;
     float mean = K + m, invstd = rsqrt(var + eps);
     if (flags & F_RUNNING) {
-        if (factor == 1.0f) {
-            rmean[c] = mean;
-            rvar[c] = var * unbias;
-        } else {
-            rmean[c] = (1.0f - factor) * rmean[c] + factor * mean;
-            rvar[c] = (1.0f - factor) * rvar[c] + factor * (var * unbias);
-        }
+        rmean[c] = RUNNING_UPDATE(rmean[c], mean, factor);
+        rvar[c] = RUNNING_UPDATE(rvar[c], var * unbias, factor);
     }
     if (flags & F_SAVE) {
         smean[c] = mean;

@@ -50,6 +50,17 @@ static inline ushort16 f32_to_bf16_16(float16 f) {
 #error "clnorm: the build options must carry src/kernel_abi.h's defines"
 #endif
 
+/* ---- formulas written once (type-generic: float or floatN; each argument is evaluated at most once, `old` only
+ * when it is used, so an unwritten buffer behind it is never read) ---------------------------------------------- */
+/* running = (1 - factor) * running + factor * batch; factor == 1 does not read the old value */
+#define RUNNING_UPDATE(old, batch, factor) ((factor) == 1.0f ? (batch) : (1.0f - (factor)) * (old) + (factor) * (batch))
+/* a parameter gradient as stored: alpha * g, plus beta * old with F_ACCUM */
+#define GRAD_UPDATE(old, g, alpha, beta, flags) (((flags) & F_ACCUM) ? (alpha) * (g) + (beta) * (old) : (alpha) * (g))
+/* the dx coefficients: dx = k1 * dy + k2 * (x - mean) + k3 with k1 = scale * invstd (is), dscale = gscale,
+ * dbias = gbias, invM = 1 / M */
+#define DX_K2(k1, is, gscale, invM) (-(k1) * (is) * (gscale) * (invM))
+#define DX_K3(k1, gbias, invM) (-(k1) * (gbias) * (invM))
+
 #define BLK 256 /* elements of one contiguous two-pass block (16 float16 vectors) */
 
 /* Non-temporal stores for outputs that are not read back soon (POCL's clang has the builtin; other compilers
