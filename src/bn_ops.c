@@ -367,6 +367,33 @@ cl_uint row_chunks(const clnorm_context *ctx, const plan *p, size_t gpu_rows, si
 }
 
 /* the (columns, chunks) grid of the split column kernels */
+/* The plan's path and its sizes, picked once per call (each operation then switches on p->path):
+ *   columns (one statistic per column): PATH_COLUMNS, one launch, a work-item per column (tile); or, when the columns
+ *     alone cannot fill the device, PATH_SPLIT_COLUMNS in R row chunks (partials, per-column merge, 2-D pass);
+ *   rows (NCHW SPATIAL, S > 1): PATH_FUSED_ROWS, one work-group per map in one launch, when that fills the device;
+ *     else PATH_SPLIT_ROWS, G slices per map (partials, per-map finalize, elementwise pass); inference is always
+ *     the one elementwise pass (PATH_SPLIT_ROWS without statistics).
+ * Tuning per operation, in one place: the GPU row chunk (rows a work-item walks at least) and the fewest chunks
+ * worth the split's extra launches (see row_chunks). */
+static const struct {
+    size_t gpu_rows, gpu_min_chunks;
+} path_tuning[] = {[OP_TRAIN] = {64, 2}, [OP_INFER] = {16, 2}, [OP_BACKWARD] = {64, 8}};
+
+void choose_path(const clnorm_context *ctx, plan *p, cn_op op) {
+    p->R = 1;
+    p->G = 1;
+    if (p->columns) {
+        p->R = row_chunks(ctx, p, path_tuning[op].gpu_rows, path_tuning[op].gpu_min_chunks);
+        p->path = p->R > 1 ? PATH_SPLIT_COLUMNS : PATH_COLUMNS;
+    } else if (op != OP_INFER && fused(ctx, p)) {
+        p->path = PATH_FUSED_ROWS;
+    } else {
+        p->path = PATH_SPLIT_ROWS;
+        if (op != OP_INFER)
+            p->G = slices_per_map(ctx, p);
+    }
+}
+
 clnorm_status launch_col_grid(clnorm_context *ctx, cl_kernel k, const plan *p, cl_uint R, const karg *args,
                                      cl_uint nargs) {
     size_t global[2], local[2] = {1, 1};
@@ -485,8 +512,10 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
 
     unsigned act = act_flags(z, activation);
     unsigned flags = (affine ? F_AFFINE : 0) | (running ? F_RUNNING : 0) | (save ? F_SAVE : 0) | F_STATS | act;
-    cl_uint R = p.columns ? row_chunks(ctx, &p, 64, 2) : 1;
-    if (R > 1) {
+    choose_path(ctx, &p, OP_TRAIN);
+    const cl_uint R = p.R, G = p.G;
+    switch (p.path) {
+    case PATH_SPLIT_COLUMNS: {
         cl_kernel k[3];
         static const cn_kernel_id ids[] = {K_COL_PARTIAL, K_COL_FINALIZE, K_COL_APPLY};
         cl_mem part, scoef;
@@ -500,7 +529,7 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
             return st;
         return enqueue_col_apply(ctx, &p, R, k[2], x, NULL, y, NULL, NULL, NULL, NULL, scoef, epsilon, F_COEF | act, z);
     }
-    if (p.columns) {
+    case PATH_COLUMNS: {
         cl_kernel k;
         static const cn_kernel_id ids[] = {K_PA_FORWARD};
         if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
@@ -516,7 +545,7 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
                     A_U32(flags | p.pmap)};
         return launch_columns(ctx, k, &p, a, NARGS(a));
     }
-    if (fused(ctx, &p)) {
+    case PATH_FUSED_ROWS: {
         cl_kernel k;
         static const cn_kernel_id ids[] = {K_FUSED_FORWARD};
         if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
@@ -544,9 +573,11 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
                     A_U32(flags)};
         return launch(ctx, k, 1, &global, &local, a, NARGS(a));
     }
+    case PATH_SPLIT_ROWS:
+        break;
+    }
     cl_kernel k[3];
     static const cn_kernel_id ids[] = {K_STATS_PARTIAL, K_STATS_FINALIZE, K_APPLY};
-    cl_uint G = slices_per_map(ctx, &p);
     cl_mem part, scoef;
     if ((st = kernels(ctx, x->dtype, ids, k, 3)) != CLNORM_SUCCESS ||
         (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
@@ -607,15 +638,21 @@ clnorm_status clnorm_bn_forward_inference_ex(clnorm_context *ctx, clnorm_bn_mode
     if (st != CLNORM_SUCCESS)
         return st;
     cl_kernel k;
-    cl_uint R = p.columns ? row_chunks(ctx, &p, 16, 2) : 1;
+    choose_path(ctx, &p, OP_INFER);
     static const cn_kernel_id pa[] = {K_PA_FORWARD}, ap[] = {K_APPLY}, ca[] = {K_COL_APPLY};
-    if ((st = kernels(ctx, x->dtype, R > 1 ? ca : p.columns ? pa : ap, &k, 1)) != CLNORM_SUCCESS)
+    const cn_kernel_id *ids = p.path == PATH_SPLIT_COLUMNS ? ca : p.path == PATH_COLUMNS ? pa : ap;
+    if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
         return st;
     unsigned flags = (affine ? F_AFFINE : 0) | act_flags(z, activation);
-    if (R > 1)
-        return enqueue_col_apply(ctx, &p, R, k, x, NULL, y, scale, bias, mean, var, NULL, epsilon, flags, z);
-    if (!p.columns)
+    switch (p.path) {
+    case PATH_SPLIT_COLUMNS:
+        return enqueue_col_apply(ctx, &p, p.R, k, x, NULL, y, scale, bias, mean, var, NULL, epsilon, flags, z);
+    case PATH_FUSED_ROWS: /* (not chosen for inference: one elementwise pass) */
+    case PATH_SPLIT_ROWS:
         return enqueue_apply(ctx, &p, k, x, NULL, y, scale, bias, mean, var, NULL, epsilon, flags, z);
+    case PATH_COLUMNS:
+        break;
+    }
     karg a[] = {A_MEM(x->buffer),      A_U64(elem_offset(x)), A_MEM(z ? z->buffer : NULL),
                 A_U64(elem_offset(z)), A_MEM(y->buffer),      A_U64(elem_offset(y)),
                 A_U64(p.rows),         A_U64(p.groups),       A_MEM(scale),
@@ -727,8 +764,10 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
                      relu | (dz ? F_DZ : 0);
     const clnorm_tensor *gsrc = dz ? dz : dy;
     unsigned gmask = dz ? 0 : relu;
-    cl_uint R = p.columns ? row_chunks(ctx, &p, 64, 8) : 1;
-    if (R > 1) {
+    choose_path(ctx, &p, OP_BACKWARD);
+    const cl_uint R = p.R, G = p.G;
+    switch (p.path) {
+    case PATH_SPLIT_COLUMNS: {
         cl_kernel k[5];
         static const cn_kernel_id ids[] = {K_COL_PARTIAL, K_COL_FINALIZE, K_COL_BWD_PARTIAL, K_COL_BWD_FINALIZE,
                                            K_COL_APPLY};
@@ -775,7 +814,7 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
         return enqueue_col_apply(ctx, &p, R, k[4], x, gsrc, dx, NULL, NULL, NULL, NULL, coef, epsilon,
                                  F_DX | F_COEF | gmask, y);
     }
-    if (p.columns) {
+    case PATH_COLUMNS: {
         cl_kernel k;
         static const cn_kernel_id ids[] = {K_PA_BACKWARD};
         if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
@@ -805,7 +844,7 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
                     A_U32(flags | p.pmap | (saved ? 0 : F_STATS))};
         return launch_columns(ctx, k, &p, a, NARGS(a));
     }
-    if (fused(ctx, &p)) {
+    case PATH_FUSED_ROWS: {
         cl_kernel k;
         static const cn_kernel_id ids[] = {K_FUSED_BACKWARD};
         if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
@@ -835,9 +874,11 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
                     A_U32(flags | (saved ? 0 : F_STATS))};
         return launch(ctx, k, 1, &global, &local, a, NARGS(a));
     }
+    case PATH_SPLIT_ROWS:
+        break;
+    }
     cl_kernel k[5];
     static const cn_kernel_id ids[] = {K_STATS_PARTIAL, K_STATS_FINALIZE, K_BWD_PARTIAL, K_BWD_FINALIZE, K_APPLY};
-    cl_uint G = slices_per_map(ctx, &p);
     cl_mem part, coef = NULL, scoef = NULL;
     if ((st = kernels(ctx, x->dtype, ids, k, 5)) != CLNORM_SUCCESS ||
         (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
