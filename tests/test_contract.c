@@ -49,14 +49,6 @@ static clnorm_tensor view_of(cl_mem b, const tu_shape *s, clnorm_layout lay) {
     return t;
 }
 
-static int compare_param(const char *what, cl_mem b, const double *ref, size_t g, double atol, double rtol) {
-    float *got = tu_floats(g);
-    tu_read(b, 0, got, g * 4);
-    int ok = tu_compare(what, got, ref, g, atol, rtol);
-    free(got);
-    return ok;
-}
-
 /* shapes: small, one whose maps are long enough for the split (multi-slice) reductions, 2-D, 5-D */
 static const tu_shape inplace_shapes[] = {
     {4, {3, 4, 11, 13}}, {4, {4, 2, 128, 129}}, {2, {700, 9}}, {5, {2, 3, 4, 5, 6}}, {2, {3, 300}}};
@@ -87,10 +79,10 @@ static void run_train_inplace(clnorm_bn_mode mode, const tu_shape *s, clnorm_lay
     tu_finish();
     float *got = read_nchw(bx, s, lay);
     TU_TRUE(tu_compare("y (over x)", got, yr, n, TU_FWD_ATOL, TU_FWD_RTOL));
-    TU_TRUE(compare_param("running_mean", brm, rmr, G, TU_STAT_ATOL, TU_STAT_RTOL));
-    TU_TRUE(compare_param("running_var", brv, rvr, G, TU_STAT_ATOL, TU_STAT_RTOL));
-    TU_TRUE(compare_param("save_mean", bsm, mr, G, TU_STAT_ATOL, TU_STAT_RTOL));
-    TU_TRUE(compare_param("save_invstd", bsi, ir, G, TU_STAT_ATOL, TU_STAT_RTOL));
+    TU_TRUE(tu_compare_param("running_mean", brm, rmr, G, TU_STAT_ATOL, TU_STAT_RTOL));
+    TU_TRUE(tu_compare_param("running_var", brv, rvr, G, TU_STAT_ATOL, TU_STAT_RTOL));
+    TU_TRUE(tu_compare_param("save_mean", bsm, mr, G, TU_STAT_ATOL, TU_STAT_RTOL));
+    TU_TRUE(tu_compare_param("save_invstd", bsi, ir, G, TU_STAT_ATOL, TU_STAT_RTOL));
     tu_release(&bx), tu_release(&bs), tu_release(&bb), tu_release(&brm), tu_release(&brv), tu_release(&bsm),
         tu_release(&bsi);
     free(x), free(scale), free(bias), free(rm), free(rv), free(xl), free(got);
@@ -138,8 +130,8 @@ static void run_bwd_inplace(clnorm_bn_mode mode, const tu_shape *s, clnorm_layou
     tu_finish();
     float *got = read_nchw(over_dy ? bdy : bx, s, lay);
     TU_TRUE(tu_compare(over_dy ? "dx (over dy)" : "dx (over x)", got, dxr, n, TU_BWD_ATOL, TU_BWD_RTOL));
-    TU_TRUE(compare_param("dscale", bds, dsr, G, TU_BWD_ATOL, TU_BWD_RTOL));
-    TU_TRUE(compare_param("dbias", bdb, dbr, G, TU_BWD_ATOL, TU_BWD_RTOL));
+    TU_TRUE(tu_compare_param("dscale", bds, dsr, G, TU_BWD_ATOL, TU_BWD_RTOL));
+    TU_TRUE(tu_compare_param("dbias", bdb, dbr, G, TU_BWD_ATOL, TU_BWD_RTOL));
     /* the other input is untouched */
     TU_TRUE(tu_bits_equal(over_dy ? bx : bdy, 0, over_dy ? xl : dyl, n * 4, "the input dx does not alias"));
     tu_release(&bx), tu_release(&bdy), tu_release(&bs), tu_release(&bds), tu_release(&bdb), tu_release(&bsm),

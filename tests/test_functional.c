@@ -45,14 +45,6 @@ static cl_mem param_poisoned(size_t g) {
     return b;
 }
 
-static int compare_param(const char *what, cl_mem b, const double *ref, size_t g, double atol, double rtol) {
-    float *got = tu_floats(g);
-    tu_read(b, 0, got, g * 4);
-    int ok = tu_compare(what, got, ref, g, atol, rtol);
-    free(got);
-    return ok;
-}
-
 /* ---- forward training ------------------------------------------------------------------ */
 typedef struct {
     clnorm_bn_mode mode;
@@ -106,12 +98,12 @@ static void run_train(const train_case *c) {
         TU_TRUE(tu_bits_equal(bb, 0, bias, G * 4, "bias (input) modified"));
     }
     if (c->running) {
-        TU_TRUE(compare_param("running_mean", brm, rmr, G, TU_STAT_ATOL, TU_STAT_RTOL));
-        TU_TRUE(compare_param("running_var", brv, rvr, G, TU_STAT_ATOL, TU_STAT_RTOL));
+        TU_TRUE(tu_compare_param("running_mean", brm, rmr, G, TU_STAT_ATOL, TU_STAT_RTOL));
+        TU_TRUE(tu_compare_param("running_var", brv, rvr, G, TU_STAT_ATOL, TU_STAT_RTOL));
     }
     if (c->save) {
-        TU_TRUE(compare_param("save_mean", bsm, mr, G, TU_STAT_ATOL, TU_STAT_RTOL));
-        TU_TRUE(compare_param("save_invstd", bsi, ir, G, TU_STAT_ATOL, TU_STAT_RTOL));
+        TU_TRUE(tu_compare_param("save_mean", bsm, mr, G, TU_STAT_ATOL, TU_STAT_RTOL));
+        TU_TRUE(tu_compare_param("save_invstd", bsi, ir, G, TU_STAT_ATOL, TU_STAT_RTOL));
     }
 
     tu_release(&dx_.buf);
@@ -373,8 +365,8 @@ static void run_bwd(const bwd_case *c) {
         tu_release(&dxt.buf);
     }
     if (c->grads) {
-        TU_TRUE(compare_param("dscale", bds, dsr, G, TU_BWD_ATOL, TU_BWD_RTOL));
-        TU_TRUE(compare_param("dbias", bdb, dbr, G, TU_BWD_ATOL, TU_BWD_RTOL));
+        TU_TRUE(tu_compare_param("dscale", bds, dsr, G, TU_BWD_ATOL, TU_BWD_RTOL));
+        TU_TRUE(tu_compare_param("dbias", bdb, dbr, G, TU_BWD_ATOL, TU_BWD_RTOL));
     }
     TU_TRUE(tu_bits_equal(xt.buf, c->xoff, x, n * 4, "x (input) modified"));
     TU_TRUE(tu_bits_equal(dyt.buf, c->dyoff, dy, n * 4, "dy (input) modified"));
@@ -472,8 +464,8 @@ static void test_train_then_backward(void **state) {
         ref_bn_backward(mode, s->ndim, s->shape, x, dy, scale, 1e-5, sm, si, dxr, dsr, dbr);
         dten_read(&dxt, got);
         TU_TRUE(tu_compare("dx", got, dxr, n, TU_BWD_ATOL, TU_BWD_RTOL));
-        TU_TRUE(compare_param("dscale", bds, dsr, G, TU_BWD_ATOL, TU_BWD_RTOL));
-        TU_TRUE(compare_param("dbias", bdb, dbr, G, TU_BWD_ATOL, TU_BWD_RTOL));
+        TU_TRUE(tu_compare_param("dscale", bds, dsr, G, TU_BWD_ATOL, TU_BWD_RTOL));
+        TU_TRUE(tu_compare_param("dbias", bdb, dbr, G, TU_BWD_ATOL, TU_BWD_RTOL));
         /* and the saved statistics match a from-scratch backward (save NULL) in the reference */
         ref_bn_backward(mode, s->ndim, s->shape, x, dy, scale, 1e-5, NULL, NULL, dxr, dsr, dbr);
         TU_TRUE(tu_compare("dx vs recomputed statistics", got, dxr, n, TU_BWD_ATOL, TU_BWD_RTOL));

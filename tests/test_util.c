@@ -620,3 +620,11 @@ void tu_fixture_free(tu_fixture *f) {
         tu_release(&f->buf[i]);
     f->n = 0;
 }
+
+int tu_compare_param(const char *what, cl_mem b, const double *ref, size_t n, double atol, double rtol) {
+    float *got = tu_floats(n);
+    tu_read(b, 0, got, n * 4);
+    int ok = tu_compare(what, got, ref, n, atol, rtol);
+    free(got);
+    return ok;
+}

@@ -78,6 +78,8 @@ int tu_bits_equal(cl_mem b, size_t offset, const void *host, size_t bytes, const
    On failure prints the case label and seed, the number of failures, the worst index, got and
    expected, and returns 0. */
 int tu_compare(const char *what, const float *got, const double *ref, size_t n, double atol, double rtol);
+/* tu_compare of the first n floats of a device buffer (a parameter or statistics vector) */
+int tu_compare_param(const char *what, cl_mem b, const double *ref, size_t n, double atol, double rtol);
 int tu_compare_ff(const char *what, const float *got, const float *ref, size_t n, double atol, double rtol);
 
 /* SEMANTICS.md tolerances */
