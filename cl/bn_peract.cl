@@ -27,14 +27,6 @@
 #define GRADV(gp, yp) grad1((gp), (yp), 0, flags)
 #endif
 
-#define KAHAN_V(sum, comp, v)                                                                                          \
-    do {                                                                                                               \
-        VT y_ = (v) - (comp);                                                                                          \
-        VT t_ = (sum) + y_;                                                                                            \
-        (comp) = (t_ - (sum)) - y_;                                                                                    \
-        (sum) = t_;                                                                                                    \
-    } while (0)
-
 /* Statistics of the tile's columns over rows [b0, b1), each shifted by its row-0 value (see acc_t): blocks of 8
  * rows, two-pass (the second pass re-reads the block from L1), compensated Chan merge. Column mean = shift + m. */
 static inline void FN(pa_stats)(__global const stype *xp, ulong b0, ulong b1, ulong K, uint ng, VT *shift, VT *m, VT *m2) {
@@ -61,12 +53,9 @@ static inline void FN(pa_stats)(__global const stype *xp, ulong b0, ulong b1, ul
                 d1 += d;
                 d2 = fma(d, d, d2);
             }
-            VT m2b = d2 - d1 * d1 * inv;
-            m2b = m2b < 0.0f ? (VT)(0.0f) : m2b;
-            mb += d1 * inv;
-            VT d = (mb - am[g]) + amc[g];
-            KAHAN_V(am[g], amc[g], d * w);
-            KAHAN_V(aq[g], aqc[g], m2b + d * d * naw);
+            VT bm, bq;
+            TWO_PASS_FINISH(VT, mb, d1, d2, inv, bm, bq);
+            CHAN_MERGE(VT, am[g], amc[g], aq[g], aqc[g], bm, bq, w, naw);
         }
         n = nt;
     }
@@ -174,8 +163,8 @@ static inline void FN(pa_sums)(__global const stype *xp, __global const stype *d
                 v[g] = fma(dyv, (XLD(xp + i) - shift[g]) - m[g], v[g]);
             }
         for (uint g = 0; g < ng; ++g) {
-            KAHAN_V(su[g], suc[g], u[g]);
-            KAHAN_V(sv[g], svc[g], v[g]);
+            KAHAN_ADD(VT, su[g], suc[g], u[g]);
+            KAHAN_ADD(VT, sv[g], svc[g], v[g]);
         }
     }
     for (uint g = 0; g < ng; ++g) {
@@ -234,5 +223,4 @@ static inline void FN(pa_backward)(__global const stype *xp, __global const styp
 #undef FN
 #undef ACTV
 #undef GRADV
-#undef KAHAN_V
 #undef PA_W

@@ -140,24 +140,45 @@ static inline void acc_init(acc_t *a) {
     a->mean = a->mean_c = a->m2 = a->m2_c = 0.0f;
 }
 
+/* ---- the statistics formulas, written once (type T: float, or floatN for the column tiles) ---------------- */
+/* Kahan-compensated sum += v: the true sum is sum - comp */
+#define KAHAN_ADD(T, sum, comp, v)                                                                                     \
+    do {                                                                                                               \
+        T y_ = (v) - (comp);                                                                                           \
+        T t_ = (sum) + y_;                                                                                             \
+        (comp) = (t_ - (sum)) - y_;                                                                                    \
+        (sum) = t_;                                                                                                    \
+    } while (0)
+/* Chan's parallel merge of a block (mean mb, M2 m2b) into compensated (mean, M2) accumulators; w = nb / (na + nb)
+ * is the block's weight and naw = na * w. NaN anywhere propagates into mean and M2. */
+#define CHAN_MERGE(T, mean, mean_c, m2, m2_c, mb, m2b, w, naw)                                                         \
+    do {                                                                                                               \
+        T d_ = ((mb) - (mean)) + (mean_c);                                                                             \
+        KAHAN_ADD(T, mean, mean_c, d_ * (w));                                                                          \
+        KAHAN_ADD(T, m2, m2_c, (m2b) + d_ * d_ * (naw));                                                               \
+    } while (0)
+/* The corrected two-pass block: from the first pass's mean mb0 of len values (inv = 1/len) and the second pass's
+ * d1 = sum(v - mb0), d2 = sum((v - mb0)^2): the block mean mb0 + d1 / len and M2 = d2 - d1^2 / len, never
+ * negative (NaN stays NaN). */
+#define TWO_PASS_FINISH(T, mb0, d1, d2, inv, mean_out, m2_out)                                                         \
+    do {                                                                                                               \
+        T q_ = (d2) - (d1) * (d1) * (inv);                                                                             \
+        (m2_out) = q_ < 0.0f ? (T)(0.0f) : q_;                                                                         \
+        (mean_out) = (mb0) + (d1) * (inv);                                                                             \
+    } while (0)
+
 static inline float kahan_add(float *sum, float *c, float v) {
-    float y = v - *c;
-    float t = *sum + y;
-    *c = (t - *sum) - y;
-    *sum = t;
-    return t;
+    KAHAN_ADD(float, *sum, *c, v);
+    return *sum;
 }
 
-/* Chan's parallel merge of (nb, mb, m2b) into a. NaN anywhere propagates into mean and M2. */
+/* Chan's parallel merge of (nb, mb, m2b) into a. */
 static inline void acc_merge(acc_t *a, ulong nb, float mb, float m2b) {
     if (nb == 0)
         return;
     ulong nt = a->n + nb;
     float w = (float)nb / (float)nt;
-    float d = (mb - a->mean) + a->mean_c;
-    float na = (float)a->n;
-    kahan_add(&a->mean, &a->mean_c, d * w);
-    kahan_add(&a->m2, &a->m2_c, m2b + d * d * na * w);
+    CHAN_MERGE(float, a->mean, a->mean_c, a->m2, a->m2_c, mb, m2b, w, (float)a->n * w);
     a->n = nt;
 }
 
@@ -180,8 +201,9 @@ static inline float acc_m2(const acc_t *a) {
             d1_ += d_;                                                                                                 \
             d2_ = fma(d_, d_, d2_);                                                                                    \
         }                                                                                                              \
-        float m2b_ = d2_ - d1_ * d1_ * inv_;                                                                           \
-        acc_merge((a), (ulong)(len), mb_ + d1_ * inv_, m2b_ < 0.0f ? 0.0f : m2b_);                                     \
+        float bm_, bq_;                                                                                                \
+        TWO_PASS_FINISH(float, mb_, d1_, d2_, inv_, bm_, bq_);                                                         \
+        acc_merge((a), (ulong)(len), bm_, bq_);                                                                        \
     } while (0)
 
 /* merge the statistics of len contiguous values at p, shifted by K, into a: blocks of BLK, vectorised, then the
@@ -199,9 +221,9 @@ static inline void acc_contig(acc_t *a, __global const stype *p, ulong len, floa
             d1 += d;
             d2 = fma(d, d, d2);
         }
-        float sd = hsum16(d1);
-        float m2b = hsum16(d2) - sd * sd * (1.0f / BLK);
-        acc_merge(a, BLK, mb + sd * (1.0f / BLK), m2b < 0.0f ? 0.0f : m2b);
+        float sd = hsum16(d1), sq = hsum16(d2), bm, bq;
+        TWO_PASS_FINISH(float, mb, sd, sq, 1.0f / BLK, bm, bq);
+        acc_merge(a, BLK, bm, bq);
     }
     if (i < len) {
         __global const stype *q = p + i;
