@@ -4,6 +4,7 @@ TYPE     ?= Release
 WERROR   ?= OFF
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_ARGS ?=
+CTEST_ARGS ?=
 PREFIX   ?= /usr/local
 PKGS     := cmake make gcc pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libcmocka-dev clinfo \
             python3 python3-venv libopenmpi-dev openmpi-bin oclgrind
@@ -41,15 +42,28 @@ demo: build python
 	$(PY_ENV) $(VENV)/bin/python examples/demo.py
 
 test: build python
-	cd $(BUILD) && ctest --output-on-failure -j 1
+	cd $(BUILD) && ctest --output-on-failure -j 1 $(CTEST_ARGS)
 	$(PY_ENV) $(VENV)/bin/python -m pytest -q -p no:cacheprovider python/tests
+	@# the modules' comm= (python/tests/test_mpi.py) on 2 and 3 ranks, when mpi4py is in the venv
+	@if $(VENV)/bin/python -c "import mpi4py" 2>/dev/null; then \
+	  root=""; [ "$$(id -u)" = 0 ] && root="--allow-run-as-root"; \
+	  for n in 2 3; do echo "python/tests/test_mpi.py under mpirun -np $$n"; \
+	    $(PY_ENV) CLNORM_MPI_TEST=1 timeout 600 mpirun $$root --oversubscribe -np $$n \
+	      $(VENV)/bin/python -m pytest -q -x -p no:cacheprovider python/tests/test_mpi.py || exit 1; \
+	  done; \
+	else echo "mpi4py is not importable in $(VENV): the MPI pytest runs are skipped"; fi
 
-# the venv (made once; numpy pyopencl h5py cffi pytest scikit-build-core from PyPI), then `pip install .` into it:
+# the venv (made once; numpy pyopencl h5py cffi pytest scikit-build-core from PyPI, and mpi4py when mpicc exists),
+# then `pip install .` into it:
 # scikit-build-core builds this CMakeLists.txt in $(BUILD)/python-build (incremental) and installs the package
 python: deps
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@test -f $(VENV)/.clnorm-deps || { $(VENV)/bin/pip install -q --upgrade pip && \
 	  $(VENV)/bin/pip install -q $(PY_DEPS) && touch $(VENV)/.clnorm-deps; }
+	@# mpi4py (compiled against the system MPI's mpicc) for comm= and its tests: tried once per venv
+	@test -f $(VENV)/.clnorm-mpi4py || { if command -v mpicc >/dev/null 2>&1; then \
+	  $(VENV)/bin/pip install -q mpi4py || echo "mpi4py did not install: the MPI pytest runs will be skipped"; fi; \
+	  touch $(VENV)/.clnorm-mpi4py; }
 	$(VENV)/bin/pip install -q --no-build-isolation -C build-dir=$(BUILD)/python-build .
 
 # Memory checks: the whole ctest suite (but `large`) built with -fsanitize=$(SANITIZE) in $(ASAN_BUILD)/, then

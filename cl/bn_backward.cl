@@ -67,6 +67,12 @@ __kernel void bn_bwd_finalize(__global const float *part, uint G, ulong N, ulong
         coef_store(k, coef, c);
 }
 
+/* bytes of one tensor's map above which the fused backward's dx pass reads g from dz rather than dy and y (x, dy
+ * and y of the map no longer all stay in a core's cache) */
+#if !defined(BWD_REREAD_BYTES)
+#define BWD_REREAD_BYTES (2048ul * 1024ul)
+#endif
+
 /* Backward in one launch, one work-group per map: (F_STATS: statistics of x first), the two sums, the gradients,
  * then dx while x and dy are still in cache. */
 __kernel void bn_fused_backward(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
@@ -109,9 +115,16 @@ __kernel void bn_fused_backward(__global const stype *x, ulong xoff, __global co
     /* the global fence orders the first pass's dz stores before the reads below when dz is dy itself */
     barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
     if (flags & F_DX) {
-        /* dx from dy masked by y again, both still in cache (dz went out with streaming stores, so reading it back
-         * would come from DRAM; dz over dy is fine: masking the stored g again gives g) */
         coef_t k = {lk[0], lk[1], lk[2], lk[3], lk[4]};
-        apply_map(xp, gp, yp, dx + dxoff, B, C, S, c, k, flags & F_RELU); /* F_DX: dx is given */
+#if !defined(CLNORM_BWD_NO_DZ_REREAD)
+        if ((flags & F_DZ) && N * ESIZE > BWD_REREAD_BYTES) {
+            /* a map too large for the cache: its x, dy and y come back from memory anyway, so read g from dz (one
+             * stream instead of two; g is exact in every dtype, dy or 0) */
+            apply_map(xp, dz + dzoff, NULL, dx + dxoff, B, C, S, c, k, 0u);
+        } else
+#endif
+            /* dx from dy masked by y again, both still in cache (dz went out with streaming stores, so reading it
+             * back would come from DRAM; dz over dy is fine: masking the stored g again gives g) */
+            apply_map(xp, gp, yp, dx + dxoff, B, C, S, c, k, flags & F_RELU);
     }
 }

@@ -640,6 +640,14 @@ CLNORM_API void clnorm_batchnorm_reset(clnorm_batchnorm *bn);
  * @return the copy of cfg.name owned by the layer, or NULL if none.
  */
 CLNORM_API const char *clnorm_batchnorm_name(const clnorm_batchnorm *bn);
+/**
+ * @brief The layer's configuration as created (a copy; its name points at the layer's own copy of the name, valid
+ * while the layer lives).
+ * @param bn the layer.
+ * @param out receives the configuration.
+ * @return CLNORM_SUCCESS, or CLNORM_ERROR_INVALID_ARGUMENT when bn or out is NULL.
+ */
+CLNORM_API clnorm_status clnorm_batchnorm_config_get(const clnorm_batchnorm *bn, clnorm_batchnorm_config *out);
 
 
 /* ---- split-phase statistics: the building blocks of synchronised BatchNorm ------------ */

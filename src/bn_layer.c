@@ -376,6 +376,13 @@ clnorm_status clnorm_batchnorm_set_batches(clnorm_batchnorm *bn, uint64_t n) {
     bn->n = n;
     return CLNORM_SUCCESS;
 }
+clnorm_status clnorm_batchnorm_config_get(const clnorm_batchnorm *bn, clnorm_batchnorm_config *out) {
+    if (!bn || !out)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "%s is NULL", bn ? "out" : "bn");
+    *out = bn->cfg;
+    return CLNORM_SUCCESS;
+}
+
 const char *clnorm_batchnorm_name(const clnorm_batchnorm *bn) {
     return bn ? bn->name : NULL;
 }

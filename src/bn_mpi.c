@@ -413,6 +413,16 @@ static void layer_header(const clnorm_batchnorm *bn, const clnorm_tensor *x, hea
     h->groups = clnorm_batchnorm_param_count(bn);
     h->maps = h->groups;
     h->extra = clnorm_batchnorm_batches(bn);
+    /* the layer's own numbers must agree too: epsilon, the factor schedule and affine (config_get cannot fail on a
+       layer; a NULL bn leaves zeros and is refused by the local validation) */
+    clnorm_batchnorm_config cfg;
+    if (clnorm_batchnorm_config_get(bn, &cfg) == CLNORM_SUCCESS) {
+        double n1 = (double)h->extra + 1.0;
+        double f = (double)cfg.init_factor / n1;
+        h->factor = f > (double)cfg.min_factor ? f : (double)cfg.min_factor;
+        h->epsilon = (double)cfg.epsilon;
+        h->pattern = (cfg.affine ? 1u : 0u) | (cfg.activation != CLNORM_ACTIVATION_NONE ? 2u : 0u);
+    }
     if (x) {
         h->dtype = (int32_t)x->dtype;
         h->layout = (int32_t)x->layout;

@@ -4,11 +4,12 @@
     from clnorm.modules import BatchNorm3D      # was: from PuzzleLib.Modules import BatchNorm3D
 
 Submodules: clnorm.gpuarray (arrays on the default queue), clnorm.modules (BatchNorm, BatchNorm1D/2D/3D,
-BatchNormND, ModuleError), clnorm.dnn (batchNormNd, batchNormNdBackward, BatchNormMode). The work runs on each
-array's own pyopencl queue and buffer (zero copy).
+BatchNormND, ModuleError; keywords activation= and comm=), clnorm.dnn (batchNormNd, batchNormNdBackward,
+BatchNormMode, BatchNormActivation). The work runs on each array's own pyopencl queue and buffer (zero copy).
+clnorm.mpi_available() is None when the modules' comm= can be used, else the reason.
 """
 from ._lib import (ModuleError, default_queue, default_device_name, set_device, live_contexts,
-                   release_unused_contexts)
+                   release_unused_contexts, mpi_available)
 from ._lib import lib as _clib
 
 __version__ = "0.1.0"
@@ -20,4 +21,4 @@ def library_version():
 
 
 __all__ = ["ModuleError", "default_queue", "default_device_name", "set_device", "live_contexts",
-           "release_unused_contexts", "library_version", "__version__"]
+           "release_unused_contexts", "library_version", "mpi_available", "__version__"]

@@ -94,6 +94,15 @@ class Context:
             t = self.tmpl[key] = cla.Array(self.queue, ary.shape, ary.dtype, allocator=self.pool, data=dummy)
         return cla.empty_like(t)
 
+    def empty(self, shape, dtype):
+        """empty_like for a shape and dtype; an empty shape (batch 0) gives an array without a buffer."""
+        if int(np.prod(shape)) == 0:
+            return cla.empty(self.queue, shape, dtype)
+        return self.empty_like(_Proto(tuple(shape), np.dtype(dtype)))
+
+
+_Proto = collections.namedtuple("_Proto", "shape dtype")
+
 
 _lock = threading.Lock()
 # queue int_ptr -> Context. Weak: a context lives while something uses it: a module's layer on that queue, one of
@@ -185,8 +194,12 @@ DTYPES = {np.dtype(np.float32): lib.CLNORM_F32, np.dtype(np.float16): lib.CLNORM
 def fill_tensor(t, ary, shape):
     """Fills the clnorm_tensor t (a cffi cdata) as a zero-copy view of the pyopencl array ary: its cl_mem and byte
     offset, with shape (up to 5 dims, batch and maps first)."""
-    t.buffer = ffi.cast("cl_mem", ary.base_data.int_ptr)
-    t.offset = ary.offset
+    if ary.base_data is None:  # an empty array (batch 0: an empty MPI rank) has no buffer
+        t.buffer = ffi.NULL
+        t.offset = 0
+    else:
+        t.buffer = ffi.cast("cl_mem", ary.base_data.int_ptr)
+        t.offset = ary.offset
     t.ndim = len(shape)
     sh = t.shape
     for i, n in enumerate(shape):
@@ -215,3 +228,57 @@ def as_device(ary, queue, what="data", dtype=None):
         return ary
     host = np.ascontiguousarray(ary, dtype=dtype)
     return cla.to_device(queue, host)
+
+
+# ---- libclnorm_mpi (optional): the modules' comm= keyword ----------------------------------------------------
+# CMake installs libclnorm_mpi.so and _clnorm_mpi_cdef.h (include/clnorm_mpi.h preprocessed, with MPI_Comm typed
+# as the MPI implementation found at build time has it) next to libclnorm.so when it finds MPI. Both are loaded on
+# first use only, so that a process without MPI never loads libmpi.
+_MPI_LIB_PATH = os.environ.get("CLNORM_PYTHON_MPI_LIBRARY") or os.path.join(_HERE, "libclnorm_mpi.so")
+_MPI_CDEF_PATH = os.environ.get("CLNORM_PYTHON_MPI_CDEF") or os.path.join(_HERE, "_clnorm_mpi_cdef.h")
+_mpi = None  # (ffi, lib, mpi4py.MPI) once loaded
+
+
+def mpi_available():
+    """None when comm= can be used (libclnorm_mpi is in the package and mpi4py imports), else the reason."""
+    try:
+        mpi_binding()
+    except ModuleError as e:
+        return str(e)
+    return None
+
+
+def mpi_binding():
+    """(ffi, libclnorm_mpi, mpi4py.MPI); raises ModuleError saying what is missing."""
+    global _mpi
+    if _mpi is not None:
+        return _mpi
+    with _lock:
+        if _mpi is not None:
+            return _mpi
+        if not (os.path.exists(_MPI_LIB_PATH) and os.path.exists(_MPI_CDEF_PATH)):
+            raise ModuleError("comm= needs libclnorm_mpi, which this clnorm package was built without (CMake did "
+                              "not find MPI when it was installed: install an MPI development package, e.g. "
+                              "libopenmpi-dev, and reinstall clnorm); %s is missing" % _MPI_LIB_PATH)
+        try:
+            from mpi4py import MPI
+        except ImportError as e:
+            raise ModuleError("comm= needs mpi4py (pip install mpi4py): %s" % e)
+        mffi = cffi.FFI()
+        mffi.include(ffi)  # clnorm_context, clnorm_tensor, clnorm_batchnorm are clnorm.h's
+        with open(_MPI_CDEF_PATH, encoding="utf-8") as f:
+            mffi.cdef(f.read())
+        # libclnorm.so is loaded already: libclnorm_mpi's dependency on it resolves to that copy (by its soname)
+        mlib = mffi.dlopen(_MPI_LIB_PATH)
+        _mpi = (mffi, mlib, MPI)
+        return _mpi
+
+
+def comm_handle(comm):
+    """The C MPI_Comm of an mpi4py communicator, as a cdata of libclnorm_mpi's declarations."""
+    mffi, _, MPI = mpi_binding()
+    if not isinstance(comm, MPI.Comm):
+        raise ModuleError("comm must be an mpi4py communicator (mpi4py.MPI.Comm), got %s" % type(comm).__name__)
+    if comm == MPI.COMM_NULL:
+        raise ModuleError("comm is MPI.COMM_NULL")
+    return mffi.cast("MPI_Comm", MPI._handleof(comm))

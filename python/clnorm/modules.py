@@ -14,6 +14,17 @@ Extension points (for options such as an MPI communicator ``comm=`` or a fused a
 configuration is made in one place (``BatchNormND._newLayer`` -> ``_Layer``), the forward's C call in
 ``updateData`` and the backward's in ``backward``; a new keyword is stored by ``_init`` and read there, and
 ``_rebuild`` carries every value across a new layer.
+
+Two keywords beyond PuzzleLib's, last in every constructor:
+- ``activation=None``: None / "none", or "relu" (or a clnorm.dnn.BatchNormActivation): every forward computes
+  y = act(BN(x) + residual) in one pass (the C layer's cfg.activation). ``m(data, residual=z)`` adds the residual z
+  (data's shape and dtype; any module, with or without activation). The backward masks the gradient with the
+  stored output (m.data > 0 for relu: keep m.data unmodified until then) and, when the training forward had a
+  residual, sets ``m.residualGrad`` (the gradient of z; None otherwise).
+- ``comm=None``: an mpi4py communicator; training forwards and backwards are then collectives over it
+  (libclnorm_mpi): the statistics and parameter gradients are those of every rank's batch together (batches may
+  differ per rank, 0 included) and come out identical on every rank. Needs libclnorm_mpi in the package and
+  mpi4py, else ModuleError. Not combined with activation or residual (libclnorm_mpi has no fused variant).
 """
 import json
 import os
@@ -139,14 +150,24 @@ class Module:
         return name in self.attrs
 
     # -- running --
-    def __call__(self, data):
+    def __call__(self, data, residual=None):
         data = self._acceptData(data)
         self.checkDataShape(data.shape)
         self.checkDataType(data.dtype)
         self.data = None
         self.inData = data
-        self.updateData(data)
+        if residual is not None:
+            self._setResidual(data, residual)
+        try:
+            self.updateData(data)
+        finally:
+            self._residual = None
         return self.data
+
+    _residual = None
+
+    def _setResidual(self, data, residual):
+        raise ModuleError("%s does not take a residual" % self)
 
     def backward(self, grad, updParamGrads=True, updGrad=True, scale=1.0, momentum=0.0):
         grad = self._acceptGrad(grad)
@@ -387,9 +408,10 @@ class _Layer:
     """A clnorm_batchnorm on the clnorm context of one queue, with pyopencl views of its buffers and the tensor
     structs of the hot path allocated once."""
 
-    __slots__ = ("ctx", "ptr", "queue", "views", "tx", "ty", "tdy", "tdx", "maps", "__weakref__")
+    __slots__ = ("ctx", "ptr", "queue", "views", "tx", "ty", "tdy", "tdx", "tz", "tdz", "maps", "__weakref__")
 
-    def __init__(self, queue, cnd, maps, pshape, epsilon, initFactor, minFactor, affine, name, inplace, dtype):
+    def __init__(self, queue, cnd, maps, pshape, epsilon, initFactor, minFactor, affine, name, inplace, dtype,
+                 activation=0):
         self.ctx = _lib.context_for(queue)
         self.queue = queue
         self.maps = maps
@@ -405,6 +427,7 @@ class _Layer:
         cfg.empty = 1  # the module writes every value it has
         cfg.inplace = 1 if inplace else 0
         cfg.dtype = _lib.DTYPES[np.dtype(dtype)]
+        cfg.activation = activation
         out = ffi.new("clnorm_batchnorm **")
         check(lib.clnorm_batchnorm_create(self.ctx.ptr, cfg, out), "clnorm_batchnorm_create")
         self.ptr = ffi.gc(out[0], lib.clnorm_batchnorm_destroy)
@@ -414,7 +437,7 @@ class _Layer:
             if mem != ffi.NULL:
                 buf = cl.Buffer.from_int_ptr(int(ffi.cast("intptr_t", mem)), retain=True)
                 self.views[key] = cla.Array(queue, pshape, np.float32, data=buf)
-        self.tx, self.ty, self.tdy, self.tdx = (_lib.new_tensor() for _ in range(4))
+        self.tx, self.ty, self.tdy, self.tdx, self.tz, self.tdz = (_lib.new_tensor() for _ in range(6))
 
     def write(self, key, host):
         host = np.ascontiguousarray(host, dtype=np.float32).ravel()
@@ -438,16 +461,31 @@ class BatchNormND(Module):
     _attrKeys = ("mean", "var")
 
     def __init__(self, nd, maps, epsilon=1e-5, initFactor=1.0, minFactor=0.1, sscale=0.01, affine=True, name=None,
-                 empty=False, inplace=False):
+                 empty=False, inplace=False, activation=None, comm=None):
         super().__init__(name)
-        self.registerBlueprint(locals())
+        self.registerBlueprint(locals(), exclude=["comm"])
         self._nd = nd
         self._pshape = (1, maps) + self.repeat(1, nd)
         self._groups = maps
-        self._init(maps, epsilon, initFactor, minFactor, sscale, affine, empty, inplace)
+        self._init(maps, epsilon, initFactor, minFactor, sscale, affine, empty, inplace, activation, comm)
 
     # -- construction --
-    def _init(self, maps, epsilon, initFactor, minFactor, sscale, affine, empty, inplace):
+    def _init(self, maps, epsilon, initFactor, minFactor, sscale, affine, empty, inplace, activation=None,
+              comm=None):
+        from .dnn import activation_value
+
+        self._activation = activation_value(activation)
+        self.activation = None if self._activation == lib.CLNORM_ACTIVATION_NONE else "relu"
+        self.comm, self._comm = None, None
+        if comm is not None:
+            if self._activation != lib.CLNORM_ACTIVATION_NONE:
+                raise ModuleError("%s: comm= cannot be combined with activation= (libclnorm_mpi has no fused "
+                                  "activation)" % self)
+            self._comm = _lib.comm_handle(comm)
+            self._mpilib = _lib.mpi_binding()[1]
+            self.comm = comm
+        self._residualUsed = False
+        self.residualGrad = None
         self.inplace = inplace
         if inplace and showWarnings:
             print("[clnorm] Warning: %s is using inplace flag" % self)
@@ -480,7 +518,7 @@ class BatchNormND(Module):
 
     def _newLayer(self, queue, dtype):
         return _Layer(queue, self._cnd(), self._groups, self._pshape, self.epsilon, self.initFactor, self.minFactor,
-                      self.affine, self.name, self.inplace, dtype)
+                      self.affine, self.name, self.inplace, dtype, self._activation)
 
     # -- parameters: views of the layer's buffers --
     def _field(key):
@@ -623,6 +661,33 @@ class BatchNormND(Module):
             raise ModuleError("%s: %s not set (the module was created empty: set them with setVar / setAttr or "
                               "load)" % (self, ", ".join(missing)))
 
+    def _setResidual(self, data, residual):
+        if self._comm is not None:
+            raise ModuleError("%s: a residual cannot be combined with comm= (libclnorm_mpi has no fused add)" % self)
+        if isinstance(residual, cla.Array):
+            if residual.queue != self._layer.queue:
+                raise ModuleError("%s: the residual must be on the data's queue" % self)
+            if not residual.flags.c_contiguous:
+                raise ModuleError("%s: the residual must be C-contiguous, got strides %s" % (self, residual.strides))
+        else:
+            residual = _lib.as_device(residual, self._layer.queue, "residual", dtype=self.calctype)
+        if residual.shape != data.shape:
+            raise ModuleError("%s: the residual has shape %s but the data has %s" % (self, residual.shape,
+                                                                                   data.shape))
+        self._residual = residual
+
+    def _forward(self, train, ty):
+        layer = self._layer
+        if self._comm is not None and train:
+            return self._mpilib.clnorm_batchnorm_forward_mpi(self._comm, layer.ptr, 1, layer.tx, ty)
+        if self._residual is not None or self._activation != lib.CLNORM_ACTIVATION_NONE:
+            tz = ffi.NULL
+            if self._residual is not None:
+                _lib.fill_tensor(layer.tz, self._residual, self._cshape(self._residual.shape))
+                tz = layer.tz
+            return lib.clnorm_batchnorm_forward_ex(layer.ptr, 1 if train else 0, layer.tx, tz, ty)
+        return lib.clnorm_batchnorm_forward(layer.ptr, 1 if train else 0, layer.tx, ty)
+
     def updateData(self, data):
         self._needParams()
         layer = self._layer
@@ -631,21 +696,22 @@ class BatchNormND(Module):
         if self.train:
             if self.inplace:
                 raise ModuleError("%s: using inplace flag in train mode is prohibited" % self)
-            out = layer.ctx.empty_like(data)
+            out = layer.ctx.empty(data.shape, data.dtype)
             _lib.fill_tensor(layer.ty, out, shape)
-            st = lib.clnorm_batchnorm_forward(layer.ptr, 1, layer.tx, layer.ty)
+            st = self._forward(True, layer.ty)
             if st:
                 raise _lib.error(st, str(self))
             self.savemean, self.saveinvvar = layer.views["savemean"], layer.views["saveinvvar"]
+            self._residualUsed = self._residual is not None
         else:
             if self.inplace:
                 out = data
                 ty = layer.tx
             else:
-                out = layer.ctx.empty_like(data)
+                out = layer.ctx.empty(data.shape, data.dtype)
                 ty = layer.ty
                 _lib.fill_tensor(ty, out, shape)
-            st = lib.clnorm_batchnorm_forward(layer.ptr, 0, layer.tx, ty)
+            st = self._forward(False, ty)
             if st:
                 raise _lib.error(st, str(self))
         self.data = out
@@ -658,6 +724,7 @@ class BatchNormND(Module):
         self.checkGradShape(grad.shape)
         self.checkGradType(grad.dtype)
         self.grad = None
+        self.residualGrad = None
         if self.inData is None or self.savemean is None:
             raise ModuleError("%s: backward needs a training forward first (no saved statistics)" % self)
         if grad.shape != self.inData.shape:
@@ -669,15 +736,33 @@ class BatchNormND(Module):
         shape = self._cshape(grad.shape)
         _lib.fill_tensor(layer.tx, self.inData, shape)
         _lib.fill_tensor(layer.tdy, grad, shape)
+        fused = self._activation != lib.CLNORM_ACTIVATION_NONE or self._residualUsed
+        if fused:
+            if self.data is None or self.data.shape != grad.shape:
+                raise ModuleError("%s: backward with activation / residual needs the training forward's output "
+                                  "(m.data)" % self)
+            _lib.fill_tensor(layer.ty, self.data, shape)
         dx = None
         tdx = ffi.NULL
         if updGrad:
-            dx = layer.ctx.empty_like(grad)
+            dx = layer.ctx.empty(grad.shape, grad.dtype)
             _lib.fill_tensor(layer.tdx, dx, shape)
             tdx = layer.tdx
+        dz, tdz = None, ffi.NULL
+        if self._residualUsed:
+            dz = layer.ctx.empty(grad.shape, grad.dtype)
+            _lib.fill_tensor(layer.tdz, dz, shape)
+            tdz = layer.tdz
         if accumulate or not self.affine:
             # one C call: dx and the accumulation vars grad = scale * g + momentum * vars grad
-            st = lib.clnorm_batchnorm_backward(layer.ptr, layer.tx, layer.tdy, tdx, scale, momentum)
+            if self._comm is not None:
+                st = self._mpilib.clnorm_batchnorm_backward_mpi(self._comm, layer.ptr, layer.tx, layer.tdy, tdx,
+                                                                scale, momentum)
+            elif fused:
+                st = lib.clnorm_batchnorm_backward_ex(layer.ptr, layer.tx, layer.ty, layer.tdy, tdx, tdz, scale,
+                                                      momentum)
+            else:
+                st = lib.clnorm_batchnorm_backward(layer.ptr, layer.tx, layer.tdy, tdx, scale, momentum)
             if st:
                 raise _lib.error(st, str(self))
             if self.affine:
@@ -685,14 +770,28 @@ class BatchNormND(Module):
         else:
             # the input gradient and this call's parameter gradients, the accumulators untouched
             sg, bg = self._ownGrads(layer.queue)
-            check(lib.clnorm_bn_backward(layer.ctx.ptr, self._cmode(), layer.tx, layer.tdy, tdx,
-                                         lib.clnorm_batchnorm_buffer(layer.ptr, lib.CLNORM_SCALE), _lib.mem_of(sg),
-                                         _lib.mem_of(bg), float(self.epsilon),
-                                         lib.clnorm_batchnorm_buffer(layer.ptr, lib.CLNORM_SAVE_MEAN),
-                                         lib.clnorm_batchnorm_buffer(layer.ptr, lib.CLNORM_SAVE_INVSTD)), str(self))
+            self._bnBackward(tdx, tdz, sg, bg)
             self.scalegrad, self.biasgrad = sg, bg
         if updGrad:
             self.grad = dx
+        self.residualGrad = dz
+
+    def _bnBackward(self, tdx, tdz, sg, bg):
+        """The functional backward with the layer's saved statistics into sg / bg (tensors tx, tdy and, fused, ty
+        already filled): collective with comm=, with the activation's mask and dz otherwise."""
+        layer = self._layer
+        args = (lib.clnorm_batchnorm_buffer(layer.ptr, lib.CLNORM_SCALE), _lib.mem_of(sg), _lib.mem_of(bg),
+                float(self.epsilon), lib.clnorm_batchnorm_buffer(layer.ptr, lib.CLNORM_SAVE_MEAN),
+                lib.clnorm_batchnorm_buffer(layer.ptr, lib.CLNORM_SAVE_INVSTD))
+        if self._comm is not None:
+            check(self._mpilib.clnorm_bn_backward_mpi(self._comm, layer.ctx.ptr, self._cmode(), layer.tx, layer.tdy,
+                                                      tdx, *args), str(self))
+        elif self._activation != lib.CLNORM_ACTIVATION_NONE or self._residualUsed:
+            check(lib.clnorm_bn_backward_ex(layer.ctx.ptr, self._cmode(), layer.tx, layer.ty, layer.tdy, tdx, tdz,
+                                            args[0], ffi.NULL, args[1], args[2], args[3], args[4], args[5],
+                                            self._activation), str(self))
+        else:
+            check(lib.clnorm_bn_backward(layer.ctx.ptr, self._cmode(), layer.tx, layer.tdy, tdx, *args), str(self))
 
     def _cmode(self):
         return lib.CLNORM_BN_SPATIAL
@@ -710,11 +809,7 @@ class BatchNormND(Module):
         if scale == 1.0 and momentum == 0.0:
             return layer.views["scalegrad"], layer.views["biasgrad"]
         sg, bg = self._ownGrads(queue)
-        check(lib.clnorm_bn_backward(layer.ctx.ptr, self._cmode(), layer.tx, layer.tdy, ffi.NULL,
-                                     lib.clnorm_batchnorm_buffer(layer.ptr, lib.CLNORM_SCALE), _lib.mem_of(sg),
-                                     _lib.mem_of(bg), float(self.epsilon),
-                                     lib.clnorm_batchnorm_buffer(layer.ptr, lib.CLNORM_SAVE_MEAN),
-                                     lib.clnorm_batchnorm_buffer(layer.ptr, lib.CLNORM_SAVE_INVSTD)), str(self))
+        self._bnBackward(ffi.NULL, ffi.NULL, sg, bg)
         return sg, bg
 
     def accGradParams(self, grad, scale=1.0, momentum=0.0):
@@ -723,6 +818,8 @@ class BatchNormND(Module):
     def reset(self):
         super().reset()
         self.savemean, self.saveinvvar = None, None
+        self.residualGrad = None
+        self._residualUsed = False
         if self.affine:
             self.scalegrad, self.biasgrad = None, None
 
@@ -769,31 +866,33 @@ class BatchNorm1D(BatchNormND):
     """PuzzleLib's BatchNorm1D(maps): data (batch, maps, length); parameters (1, maps, 1, 1)."""
 
     def __init__(self, maps, epsilon=1e-5, initFactor=1.0, minFactor=0.1, sscale=0.01, affine=True, name=None,
-                 empty=False, inplace=False):
+                 empty=False, inplace=False, activation=None, comm=None):
         Module.__init__(self, name)
-        self.registerBlueprint(locals())
+        self.registerBlueprint(locals(), exclude=["comm"])
         self._nd = 1
         self._pshape = (1, maps, 1, 1)
         self._groups = maps
-        self._init(maps, epsilon, initFactor, minFactor, sscale, affine, empty, inplace)
+        self._init(maps, epsilon, initFactor, minFactor, sscale, affine, empty, inplace, activation, comm)
 
 
 class BatchNorm2D(BatchNormND):
     """PuzzleLib's BatchNorm2D(maps): data (batch, maps, h, w); parameters (1, maps, 1, 1)."""
 
     def __init__(self, maps, epsilon=1e-5, initFactor=1.0, minFactor=0.1, sscale=0.01, affine=True, name=None,
-                 empty=False, inplace=False):
-        super().__init__(2, maps, epsilon, initFactor, minFactor, sscale, affine, name, empty, inplace)
-        self.registerBlueprint(locals())
+                 empty=False, inplace=False, activation=None, comm=None):
+        super().__init__(2, maps, epsilon, initFactor, minFactor, sscale, affine, name, empty, inplace, activation,
+                         comm)
+        self.registerBlueprint(locals(), exclude=["comm"])
 
 
 class BatchNorm3D(BatchNormND):
     """PuzzleLib's BatchNorm3D(maps): data (batch, maps, d, h, w); parameters (1, maps, 1, 1, 1)."""
 
     def __init__(self, maps, epsilon=1e-5, initFactor=1.0, minFactor=0.1, sscale=0.01, affine=True, name=None,
-                 empty=False, inplace=False):
-        super().__init__(3, maps, epsilon, initFactor, minFactor, sscale, affine, name, empty, inplace)
-        self.registerBlueprint(locals())
+                 empty=False, inplace=False, activation=None, comm=None):
+        super().__init__(3, maps, epsilon, initFactor, minFactor, sscale, affine, name, empty, inplace, activation,
+                         comm)
+        self.registerBlueprint(locals(), exclude=["comm"])
 
 
 class BatchNorm(BatchNormND):
@@ -801,14 +900,14 @@ class BatchNorm(BatchNormND):
     (1, size, 1, 1)."""
 
     def __init__(self, size, epsilon=1e-5, initFactor=1.0, minFactor=0.1, sscale=0.01, affine=True, name=None,
-                 empty=False, inplace=False):
+                 empty=False, inplace=False, activation=None, comm=None):
         Module.__init__(self, name)
-        self.registerBlueprint(locals())
+        self.registerBlueprint(locals(), exclude=["comm"])
         self.size = size
         self._nd = 0
         self._pshape = (1, size, 1, 1)
         self._groups = size
-        self._init(size, epsilon, initFactor, minFactor, sscale, affine, empty, inplace)
+        self._init(size, epsilon, initFactor, minFactor, sscale, affine, empty, inplace, activation, comm)
 
     def _cnd(self):
         return 0
