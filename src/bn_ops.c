@@ -127,7 +127,6 @@ static clnorm_status check_training_size(const plan *p, const clnorm_tensor *x) 
 
 /* ---- launching ------------------------------------------------------------------------------ */
 
-
 /* The limits of kernel k, read from OpenCL the first time k is seen (then cached in the context). */
 static clnorm_status kernel_info(clnorm_context *ctx, cl_kernel k, const cn_kernel_info **out) {
     for (int i = 0; i < ctx->kinfo_n; ++i)
@@ -146,8 +145,8 @@ static clnorm_status kernel_info(clnorm_context *ctx, cl_kernel k, const cn_kern
     cn_kernel_info *ki = &ctx->kinfo[ctx->kinfo_n];
     memset(ki, 0, sizeof *ki);
     ki->kernel = k;
-    cl_int err = clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof ki->max_wg, &ki->max_wg,
-                                          NULL);
+    cl_int err =
+        clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof ki->max_wg, &ki->max_wg, NULL);
     if (err == CL_SUCCESS)
         err = clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof ki->local_mem, &ki->local_mem,
                                        NULL);
@@ -171,14 +170,16 @@ clnorm_status launch(clnorm_context *ctx, cl_kernel k, cl_uint dims, const size_
     if (st != CLNORM_SUCCESS)
         return st;
     if (nargs != ki->nargs)
-        return cn_fail(CLNORM_ERROR_OPENCL, "internal error: kernel %s takes %u arguments, the host passes %u", ki->name,
-                       (unsigned)ki->nargs, (unsigned)nargs);
+        return cn_fail(CLNORM_ERROR_OPENCL, "internal error: kernel %s takes %u arguments, the host passes %u",
+                       ki->name, (unsigned)ki->nargs, (unsigned)nargs);
     size_t items = 1;
     for (cl_uint d = 0; local && d < dims; ++d)
         items *= local[d];
     if (items > ki->max_wg)
-        return cn_fail(CLNORM_ERROR_UNSUPPORTED, "kernel %s: a work-group of %zu items, but the device allows it %zu "
-                       "(CL_KERNEL_WORK_GROUP_SIZE)", ki->name, items, ki->max_wg);
+        return cn_fail(CLNORM_ERROR_UNSUPPORTED,
+                       "kernel %s: a work-group of %zu items, but the device allows it %zu "
+                       "(CL_KERNEL_WORK_GROUP_SIZE)",
+                       ki->name, items, ki->max_wg);
     for (cl_uint i = 0; i < nargs; ++i) {
         cl_int err = clSetKernelArg(k, i, args[i].size, args[i].ptr);
         if (err != CL_SUCCESS)
@@ -521,7 +522,8 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
         cl_mem part, scoef;
         if ((st = kernels(ctx, x->dtype, ids, k, 3)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, R * p.groups * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
-            (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * CN_COEF_STRIDE * sizeof(float), &scoef)) != CLNORM_SUCCESS)
+            (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * CN_COEF_STRIDE * sizeof(float), &scoef)) !=
+                CLNORM_SUCCESS)
             return st;
         st = enqueue_col_stats(ctx, &p, x, R, k[0], k[1], part, scale, bias, running ? running_mean : NULL,
                                running_var, save ? save_mean : NULL, save_invstd, scoef, factor, epsilon);
@@ -774,9 +776,10 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
         cl_mem part, coef = NULL, scoef = NULL;
         if ((st = kernels(ctx, x->dtype, ids, k, 5)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, R * p.groups * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
-            (dx && (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.groups * CN_COEF_STRIDE * sizeof(float), &coef)) != CLNORM_SUCCESS) ||
-            (!saved &&
-             (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * CN_COEF_STRIDE * sizeof(float), &scoef)) != CLNORM_SUCCESS))
+            (dx && (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.groups * CN_COEF_STRIDE * sizeof(float), &coef)) !=
+                       CLNORM_SUCCESS) ||
+            (!saved && (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * CN_COEF_STRIDE * sizeof(float), &scoef)) !=
+                           CLNORM_SUCCESS))
             return st;
         if (!saved) { /* recomputed statistics reach the backward kernels through scoef (F_COEF) */
             st = enqueue_col_stats(ctx, &p, x, R, k[0], k[1], part, NULL, NULL, NULL, NULL, NULL, NULL, scoef, 0.0,
@@ -882,8 +885,10 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
     cl_mem part, coef = NULL, scoef = NULL;
     if ((st = kernels(ctx, x->dtype, ids, k, 5)) != CLNORM_SUCCESS ||
         (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
-        (dx && (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.C * CN_COEF_STRIDE * sizeof(float), &coef)) != CLNORM_SUCCESS) ||
-        (!saved && (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.C * CN_COEF_STRIDE * sizeof(float), &scoef)) != CLNORM_SUCCESS))
+        (dx &&
+         (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.C * CN_COEF_STRIDE * sizeof(float), &coef)) != CLNORM_SUCCESS) ||
+        (!saved &&
+         (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.C * CN_COEF_STRIDE * sizeof(float), &scoef)) != CLNORM_SUCCESS))
         return st;
     if (!saved) {
         flags |= F_STATS;

@@ -54,9 +54,9 @@ typedef struct plan {
     size_t pC, pS;  /* column j's parameter index is (j % pC) * pS + j / pC (NHWC per-activation) */
     unsigned pmap;  /* F_PMAP when that index is not the identity */
     size_t numel;
-    cn_path path;   /* choose_path: which kernels, and their sizes below */
-    cl_uint R;      /* PATH_SPLIT_COLUMNS: row chunks */
-    cl_uint G;      /* PATH_SPLIT_ROWS: slices per map */
+    cn_path path; /* choose_path: which kernels, and their sizes below */
+    cl_uint R;    /* PATH_SPLIT_COLUMNS: row chunks */
+    cl_uint G;    /* PATH_SPLIT_ROWS: slices per map */
 } plan;
 
 typedef struct {

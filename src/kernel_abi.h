@@ -14,16 +14,16 @@
 
 /* X(name, value, what) */
 #define CN_KERNEL_ABI(X)                                                                                               \
-    X(F_AFFINE, 1u, "scale and bias buffers are given")                                                               \
+    X(F_AFFINE, 1u, "scale and bias buffers are given")                                                                \
     X(F_RUNNING, 2u, "update the running mean and variance")                                                           \
     X(F_SAVE, 4u, "write mean and invstd to the save buffers")                                                         \
     X(F_GRADS, 16u, "backward: write dscale and dbias")                                                                \
     X(F_DX, 32u, "backward: write dx")                                                                                 \
-    X(F_ACCUM, 64u, "backward: grads = alpha * g + beta * old (else alpha * g)")                                      \
+    X(F_ACCUM, 64u, "backward: grads = alpha * g + beta * old (else alpha * g)")                                       \
     X(F_STATS, 128u, "compute the batch statistics from x")                                                            \
     X(F_COEF, 256u, "the coefficients (K, m, k1, k2, k3) of each group come from a coefficient buffer")                \
     X(F_PMAP, 512u, "columns: the parameter index of column j is (j % pC) * pS + j / pC (NHWC per-activation)")        \
-    X(F_Z, 1024u, "forward: add the residual z (the aux tensor) before the activation")                               \
+    X(F_Z, 1024u, "forward: add the residual z (the aux tensor) before the activation")                                \
     X(F_RELU, 2048u, "forward: y = max(v, 0) (NaN stays NaN); backward: dy masked by y > 0 (y: aux)")                  \
     X(F_DZ, 4096u, "backward: write dz = g in the pass that sums g")                                                   \
     X(CN_TILE_COLS, 256u, "columns of one CPU column tile (16 groups of 16)")                                          \

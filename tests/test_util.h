@@ -132,7 +132,7 @@ typedef struct tu_fixture {
 } tu_fixture;
 void tu_fixture_init(tu_fixture *f, uint32_t tag);
 int tu_fixture_add(tu_fixture *f, const char *name, size_t bytes); /* a buffer on tu_ctx; returns its index */
-void tu_fixture_fill(const tu_fixture *f);                          /* sentinels into every buffer */
+void tu_fixture_fill(const tu_fixture *f);                         /* sentinels into every buffer */
 /* finishes the queue, then fails the test at file:line, naming `what` and each changed buffer, unless every
  * buffer still holds its sentinels */
 void tu_fixture_check_at(const tu_fixture *f, const char *what, const char *file, int line);
