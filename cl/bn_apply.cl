@@ -1,9 +1,9 @@
 /* The elementwise pass over a (B, C, S) NCHW tensor, one coefficient set per map c (see coef_t):
  *   F_COEF: the coefficients of a coef buffer (training forward: from bn_stats_finalize; backward: dx with F_DX)
  *   else (inference): K = 0, m = mean[c], k2 = scale[c] / sqrt(var[c] + eps), k3 = bias[c]
- * and the per-activation kernels (bn_peract.cl does their work). */
+ * (the rows path; the column layouts' kernels are all in bn_columns.cl). */
 
-inline coef_t map_coef(ulong c, __global const float *scale, __global const float *bias, __global const float *mean,
+static inline coef_t map_coef(ulong c, __global const float *scale, __global const float *bias, __global const float *mean,
                        __global const float *var, __global const float *coef, float eps, uint flags) {
     if (flags & F_COEF)
         return coef_load(coef, c);
@@ -72,34 +72,5 @@ __kernel void bn_apply(__global const stype *x, ulong xoff, __global const stype
             }
         }
     }
-#endif
-}
-
-/* Per-activation forward (training with F_STATS, else inference): CPU 16 columns per work-item, GPU one. */
-__kernel void bn_pa_forward(__global const stype *x, ulong xoff, __global const stype *z, ulong zoff,
-                            __global stype *y, ulong yoff, ulong B, ulong K,
-                            __global const float *scale, __global const float *bias, __global const float *mean_in,
-                            __global const float *var_in, __global float *rmean, __global float *rvar,
-                            __global float *smean, __global float *sinvstd, float factor, float eps, float unbias,
-                            ulong pC, ulong pS, uint flags) {
-    ulong j = get_global_id(0);
-    __global const stype *zp = (flags & F_Z) ? z + zoff : NULL; /* the residual, when given */
-#if defined(STRATEGY_CPU)
-    /* tiles of 256 columns (16 groups of 16), strided over the work-items; the last tile's odd columns one by one */
-    for (ulong t0 = j * 256; t0 < K; t0 += get_global_size(0) * 256) {
-        ulong width = min((ulong)256, K - t0);
-        uint ng = (uint)(width / 16);
-        if (ng)
-            pa_forward_w16(x + xoff + t0, zp ? zp + t0 : zp, y + yoff + t0, B, K, t0, ng, scale, bias, mean_in, var_in, rmean, rvar, smean,
-                           sinvstd, factor, eps, unbias, pC, pS, flags);
-        for (ulong k = t0 + ng * 16; k < t0 + width; ++k)
-            pa_forward_w1(x + xoff + k, zp ? zp + k : zp, y + yoff + k, B, K, k, 1, scale, bias, mean_in, var_in, rmean, rvar, smean, sinvstd,
-                          factor, eps, unbias, pC, pS, flags);
-    }
-#else
-    ulong k = j;
-    if (k < K)
-        pa_forward_w1(x + xoff + k, zp ? zp + k : zp, y + yoff + k, B, K, k, 1, scale, bias, mean_in, var_in, rmean, rvar, smean, sinvstd,
-                          factor, eps, unbias, pC, pS, flags);
 #endif
 }

@@ -1,7 +1,7 @@
 /* Backward passes. NCHW SPATIAL: partial sums of dy and dy*(x - mean) per (map, slice), a per-map finalize that
  * writes the parameter gradients and the dx coefficients, then bn_apply (F_DX | F_COEF) for dx; or all of it in
  * one launch (bn_fused_backward). Statistics: the saved ones, or (F_STATS) recomputed into a stats coef buffer.
- * Column layouts: bn_pa_backward, one launch. */
+ * (The rows path; the column layouts' backward kernels are in bn_columns.cl.) */
 
 /* Work-group (g, c): part[(c*G + g)*2 ..] = (sum dy, sum dy * (x - mean)) over slice g of map c. */
 __kernel void bn_bwd_partial(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
@@ -26,21 +26,16 @@ __kernel void bn_bwd_partial(__global const stype *x, ulong xoff, __global const
 /* From su = sum dy and sv = sum dy*(x - mean) of map c: dbias = su, dscale = invstd * sv; F_GRADS writes them
  * (alpha * g, plus beta * old with F_ACCUM); returns the dx coefficients
  *   k1 = scale*invstd, k2 = -k1*invstd*dscale/N, k3 = -k1*dbias/N  (dx = k1*dy + k2*(x - mean) + k3). */
-inline coef_t bwd_coef(float su, float sv, float K, float m, float is, ulong N, ulong c, __global const float *scale,
+static inline coef_t bwd_coef(float su, float sv, float K, float m, float is, ulong N, ulong c, __global const float *scale,
                        __global float *dscale, __global float *dbias, float alpha, float beta, uint flags) {
     float gbias = su, gscale = sv * is;
     if (flags & F_GRADS) {
-        if (flags & F_ACCUM) {
-            dscale[c] = alpha * gscale + beta * dscale[c];
-            dbias[c] = alpha * gbias + beta * dbias[c];
-        } else {
-            dscale[c] = alpha * gscale;
-            dbias[c] = alpha * gbias;
-        }
+        dscale[c] = GRAD_UPDATE(dscale[c], gscale, alpha, beta, flags);
+        dbias[c] = GRAD_UPDATE(dbias[c], gbias, alpha, beta, flags);
     }
     float k1 = (flags & F_AFFINE) ? scale[c] * is : is;
     float invN = 1.0f / (float)N;
-    coef_t k = {K, m, k1, -k1 * is * gscale * invN, -k1 * gbias * invN};
+    coef_t k = {K, m, k1, DX_K2(k1, is, gscale, invN), DX_K3(k1, gbias, invN)};
     return k;
 }
 
@@ -132,33 +127,4 @@ __kernel void bn_fused_backward(__global const stype *x, ulong xoff, __global co
              * back would come from DRAM; dz over dy is fine: masking the stored g again gives g) */
             apply_map(xp, gp, yp, dx + dxoff, B, C, S, c, k, flags & F_RELU);
     }
-}
-
-/* Per-activation backward, one launch: CPU 16 columns per work-item, GPU one. */
-__kernel void bn_pa_backward(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
-                             __global const stype *y, ulong yoff, __global stype *dz, ulong dzoff, __global stype *dx, ulong dxoff, ulong B, ulong K, __global const float *scale,
-                             __global const float *smean, __global const float *sinvstd, __global float *dscale,
-                             __global float *dbias, float alpha, float beta, float eps, ulong pC, ulong pS,
-                             uint flags) {
-    ulong j = get_global_id(0);
-    __global const stype *yp = (flags & F_RELU) ? y + yoff : NULL;
-    __global stype *dzp = (flags & F_DZ) ? dz + dzoff : NULL;
-#if defined(STRATEGY_CPU)
-    /* tiles of 256 columns (16 groups of 16), strided over the work-items; the last tile's odd columns one by one */
-    for (ulong t0 = j * 256; t0 < K; t0 += get_global_size(0) * 256) {
-        ulong width = min((ulong)256, K - t0);
-        uint ng = (uint)(width / 16);
-        if (ng)
-            pa_backward_w16(x + xoff + t0, dy + dyoff + t0, yp ? yp + t0 : yp, dzp ? dzp + t0 : dzp, dx + dxoff + t0, B, K, t0, ng, scale, smean, sinvstd,
-                            dscale, dbias, alpha, beta, eps, pC, pS, flags);
-        for (ulong k = t0 + ng * 16; k < t0 + width; ++k)
-            pa_backward_w1(x + xoff + k, dy + dyoff + k, yp ? yp + k : yp, dzp ? dzp + k : dzp, dx + dxoff + k, B, K, k, 1, scale, smean, sinvstd, dscale,
-                           dbias, alpha, beta, eps, pC, pS, flags);
-    }
-#else
-    ulong k = j;
-    if (k < K)
-        pa_backward_w1(x + xoff + k, dy + dyoff + k, yp ? yp + k : yp, dzp ? dzp + k : dzp, dx + dxoff + k, B, K, k, 1, scale, smean, sinvstd, dscale,
-                           dbias, alpha, beta, eps, pC, pS, flags);
-#endif
 }

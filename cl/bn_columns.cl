@@ -1,3 +1,68 @@
+/* The columns path: the tensor as a (rows, K) matrix with one statistic per column (NCHW PER_ACTIVATION,
+ * SPATIAL with S == 1, NHWC). Its helpers, the column tiles, are bn_peract.cl (included before this file for
+ * 16-column and 1-column tiles). Two forms:
+ * - one launch per operation (bn_pa_forward, bn_pa_backward): each work-item owns whole columns, all rows;
+ * - split by rows, when the columns alone cannot fill the device (the kernels below). */
+
+/* Per-activation forward (training with F_STATS, else inference): CPU 16 columns per work-item, GPU one. */
+__kernel void bn_pa_forward(__global const stype *x, ulong xoff, __global const stype *z, ulong zoff,
+                            __global stype *y, ulong yoff, ulong B, ulong K,
+                            __global const float *scale, __global const float *bias, __global const float *mean_in,
+                            __global const float *var_in, __global float *rmean, __global float *rvar,
+                            __global float *smean, __global float *sinvstd, float factor, float eps, float unbias,
+                            ulong pC, ulong pS, uint flags) {
+    ulong j = get_global_id(0);
+    __global const stype *zp = (flags & F_Z) ? z + zoff : NULL; /* the residual, when given */
+#if defined(STRATEGY_CPU)
+    /* tiles of 256 columns (16 groups of 16), strided over the work-items; the last tile's odd columns one by one */
+    for (ulong t0 = j * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
+        ulong width = min((ulong)CN_TILE_COLS, K - t0);
+        uint ng = (uint)(width / 16);
+        if (ng)
+            pa_forward_w16(x + xoff + t0, zp ? zp + t0 : zp, y + yoff + t0, B, K, t0, ng, scale, bias, mean_in, var_in, rmean, rvar, smean,
+                           sinvstd, factor, eps, unbias, pC, pS, flags);
+        for (ulong k = t0 + ng * 16; k < t0 + width; ++k)
+            pa_forward_w1(x + xoff + k, zp ? zp + k : zp, y + yoff + k, B, K, k, 1, scale, bias, mean_in, var_in, rmean, rvar, smean, sinvstd,
+                          factor, eps, unbias, pC, pS, flags);
+    }
+#else
+    ulong k = j;
+    if (k < K)
+        pa_forward_w1(x + xoff + k, zp ? zp + k : zp, y + yoff + k, B, K, k, 1, scale, bias, mean_in, var_in, rmean, rvar, smean, sinvstd,
+                          factor, eps, unbias, pC, pS, flags);
+#endif
+}
+
+/* Per-activation backward, one launch: CPU 16 columns per work-item, GPU one. */
+__kernel void bn_pa_backward(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
+                             __global const stype *y, ulong yoff, __global stype *dz, ulong dzoff, __global stype *dx, ulong dxoff, ulong B, ulong K, __global const float *scale,
+                             __global const float *smean, __global const float *sinvstd, __global float *dscale,
+                             __global float *dbias, float alpha, float beta, float eps, ulong pC, ulong pS,
+                             uint flags) {
+    ulong j = get_global_id(0);
+    __global const stype *yp = (flags & F_RELU) ? y + yoff : NULL;
+    __global stype *dzp = (flags & F_DZ) ? dz + dzoff : NULL;
+    __global stype *dxp = (flags & F_DX) ? dx + dxoff : NULL; /* no arithmetic on a NULL dx */
+#if defined(STRATEGY_CPU)
+    /* tiles of 256 columns (16 groups of 16), strided over the work-items; the last tile's odd columns one by one */
+    for (ulong t0 = j * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
+        ulong width = min((ulong)CN_TILE_COLS, K - t0);
+        uint ng = (uint)(width / 16);
+        if (ng)
+            pa_backward_w16(x + xoff + t0, dy + dyoff + t0, yp ? yp + t0 : yp, dzp ? dzp + t0 : dzp, dxp ? dxp + t0 : dxp, B, K, t0, ng, scale, smean, sinvstd,
+                            dscale, dbias, alpha, beta, eps, pC, pS, flags);
+        for (ulong k = t0 + ng * 16; k < t0 + width; ++k)
+            pa_backward_w1(x + xoff + k, dy + dyoff + k, yp ? yp + k : yp, dzp ? dzp + k : dzp, dxp ? dxp + k : dxp, B, K, k, 1, scale, smean, sinvstd, dscale,
+                           dbias, alpha, beta, eps, pC, pS, flags);
+    }
+#else
+    ulong k = j;
+    if (k < K)
+        pa_backward_w1(x + xoff + k, dy + dyoff + k, yp ? yp + k : yp, dzp ? dzp + k : dzp, dxp ? dxp + k : dxp, B, K, k, 1, scale, smean, sinvstd, dscale,
+                           dbias, alpha, beta, eps, pC, pS, flags);
+#endif
+}
+
 /* Column layouts with few columns and many rows (NHWC SPATIAL, tall PER_ACTIVATION), split by rows so that
  * enough work-items share the work: partial statistics per (row chunk, column), a per-column merge, then a 2-D
  * elementwise pass; the backward likewise. Row chunk r of R covers rows [slice_begin(rows, r, R), ...r + 1).
@@ -13,8 +78,8 @@ __kernel void bn_col_partial(__global const stype *x, ulong xoff, ulong rows, ul
     __global float *pm = part + (ulong)r * 2 * K, *pq = pm + K;
     float sh1, m1, q1;
 #if defined(STRATEGY_CPU)
-    for (ulong t0 = get_global_id(0) * 256; t0 < K; t0 += get_global_size(0) * 256) {
-        ulong width = min((ulong)256, K - t0);
+    for (ulong t0 = get_global_id(0) * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
+        ulong width = min((ulong)CN_TILE_COLS, K - t0);
         uint ng = (uint)(width / 16);
         if (ng) {
             float16 sh[16], m[16], q[16];
@@ -72,7 +137,7 @@ __kernel void bn_col_finalize(__global const stype *x, ulong xoff, __global cons
 
 /* out = k2 * ((x - K) - m) + k3 (+ k1 * dy with F_DX) with column coefficients: F_COEF from coef[5k..], else
  * (inference) from the parameter vectors. */
-inline coef_t col_coef(ulong k, __global const float *scale, __global const float *bias, __global const float *mean,
+static inline coef_t col_coef(ulong k, __global const float *scale, __global const float *bias, __global const float *mean,
                        __global const float *var, __global const float *coef, float eps, ulong pC, ulong pS,
                        uint flags) {
     if (flags & F_COEF)
@@ -92,9 +157,9 @@ __kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const s
     __global const stype *ep = (flags & (F_Z | F_RELU)) ? aux + auxoff : NULL;
     __global stype *op = out + ooff;
 #if defined(STRATEGY_CPU)
-    for (ulong t0 = get_global_id(0) * 256; t0 < K; t0 += get_global_size(0) * 256) {
-        uint width = (uint)min((ulong)256, K - t0), ng = width / 16;
-        float cK[256], cm[256], c1[256], c2[256], c3[256];
+    for (ulong t0 = get_global_id(0) * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
+        uint width = (uint)min((ulong)CN_TILE_COLS, K - t0), ng = width / 16;
+        float cK[CN_TILE_COLS], cm[CN_TILE_COLS], c1[CN_TILE_COLS], c2[CN_TILE_COLS], c3[CN_TILE_COLS];
         for (uint j = 0; j < width; ++j) {
             coef_t c = col_coef(t0 + j, scale, bias, mean, var, coef, eps, pC, pS, flags);
             cK[j] = c.K;
@@ -167,8 +232,8 @@ __kernel void bn_col_bwd_partial(__global const stype *x, ulong xoff, __global c
     __global float *pu = part + (ulong)r * 2 * K, *pv = pu + K;
     float sh1, m1, is1, u1, v1;
 #if defined(STRATEGY_CPU)
-    for (ulong t0 = get_global_id(0) * 256; t0 < K; t0 += get_global_size(0) * 256) {
-        ulong width = min((ulong)256, K - t0);
+    for (ulong t0 = get_global_id(0) * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
+        ulong width = min((ulong)CN_TILE_COLS, K - t0);
         uint ng = (uint)(width / 16);
         if (ng) {
             float16 sh[16], m[16], is[16], u[16], v[16];

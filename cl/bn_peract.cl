@@ -27,17 +27,9 @@
 #define GRADV(gp, yp) grad1((gp), (yp), 0, flags)
 #endif
 
-#define KAHAN_V(sum, comp, v)                                                                                          \
-    do {                                                                                                               \
-        VT y_ = (v) - (comp);                                                                                          \
-        VT t_ = (sum) + y_;                                                                                            \
-        (comp) = (t_ - (sum)) - y_;                                                                                    \
-        (sum) = t_;                                                                                                    \
-    } while (0)
-
 /* Statistics of the tile's columns over rows [b0, b1), each shifted by its row-0 value (see acc_t): blocks of 8
  * rows, two-pass (the second pass re-reads the block from L1), compensated Chan merge. Column mean = shift + m. */
-inline void FN(pa_stats)(__global const stype *xp, ulong b0, ulong b1, ulong K, uint ng, VT *shift, VT *m, VT *m2) {
+static inline void FN(pa_stats)(__global const stype *xp, ulong b0, ulong b1, ulong K, uint ng, VT *shift, VT *m, VT *m2) {
     VT am[TG], amc[TG], aq[TG], aqc[TG];
     for (uint g = 0; g < ng; ++g) {
         shift[g] = XLD(xp + g * PA_W);
@@ -61,12 +53,9 @@ inline void FN(pa_stats)(__global const stype *xp, ulong b0, ulong b1, ulong K, 
                 d1 += d;
                 d2 = fma(d, d, d2);
             }
-            VT m2b = d2 - d1 * d1 * inv;
-            m2b = m2b < 0.0f ? (VT)(0.0f) : m2b;
-            mb += d1 * inv;
-            VT d = (mb - am[g]) + amc[g];
-            KAHAN_V(am[g], amc[g], d * w);
-            KAHAN_V(aq[g], aqc[g], m2b + d * d * naw);
+            VT bm, bq;
+            TWO_PASS_FINISH(VT, mb, d1, d2, inv, bm, bq);
+            CHAN_MERGE(VT, am[g], amc[g], aq[g], aqc[g], bm, bq, w, naw);
         }
         n = nt;
     }
@@ -80,7 +69,7 @@ inline void FN(pa_stats)(__global const stype *xp, ulong b0, ulong b1, ulong K, 
 /* Forward of the tile at column k0. F_STATS: batch statistics (training), running update (F_RUNNING), saved
  * statistics (F_SAVE); else mean / var come from mean_in / var_in (inference). Parameter vectors are indexed
  * through param_index (pC, pS, F_PMAP). */
-inline void FN(pa_forward)(__global const stype *xp, __global const stype *zp, __global stype *yp, ulong B, ulong K, ulong k0, uint ng,
+static inline void FN(pa_forward)(__global const stype *xp, __global const stype *zp, __global stype *yp, ulong B, ulong K, ulong k0, uint ng,
                            __global const float *scale, __global const float *bias, __global const float *mean_in,
                            __global const float *var_in, __global float *rmean, __global float *rvar,
                            __global float *smean, __global float *sinvstd, float factor, float eps, float unbias,
@@ -95,13 +84,8 @@ inline void FN(pa_forward)(__global const stype *xp, __global const stype *zp, _
             VT var = a[g] / (float)B, mean = shift[g] + m[g];
             invstd = rsqrt(var + eps);
             if (flags & F_RUNNING) {
-                if (factor == 1.0f) { /* the old values are not read */
-                    PST(mean, rmean, k);
-                    PST(var * unbias, rvar, k);
-                } else {
-                    PST((1.0f - factor) * PLD(rmean, k) + factor * mean, rmean, k);
-                    PST((1.0f - factor) * PLD(rvar, k) + factor * (var * unbias), rvar, k);
-                }
+                PST(RUNNING_UPDATE(PLD(rmean, k), mean, factor), rmean, k);
+                PST(RUNNING_UPDATE(PLD(rvar, k), var * unbias, factor), rvar, k);
             }
             if (flags & F_SAVE) {
                 PST(mean, smean, k);
@@ -125,7 +109,7 @@ inline void FN(pa_forward)(__global const stype *xp, __global const stype *zp, _
 /* The statistics of the tile's columns for the backward: recomputed (F_STATS: *is gets M2 here, the caller turns
  * it into invstd), from a per-column stats coef buffer (F_COEF: shift, m, invstd at scoef[5k..]), or the saved
  * mean and invstd (shift 0). */
-inline void FN(pa_group_stats)(__global const stype *xp, ulong B, ulong K, ulong k0, uint ng,
+static inline void FN(pa_group_stats)(__global const stype *xp, ulong B, ulong K, ulong k0, uint ng,
                                __global const float *smean, __global const float *sinvstd,
                                __global const float *scoef, ulong pC, ulong pS, uint flags, VT *shift, VT *m, VT *is) {
     if (flags & F_STATS) {
@@ -138,7 +122,7 @@ inline void FN(pa_group_stats)(__global const stype *xp, ulong B, ulong K, ulong
             float t[3][PA_W];
             for (uint l = 0; l < PA_W; ++l)
                 for (uint j = 0; j < 3; ++j)
-                    t[j][l] = scoef[5 * (k + l) + j];
+                    t[j][l] = scoef[CN_COEF_STRIDE * (k + l) + j];
 #if PA_W == 16
             shift[g] = vload16(0, t[0]);
             m[g] = vload16(0, t[1]);
@@ -158,7 +142,7 @@ inline void FN(pa_group_stats)(__global const stype *xp, ulong B, ulong K, ulong
 
 /* Sums of g and g * ((x - shift) - m) of the tile's columns over rows [b0, b1): row blocks of 64, compensated. g is
  * dy, masked by y > 0 with F_RELU; F_DZ stores it to dz. */
-inline void FN(pa_sums)(__global const stype *xp, __global const stype *dyp, __global const stype *yp,
+static inline void FN(pa_sums)(__global const stype *xp, __global const stype *dyp, __global const stype *yp,
                         __global stype *dzp, ulong b0, ulong b1, ulong K, uint ng, const VT *shift, const VT *m,
                         VT *su, VT *sv, uint flags) {
     VT suc[TG], svc[TG];
@@ -179,8 +163,8 @@ inline void FN(pa_sums)(__global const stype *xp, __global const stype *dyp, __g
                 v[g] = fma(dyv, (XLD(xp + i) - shift[g]) - m[g], v[g]);
             }
         for (uint g = 0; g < ng; ++g) {
-            KAHAN_V(su[g], suc[g], u[g]);
-            KAHAN_V(sv[g], svc[g], v[g]);
+            KAHAN_ADD(VT, su[g], suc[g], u[g]);
+            KAHAN_ADD(VT, sv[g], svc[g], v[g]);
         }
     }
     for (uint g = 0; g < ng; ++g) {
@@ -191,7 +175,7 @@ inline void FN(pa_sums)(__global const stype *xp, __global const stype *dyp, __g
 
 /* From the sums of the tile's columns: the parameter gradients (F_GRADS, accumulated with F_ACCUM) and the dx
  * coefficients k1 = scale*invstd, k2 = -k1*invstd*dscale/M, k3 = -k1*dbias/M, returned in su, sv, is. */
-inline void FN(pa_grads)(ulong k0, uint ng, float M, __global const float *scale, __global float *dscale,
+static inline void FN(pa_grads)(ulong k0, uint ng, float M, __global const float *scale, __global float *dscale,
                          __global float *dbias, float alpha, float beta, ulong pC, ulong pS, uint flags, VT *su,
                          VT *sv, VT *is) {
     float invM = 1.0f / M;
@@ -199,23 +183,18 @@ inline void FN(pa_grads)(ulong k0, uint ng, float M, __global const float *scale
         ulong k = k0 + g * PA_W;
         VT gbias = su[g], gscale = sv[g] * is[g];
         if (flags & F_GRADS) {
-            if (flags & F_ACCUM) {
-                PST(alpha * gscale + beta * PLD(dscale, k), dscale, k);
-                PST(alpha * gbias + beta * PLD(dbias, k), dbias, k);
-            } else {
-                PST(alpha * gscale, dscale, k);
-                PST(alpha * gbias, dbias, k);
-            }
+            PST(GRAD_UPDATE(PLD(dscale, k), gscale, alpha, beta, flags), dscale, k);
+            PST(GRAD_UPDATE(PLD(dbias, k), gbias, alpha, beta, flags), dbias, k);
         }
         VT k1 = (flags & F_AFFINE) ? is[g] * PLD(scale, k) : is[g];
         su[g] = k1;
-        sv[g] = -k1 * is[g] * gscale * invM;
-        is[g] = -k1 * gbias * invM;
+        sv[g] = DX_K2(k1, is[g], gscale, invM);
+        is[g] = DX_K3(k1, gbias, invM);
     }
 }
 
 /* Backward of the tile at column k0 over all B rows: statistics, sums, gradients, then dx (F_DX). */
-inline void FN(pa_backward)(__global const stype *xp, __global const stype *dyp, __global const stype *yp,
+static inline void FN(pa_backward)(__global const stype *xp, __global const stype *dyp, __global const stype *yp,
                             __global stype *dzp, __global stype *dxp, ulong B,
                             ulong K, ulong k0, uint ng, __global const float *scale, __global const float *smean,
                             __global const float *sinvstd, __global float *dscale, __global float *dbias,
@@ -244,5 +223,4 @@ inline void FN(pa_backward)(__global const stype *xp, __global const stype *dyp,
 #undef FN
 #undef ACTV
 #undef GRADV
-#undef KAHAN_V
 #undef PA_W

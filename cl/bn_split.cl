@@ -121,19 +121,14 @@ __kernel void bn_split_bwd_coef(__global const float *sums, ulong K, float count
     ulong p = param_index(k, pC, pS, flags);
     float su = sums[2 * p], sv = sums[2 * p + 1];
     if (flags & F_GRADS) {
-        if (flags & F_ACCUM) {
-            dscale[p] = alpha * sv + beta * dscale[p];
-            dbias[p] = alpha * su + beta * dbias[p];
-        } else {
-            dscale[p] = alpha * sv;
-            dbias[p] = alpha * su;
-        }
+        dscale[p] = GRAD_UPDATE(dscale[p], sv, alpha, beta, flags);
+        dbias[p] = GRAD_UPDATE(dbias[p], su, alpha, beta, flags);
     }
     if (flags & F_DX) {
         float is = sinvstd[p];
         float k1 = (flags & F_AFFINE) ? scale[p] * is : is;
         float invN = 1.0f / count;
-        coef_t c = {0.0f, smean[p], k1, -k1 * is * sv * invN, -k1 * su * invN};
+        coef_t c = {0.0f, smean[p], k1, DX_K2(k1, is, sv, invN), DX_K3(k1, su, invN)};
         coef_store(c, coef, k);
     }
 }

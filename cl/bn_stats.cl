@@ -3,7 +3,7 @@
  * ones, saves mean / invstd and writes the elementwise coefficients; and the fused one-launch forward.
  * Map c is shifted by K = its first value x[0, c, 0] (see acc_t). */
 
-inline float map_shift(__global const stype *xp, ulong S, ulong c) { return LOAD1(xp, c * S); }
+static inline float map_shift(__global const stype *xp, ulong S, ulong c) { return LOAD1(xp, c * S); }
 
 /* Work-group (g, c) covers slice g of map c's B*S values; partial mean and M2 go to part[(c*G + g)*2 ..]. */
 __kernel void bn_stats_partial(__global const stype *x, ulong xoff, ulong B, ulong C, ulong S, uint G,
@@ -29,7 +29,7 @@ __kernel void bn_stats_partial(__global const stype *x, ulong xoff, ulong B, ulo
  *   running = (1 - factor) * running + factor * batch  (variance unbiased by 'unbias' = N/(N-1))
  * where factor == 1 does not read the old values (an unwritten running buffer is fine); F_SAVE writes the mean
  * and invstd. */
-inline coef_t finalize_stats(const acc_t *a, float K, ulong N, ulong c, __global const float *scale,
+static inline coef_t finalize_stats(const acc_t *a, float K, ulong N, ulong c, __global const float *scale,
                              __global const float *bias, __global float *rmean, __global float *rvar,
                              __global float *smean, __global float *sinvstd, float factor, float eps, float unbias,
                              uint flags) {
@@ -37,13 +37,8 @@ inline coef_t finalize_stats(const acc_t *a, float K, ulong N, ulong c, __global
     float var = acc_m2(a) / (float)N;
     float mean = K + m, invstd = rsqrt(var + eps);
     if (flags & F_RUNNING) {
-        if (factor == 1.0f) {
-            rmean[c] = mean;
-            rvar[c] = var * unbias;
-        } else {
-            rmean[c] = (1.0f - factor) * rmean[c] + factor * mean;
-            rvar[c] = (1.0f - factor) * rvar[c] + factor * (var * unbias);
-        }
+        rmean[c] = RUNNING_UPDATE(rmean[c], mean, factor);
+        rvar[c] = RUNNING_UPDATE(rvar[c], var * unbias, factor);
     }
     if (flags & F_SAVE) {
         smean[c] = mean;

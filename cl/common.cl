@@ -21,15 +21,15 @@ typedef half stype;
 /* bfloat16 storage: the high 16 bits of a float; stores round to nearest even, NaN stays a (quiet) NaN */
 typedef ushort stype;
 #define ESIZE 2
-inline float bf16_to_f32(ushort h) { return as_float((uint)h << 16); }
-inline float16 bf16_to_f32_16(ushort16 h) { return as_float16(convert_uint16(h) << 16); }
-inline ushort f32_to_bf16(float f) {
+static inline float bf16_to_f32(ushort h) { return as_float((uint)h << 16); }
+static inline float16 bf16_to_f32_16(ushort16 h) { return as_float16(convert_uint16(h) << 16); }
+static inline ushort f32_to_bf16(float f) {
     uint u = as_uint(f);
     if (isnan(f))
         return (ushort)((u >> 16) | 0x40u);
     return (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
-inline ushort16 f32_to_bf16_16(float16 f) {
+static inline ushort16 f32_to_bf16_16(float16 f) {
     uint16 u = as_uint16(f);
     uint16 r = (u + (uint16)(0x7fffu) + ((u >> 16) & (uint16)(1u))) >> 16;
     uint16 q = (u >> 16) | (uint16)(0x40u);
@@ -43,20 +43,23 @@ inline ushort16 f32_to_bf16_16(float16 f) {
 #error "clnorm: unsupported storage type"
 #endif
 
-/* flags shared by the host (src/internal.h mirrors these values) */
-#define F_AFFINE 1u      /* scale and bias buffers are given */
-#define F_RUNNING 2u     /* update running mean / variance */
-#define F_SAVE 4u        /* write mean and invstd to the save buffers */
-#define F_GRADS 16u      /* backward: write dscale / dbias */
-#define F_DX 32u         /* backward: write dx */
-#define F_ACCUM 64u      /* backward: grads = alpha * g + beta * old (else alpha * g) */
-#define F_STATS 128u     /* compute the batch statistics from x (training, or backward without saved ones) */
-#define F_COEF 256u      /* apply: the coefficients (K, m, k1, k2, k3) of each map come from a coef buffer */
-#define F_PMAP 512u      /* columns: parameter index of column j is (j % pC) * pS + j / pC (NHWC per-activation) */
-/* fused activation (issue 12): y = act(xhat * scale + bias + z); the backward's g = dy * (y > 0) */
-#define F_Z 1024u        /* forward: add the residual z (the 'aux' tensor) before the activation */
-#define F_RELU 2048u     /* forward: y = max(v, 0) (NaN stays NaN); backward: dy masked by y > 0 (y: 'aux') */
-#define F_DZ 4096u       /* backward: write dz = g in the pass that sums g */
+/* The flags (F_AFFINE, F_RUNNING, ...), CN_TILE_COLS (columns of a CPU column tile) and CN_COEF_STRIDE (floats per
+ * group of a coefficient buffer) come from the host's table (src/kernel_abi.h) as -D defines in the build options:
+ * host and kernels cannot disagree on them. */
+#if !defined(F_AFFINE) || !defined(CN_TILE_COLS) || !defined(CN_COEF_STRIDE)
+#error "clnorm: the build options must carry src/kernel_abi.h's defines"
+#endif
+
+/* ---- formulas written once (type-generic: float or floatN; each argument is evaluated at most once, `old` only
+ * when it is used, so an unwritten buffer behind it is never read) ---------------------------------------------- */
+/* running = (1 - factor) * running + factor * batch; factor == 1 does not read the old value */
+#define RUNNING_UPDATE(old, batch, factor) ((factor) == 1.0f ? (batch) : (1.0f - (factor)) * (old) + (factor) * (batch))
+/* a parameter gradient as stored: alpha * g, plus beta * old with F_ACCUM */
+#define GRAD_UPDATE(old, g, alpha, beta, flags) (((flags) & F_ACCUM) ? (alpha) * (g) + (beta) * (old) : (alpha) * (g))
+/* the dx coefficients: dx = k1 * dy + k2 * (x - mean) + k3 with k1 = scale * invstd (is), dscale = gscale,
+ * dbias = gbias, invM = 1 / M */
+#define DX_K2(k1, is, gscale, invM) (-(k1) * (is) * (gscale) * (invM))
+#define DX_K3(k1, gbias, invM) (-(k1) * (gbias) * (invM))
 
 #define BLK 256 /* elements of one contiguous two-pass block (16 float16 vectors) */
 
@@ -68,7 +71,7 @@ inline ushort16 f32_to_bf16_16(float16 f) {
 #define HAVE_NT_STORE 1
 #endif
 #endif
-inline void store16_stream(float16 v, __global stype *p) {
+static inline void store16_stream(float16 v, __global stype *p) {
 #if defined(HAVE_NT_STORE)
     __builtin_nontemporal_store(v, (__global float16 *)p);
 #else
@@ -78,12 +81,12 @@ inline void store16_stream(float16 v, __global stype *p) {
 
 /* The forward's epilogue of value v at element i: + z[i] (F_Z), then the activation (F_RELU: v < 0 gives 0, so
  * that NaN stays NaN). Without those flags v is returned as it is (the plain call's bits). */
-inline float act1(float v, __global const stype *z, ulong i, uint flags) {
+static inline float act1(float v, __global const stype *z, ulong i, uint flags) {
     if (flags & F_Z)
         v += LOAD1(z, i);
     return ((flags & F_RELU) && v < 0.0f) ? 0.0f : v;
 }
-inline float16 act16(float16 v, __global const stype *z, ulong i, uint flags) {
+static inline float16 act16(float16 v, __global const stype *z, ulong i, uint flags) {
     if (flags & F_Z)
         v += LOAD16(z, i);
     if (flags & F_RELU)
@@ -92,11 +95,11 @@ inline float16 act16(float16 v, __global const stype *z, ulong i, uint flags) {
 }
 /* The backward's gradient at element i: dy, where y > 0 only with F_RELU (the stored y decides; y <= 0 or NaN
  * gives 0, whatever dy holds) */
-inline float grad1(__global const stype *dy, __global const stype *y, ulong i, uint flags) {
+static inline float grad1(__global const stype *dy, __global const stype *y, ulong i, uint flags) {
     float g = LOAD1(dy, i);
     return ((flags & F_RELU) && !(LOAD1(y, i) > 0.0f)) ? 0.0f : g;
 }
-inline float16 grad16(__global const stype *dy, __global const stype *y, ulong i, uint flags) {
+static inline float16 grad16(__global const stype *dy, __global const stype *y, ulong i, uint flags) {
     float16 g = LOAD16(dy, i);
     if (flags & F_RELU)
         g = select((float16)(0.0f), g, LOAD16(y, i) > 0.0f);
@@ -104,7 +107,7 @@ inline float16 grad16(__global const stype *dy, __global const stype *y, ulong i
 }
 
 /* the same where p happens to be 64-byte aligned, else a plain store (outputs written in runs of any alignment) */
-inline void store16_stream_any(float16 v, __global stype *p) {
+static inline void store16_stream_any(float16 v, __global stype *p) {
 #if defined(HAVE_NT_STORE)
     if ((((ulong)p) & 63) == 0) {
         __builtin_nontemporal_store(v, (__global float16 *)p);
@@ -114,7 +117,7 @@ inline void store16_stream_any(float16 v, __global stype *p) {
     STORE16(v, p, 0);
 }
 
-inline float hsum16(float16 v) {
+static inline float hsum16(float16 v) {
     float8 a = v.lo + v.hi;
     float4 b = a.lo + a.hi;
     float2 c = b.lo + b.hi;
@@ -132,34 +135,55 @@ typedef struct {
     float m2, m2_c;     /* true M2 = m2 - m2_c */
 } acc_t;
 
-inline void acc_init(acc_t *a) {
+static inline void acc_init(acc_t *a) {
     a->n = 0;
     a->mean = a->mean_c = a->m2 = a->m2_c = 0.0f;
 }
 
-inline float kahan_add(float *sum, float *c, float v) {
-    float y = v - *c;
-    float t = *sum + y;
-    *c = (t - *sum) - y;
-    *sum = t;
-    return t;
+/* ---- the statistics formulas, written once (type T: float, or floatN for the column tiles) ---------------- */
+/* Kahan-compensated sum += v: the true sum is sum - comp */
+#define KAHAN_ADD(T, sum, comp, v)                                                                                     \
+    do {                                                                                                               \
+        T y_ = (v) - (comp);                                                                                           \
+        T t_ = (sum) + y_;                                                                                             \
+        (comp) = (t_ - (sum)) - y_;                                                                                    \
+        (sum) = t_;                                                                                                    \
+    } while (0)
+/* Chan's parallel merge of a block (mean mb, M2 m2b) into compensated (mean, M2) accumulators; w = nb / (na + nb)
+ * is the block's weight and naw = na * w. NaN anywhere propagates into mean and M2. */
+#define CHAN_MERGE(T, mean, mean_c, m2, m2_c, mb, m2b, w, naw)                                                         \
+    do {                                                                                                               \
+        T d_ = ((mb) - (mean)) + (mean_c);                                                                             \
+        KAHAN_ADD(T, mean, mean_c, d_ * (w));                                                                          \
+        KAHAN_ADD(T, m2, m2_c, (m2b) + d_ * d_ * (naw));                                                               \
+    } while (0)
+/* The corrected two-pass block: from the first pass's mean mb0 of len values (inv = 1/len) and the second pass's
+ * d1 = sum(v - mb0), d2 = sum((v - mb0)^2): the block mean mb0 + d1 / len and M2 = d2 - d1^2 / len, never
+ * negative (NaN stays NaN). */
+#define TWO_PASS_FINISH(T, mb0, d1, d2, inv, mean_out, m2_out)                                                         \
+    do {                                                                                                               \
+        T q_ = (d2) - (d1) * (d1) * (inv);                                                                             \
+        (m2_out) = q_ < 0.0f ? (T)(0.0f) : q_;                                                                         \
+        (mean_out) = (mb0) + (d1) * (inv);                                                                             \
+    } while (0)
+
+static inline float kahan_add(float *sum, float *c, float v) {
+    KAHAN_ADD(float, *sum, *c, v);
+    return *sum;
 }
 
-/* Chan's parallel merge of (nb, mb, m2b) into a. NaN anywhere propagates into mean and M2. */
-inline void acc_merge(acc_t *a, ulong nb, float mb, float m2b) {
+/* Chan's parallel merge of (nb, mb, m2b) into a. */
+static inline void acc_merge(acc_t *a, ulong nb, float mb, float m2b) {
     if (nb == 0)
         return;
     ulong nt = a->n + nb;
     float w = (float)nb / (float)nt;
-    float d = (mb - a->mean) + a->mean_c;
-    float na = (float)a->n;
-    kahan_add(&a->mean, &a->mean_c, d * w);
-    kahan_add(&a->m2, &a->m2_c, m2b + d * d * na * w);
+    CHAN_MERGE(float, a->mean, a->mean_c, a->m2, a->m2_c, mb, m2b, w, (float)a->n * w);
     a->n = nt;
 }
 
-inline float acc_mean(const acc_t *a) { return a->mean - a->mean_c; }
-inline float acc_m2(const acc_t *a) {
+static inline float acc_mean(const acc_t *a) { return a->mean - a->mean_c; }
+static inline float acc_m2(const acc_t *a) {
     float m = a->m2 - a->m2_c;
     return m < 0.0f ? 0.0f : m; /* never negative; NaN stays NaN (the comparison is false) */
 }
@@ -177,13 +201,14 @@ inline float acc_m2(const acc_t *a) {
             d1_ += d_;                                                                                                 \
             d2_ = fma(d_, d_, d2_);                                                                                    \
         }                                                                                                              \
-        float m2b_ = d2_ - d1_ * d1_ * inv_;                                                                           \
-        acc_merge((a), (ulong)(len), mb_ + d1_ * inv_, m2b_ < 0.0f ? 0.0f : m2b_);                                     \
+        float bm_, bq_;                                                                                                \
+        TWO_PASS_FINISH(float, mb_, d1_, d2_, inv_, bm_, bq_);                                                         \
+        acc_merge((a), (ulong)(len), bm_, bq_);                                                                        \
     } while (0)
 
 /* merge the statistics of len contiguous values at p, shifted by K, into a: blocks of BLK, vectorised, then the
  * tail */
-inline void acc_contig(acc_t *a, __global const stype *p, ulong len, float K) {
+static inline void acc_contig(acc_t *a, __global const stype *p, ulong len, float K) {
     ulong i = 0;
     for (; i + BLK <= len; i += BLK) {
         float16 s = (float16)(0.0f);
@@ -196,9 +221,9 @@ inline void acc_contig(acc_t *a, __global const stype *p, ulong len, float K) {
             d1 += d;
             d2 = fma(d, d, d2);
         }
-        float sd = hsum16(d1);
-        float m2b = hsum16(d2) - sd * sd * (1.0f / BLK);
-        acc_merge(a, BLK, mb + sd * (1.0f / BLK), m2b < 0.0f ? 0.0f : m2b);
+        float sd = hsum16(d1), sq = hsum16(d2), bm, bq;
+        TWO_PASS_FINISH(float, mb, sd, sq, 1.0f / BLK, bm, bq);
+        acc_merge(a, BLK, bm, bq);
     }
     if (i < len) {
         __global const stype *q = p + i;
@@ -208,7 +233,7 @@ inline void acc_contig(acc_t *a, __global const stype *p, ulong len, float K) {
 }
 
 /* Tree-merge the accumulators of a work-group (WG items, power of two) into item 0's. */
-inline void acc_reduce_local(acc_t *a, __local ulong *ln, __local float *lm, __local float *lq) {
+static inline void acc_reduce_local(acc_t *a, __local ulong *ln, __local float *lm, __local float *lq) {
 #if WG > 1
     uint lid = get_local_id(0);
     for (uint h = WG / 2; h > 0; h >>= 1) {
@@ -226,7 +251,7 @@ inline void acc_reduce_local(acc_t *a, __local ulong *ln, __local float *lm, __l
 }
 
 /* Tree-sum two values over a work-group (WG items, power of two): every item gets the totals. */
-inline void sum2_reduce_local(float *u, float *v, __local float *lu, __local float *lv) {
+static inline void sum2_reduce_local(float *u, float *v, __local float *lu, __local float *lv) {
 #if WG > 1
     uint lid = get_local_id(0);
     lu[lid] = *u;
@@ -245,11 +270,11 @@ inline void sum2_reduce_local(float *u, float *v, __local float *lu, __local flo
 }
 
 /* The slice [start, end) of a map's flattened (batch, spatial) extent N that work-group g of G covers */
-inline ulong slice_begin(ulong N, uint g, uint G) { return (ulong)g * N / G; }
+static inline ulong slice_begin(ulong N, uint g, uint G) { return (ulong)g * N / G; }
 
 /* GPU walks: one work-item's next element, WG further along a map's flattened (batch, spatial) extent, as the
  * offset rb = (b*C + c)*S of its row and the position s in it (CS = C*S) */
-inline void gpu_step(ulong *s, ulong *rb, ulong S, ulong CS) {
+static inline void gpu_step(ulong *s, ulong *rb, ulong S, ulong CS) {
     *s += WG;
     if (*s >= S) {
         if (S >= WG) { /* one row further at most: no division */
@@ -266,7 +291,7 @@ inline void gpu_step(ulong *s, ulong *rb, ulong S, ulong CS) {
 /* The offsets of the next n (<= 8) elements of a GPU work-item's walk (element e, then every WG-th one, at
  * (s, rb)) into idx, all computed before any load so that the loads go out together; returns how many of them lie
  * below end. */
-inline uint gpu_walk(ulong *idx, uint n, ulong *s, ulong *rb, ulong e, ulong end, ulong S, ulong CS) {
+static inline uint gpu_walk(ulong *idx, uint n, ulong *s, ulong *rb, ulong e, ulong end, ulong S, ulong CS) {
     for (uint k = 0; k < n; ++k) {
         idx[k] = *rb + *s;
         gpu_step(s, rb, S, CS);
@@ -277,14 +302,14 @@ inline uint gpu_walk(ulong *idx, uint n, ulong *s, ulong *rb, ulong e, ulong end
 
 /* Merge partial statistics g0 <= g < g1 of G, over the slices of N values that slice_begin gives: (mean, M2) at
  * m[g * stride] and q[g * stride]. */
-inline void acc_merge_parts(acc_t *a, __global const float *m, __global const float *q, ulong stride, uint g0,
+static inline void acc_merge_parts(acc_t *a, __global const float *m, __global const float *q, ulong stride, uint g0,
                             uint g1, uint G, ulong N) {
     for (uint g = g0; g < g1; ++g)
         acc_merge(a, slice_begin(N, g + 1, G) - slice_begin(N, g, G), m[g * stride], q[g * stride]);
 }
 
 /* Compensated sums of partials g0 <= g < g1: u of pu[g * stride], v of pv[g * stride]. */
-inline void sum_parts(float *u, float *v, __global const float *pu, __global const float *pv, ulong stride, uint g0,
+static inline void sum_parts(float *u, float *v, __global const float *pu, __global const float *pv, ulong stride, uint g0,
                       uint g1) {
     float su = 0.0f, suc = 0.0f, sv = 0.0f, svc = 0.0f;
     for (uint g = g0; g < g1; ++g) {
@@ -298,7 +323,7 @@ inline void sum_parts(float *u, float *v, __global const float *pu, __global con
 /* Merge the values of map c in the slice [start, end) of its flattened (batch, spatial) extent, shifted by K,
  * into a. CPU strategy: each work-item a contiguous piece, walked one row run at a time (blocks of BLK,
  * vectorised). GPU strategy: neighbouring work-items on neighbouring elements, register blocks of 8 per item. */
-inline void acc_range(acc_t *a, __global const stype *xp, ulong C, ulong S, ulong c, ulong start, ulong end,
+static inline void acc_range(acc_t *a, __global const stype *xp, ulong C, ulong S, ulong c, ulong start, ulong end,
                       float K) {
     uint lid = get_local_id(0);
 #if defined(STRATEGY_CPU)
@@ -334,7 +359,7 @@ inline void acc_range(acc_t *a, __global const stype *xp, ulong C, ulong S, ulon
 
 /* Sums of g and g * ((x - K) - m) over map c's slice [start, end), compensated; the walks of acc_range. g is dy,
  * masked by y > 0 with F_RELU (grad1); F_DZ stores it to dz as it goes. */
-inline void dsum_range(float *u, float *v, __global const stype *xp, __global const stype *gp,
+static inline void dsum_range(float *u, float *v, __global const stype *xp, __global const stype *gp,
                        __global const stype *yp, __global stype *dzp, float K, float m, ulong C, ulong S, ulong c,
                        ulong start, ulong end, uint flags) {
     uint lid = get_local_id(0);
@@ -408,8 +433,8 @@ inline void dsum_range(float *u, float *v, __global const stype *xp, __global co
 
 /* parameter index of column j of a (rows, K) column view: identity, or (j % pC) * pS + j / pC for NHWC
  * per-activation, whose memory columns are (s, c) while parameters are in (c, s) order */
-inline ulong param_index(ulong j, ulong pC, ulong pS, uint flags) { return (flags & F_PMAP) ? (j % pC) * pS + j / pC : j; }
-inline float16 param_load16(__global const float *p, ulong k0, ulong pC, ulong pS, uint flags) {
+static inline ulong param_index(ulong j, ulong pC, ulong pS, uint flags) { return (flags & F_PMAP) ? (j % pC) * pS + j / pC : j; }
+static inline float16 param_load16(__global const float *p, ulong k0, ulong pC, ulong pS, uint flags) {
     if (!(flags & F_PMAP))
         return vload16(0, p + k0);
     float v[16];
@@ -417,7 +442,7 @@ inline float16 param_load16(__global const float *p, ulong k0, ulong pC, ulong p
         v[l] = p[param_index(k0 + l, pC, pS, flags)];
     return vload16(0, v);
 }
-inline void param_store16(float16 x, __global float *p, ulong k0, ulong pC, ulong pS, uint flags) {
+static inline void param_store16(float16 x, __global float *p, ulong k0, ulong pC, ulong pS, uint flags) {
     if (!(flags & F_PMAP)) {
         vstore16(x, 0, p + k0);
         return;
@@ -435,22 +460,22 @@ typedef struct {
     float K, m, k1, k2, k3;
 } coef_t;
 
-inline coef_t coef_load(__global const float *p, ulong c) {
-    coef_t k = {p[5 * c], p[5 * c + 1], p[5 * c + 2], p[5 * c + 3], p[5 * c + 4]};
+static inline coef_t coef_load(__global const float *p, ulong c) {
+    coef_t k = {p[CN_COEF_STRIDE * c], p[CN_COEF_STRIDE * c + 1], p[CN_COEF_STRIDE * c + 2], p[CN_COEF_STRIDE * c + 3], p[CN_COEF_STRIDE * c + 4]};
     return k;
 }
-inline void coef_store(coef_t k, __global float *p, ulong c) {
-    p[5 * c] = k.K;
-    p[5 * c + 1] = k.m;
-    p[5 * c + 2] = k.k1;
-    p[5 * c + 3] = k.k2;
-    p[5 * c + 4] = k.k3;
+static inline void coef_store(coef_t k, __global float *p, ulong c) {
+    p[CN_COEF_STRIDE * c] = k.K;
+    p[CN_COEF_STRIDE * c + 1] = k.m;
+    p[CN_COEF_STRIDE * c + 2] = k.k1;
+    p[CN_COEF_STRIDE * c + 3] = k.k2;
+    p[CN_COEF_STRIDE * c + 4] = k.k3;
 }
 
 /* out[i] = k2 * ((x[i] - K) - m) + k3 (+ k1 * g[i] when g) for n contiguous values; float16 vectors with
  * streaming stores once out is 64-byte aligned. e is the aux tensor: forward (g NULL) the residual z and the
  * activation of act1; backward the forward's y that masks g (grad1). */
-inline void apply_run(__global const stype *x, __global const stype *g, __global const stype *e, __global stype *o,
+static inline void apply_run(__global const stype *x, __global const stype *g, __global const stype *e, __global stype *o,
                       ulong n, coef_t k, uint flags) {
     ulong i = 0;
     ulong mis = ((ulong)o / ESIZE) & 15;
@@ -474,7 +499,7 @@ inline void apply_run(__global const stype *x, __global const stype *g, __global
 
 /* GPU: the same for the values s0, s0 + step, ... below n of one row, four per trip so that each work-item has
  * four loads in flight (x and o may be one buffer: each element is read, then written, by the same item) */
-inline void apply_strided(__global const stype *x, __global const stype *g, __global const stype *e,
+static inline void apply_strided(__global const stype *x, __global const stype *g, __global const stype *e,
                           __global stype *o, ulong n, ulong s0, ulong step, coef_t k, uint flags) {
     ulong s = s0;
     for (; s + 3 * step < n; s += 4 * step) {
@@ -502,7 +527,7 @@ inline void apply_strided(__global const stype *x, __global const stype *g, __gl
 }
 
 /* The elementwise pass over all of map c (B rows of S values): CPU one row at a time, GPU strided. */
-inline void apply_map(__global const stype *xp, __global const stype *gp, __global const stype *ep,
+static inline void apply_map(__global const stype *xp, __global const stype *gp, __global const stype *ep,
                       __global stype *op, ulong B, ulong C, ulong S, ulong c, coef_t k, uint flags) {
 #if defined(STRATEGY_CPU)
     for (ulong b = get_local_id(0); b < B; b += WG) {
@@ -538,12 +563,12 @@ inline void apply_map(__global const stype *xp, __global const stype *gp, __glob
 
 /* The statistics of group c for the backward pass: recomputed ones (F_STATS: a stats coef buffer) or the
  * saved mean / invstd (K = 0). */
-inline void group_stats(ulong c, __global const float *smean, __global const float *sinvstd,
+static inline void group_stats(ulong c, __global const float *smean, __global const float *sinvstd,
                         __global const float *scoef, uint flags, float *K, float *m, float *is) {
     if (flags & F_STATS) {
-        *K = scoef[5 * c];
-        *m = scoef[5 * c + 1];
-        *is = scoef[5 * c + 2];
+        *K = scoef[CN_COEF_STRIDE * c];
+        *m = scoef[CN_COEF_STRIDE * c + 1];
+        *is = scoef[CN_COEF_STRIDE * c + 2];
     } else {
         *K = 0.0f;
         *m = smean[c];

@@ -13,7 +13,7 @@
  *
  * Two families: the stateless operations `clnorm_bn_*` on buffers the caller owns (like cuDNN/MIOpen), and the
  * layer `clnorm_batchnorm_*`, which owns its parameters, statistics and gradients and follows PuzzleLib's rules.
- * The arithmetic is cuDNN's; see SEMANTICS.md and the README.
+ * The arithmetic is cuDNN's; see docs/SEMANTICS.md (shipped with the code) and the README.
  */
 #ifndef CLNORM_H
 #define CLNORM_H
@@ -60,7 +60,7 @@ CLNORM_API unsigned clnorm_version(void);
 /** @brief Result of every fallible call; the detail of a failure is in clnorm_last_error(). */
 typedef enum clnorm_status {
     CLNORM_SUCCESS = 0,            /**< the call did what it says (an enqueueing call: the work is enqueued) */
-    CLNORM_ERROR_INVALID_ARGUMENT, /**< NULL where not allowed, bad enum, epsilon <= 0 or NaN, factor outside
+    CLNORM_ERROR_INVALID_ARGUMENT, /**< NULL where not allowed, bad enum, epsilon not finite or below FLT_MIN, factor outside
                                         [0,1], a cl_mem of another context, overlapping x/y, an output over
                                         another argument, half of a pair... */
     CLNORM_ERROR_SHAPE,            /**< wrong ndim, maps mismatch, shapes differ, zero-sized dim, < 2 values
@@ -105,7 +105,9 @@ typedef struct clnorm_context clnorm_context;
  *        matched against the platform vendor and version, so "pocl" finds POCL).
  * @param out receives the context (NULL on failure); the caller owns it and frees it with
  *        clnorm_context_destroy().
- * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (out NULL); ::CLNORM_ERROR_NO_DEVICE (no platform,
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (out NULL; `CLNORM_STRATEGY` or
+ *         `CLNORM_MAX_WORK_GROUP_SIZE` set to a value it does not accept, see clnorm_context_strategy());
+ *         ::CLNORM_ERROR_NO_DEVICE (no platform,
  *         or nothing matches: clnorm_last_error() lists the devices that exist); ::CLNORM_ERROR_HOST_MEMORY;
  *         ::CLNORM_ERROR_DEVICE_MEMORY or ::CLNORM_ERROR_OPENCL (clCreateContext / clCreateCommandQueue).
  */
@@ -115,7 +117,8 @@ CLNORM_API clnorm_status clnorm_context_create(const char *device, clnorm_contex
  * @param queue an in-order command queue; retained, and released by clnorm_context_destroy(). Work from
  *        clnorm is enqueued on it, interleaved with the application's own commands in queue order.
  * @param out receives the context (NULL on failure); free it with clnorm_context_destroy().
- * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (NULL, not a queue, or an out-of-order queue);
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (NULL, not a queue, an out-of-order queue, or a bad
+ *         `CLNORM_STRATEGY` / `CLNORM_MAX_WORK_GROUP_SIZE`);
  *         ::CLNORM_ERROR_HOST_MEMORY; ::CLNORM_ERROR_OPENCL.
  */
 CLNORM_API clnorm_status clnorm_context_create_from_queue(cl_command_queue queue, clnorm_context **out);
@@ -184,6 +187,19 @@ CLNORM_API const char *clnorm_context_cache_dir(const clnorm_context *ctx);
  *         it lives.
  */
 CLNORM_API const char *clnorm_context_cache_status(const clnorm_context *ctx);
+/**
+ * @brief The kernel strategy of the context: "cpu" (each work-item walks a contiguous chunk; picked for CPU
+ * devices) or "gpu" (neighbouring work-items on neighbouring addresses; picked for every other device type).
+ *
+ * Chosen at context creation from the device type, or forced by the environment variable `CLNORM_STRATEGY`
+ * ("cpu" or "gpu", any case; any other non-empty value makes clnorm_context_create() and
+ * clnorm_context_create_from_queue() fail with ::CLNORM_ERROR_INVALID_ARGUMENT). Creation also reads
+ * `CLNORM_MAX_WORK_GROUP_SIZE` (a positive integer capping the work-group size of every kernel; anything else
+ * is refused the same way).
+ * @param ctx the context (NULL gives NULL).
+ * @return static text "cpu" or "gpu", not to be freed.
+ */
+CLNORM_API const char *clnorm_context_strategy(const clnorm_context *ctx);
 
 /* All operations enqueue on the context's queue and return without waiting, except the read and
    write helpers and clnorm_tensor_create with host data, which block. One context per thread at a time. */
@@ -202,7 +218,10 @@ typedef enum clnorm_layout {
     CLNORM_NCHW = 0, /**< (batch, maps, spatial...) — channels second */
     CLNORM_NHWC = 1  /**< (batch, spatial..., maps) — channels last */
 } clnorm_layout;
-/** @brief A view of (part of) an application cl_mem as a dense tensor; a plain value, owns nothing by itself. */
+/** @brief A view of (part of) an application cl_mem as a dense tensor; a plain value, owns nothing by itself.
+ *
+ * Copying a clnorm_tensor copies the view, not the buffer: after clnorm_tensor_release() (or clReleaseMemObject)
+ * on one copy, every other copy holds a dangling cl_mem and must not be used. */
 typedef struct clnorm_tensor {
     cl_mem buffer;                  /**< the buffer viewed (not retained by the view) */
     size_t offset;                  /**< bytes from the start of buffer */
@@ -281,10 +300,12 @@ typedef enum clnorm_bn_mode {
  * @param ctx the context.
  * @param mode ::CLNORM_BN_SPATIAL or ::CLNORM_BN_PER_ACTIVATION.
  * @param x input view; at least 2 values per statistic.
- * @param y output view, same shape, dtype and layout as x, not overlapping it.
+ * @param y output view, same shape, dtype and layout as x; may be x itself (same buffer, offset, dtype and layout:
+ *        normalised in place, the statistics are those of the input) but must not overlap it otherwise.
  * @param scale,bias parameter vectors, or both NULL for scale 1 and bias 0.
  * @param factor in [0, 1]: running = (1 - factor) * running + factor * batch (the variance unbiased).
- * @param epsilon > 0, added to the variance.
+ * @param epsilon added to the variance: finite and at least FLT_MIN once rounded to float (refused: NaN, Inf, 0,
+ *        negative, subnormal).
  * @param running_mean,running_var updated in place, or both NULL: not updated.
  * @param save_mean,save_invstd receive the batch mean and 1/sqrt(var + epsilon), or both NULL: not saved.
  * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT; ::CLNORM_ERROR_SHAPE; ::CLNORM_ERROR_BUFFER_TOO_SMALL;
@@ -307,7 +328,7 @@ CLNORM_API clnorm_status clnorm_bn_forward_training(clnorm_context *ctx, clnorm_
  *        overlap it otherwise.
  * @param scale,bias parameter vectors, or both NULL for scale 1 and bias 0.
  * @param mean,var the statistics to normalise with (e.g. the running ones); required.
- * @param epsilon > 0.
+ * @param epsilon as in clnorm_bn_forward_training(): finite, >= FLT_MIN.
  * @return as clnorm_bn_forward_training().
  */
 CLNORM_API clnorm_status clnorm_bn_forward_inference(clnorm_context *ctx, clnorm_bn_mode mode, const clnorm_tensor *x,
@@ -321,11 +342,12 @@ CLNORM_API clnorm_status clnorm_bn_forward_inference(clnorm_context *ctx, clnorm
  * @param mode ::CLNORM_BN_SPATIAL or ::CLNORM_BN_PER_ACTIVATION.
  * @param x the forward's input.
  * @param dy gradient of the output, same shape, dtype and layout as x.
- * @param dx receives the input gradient (same shape, dtype and layout; must not overlap x or dy unless it is
- *        dy itself), or NULL: not computed.
+ * @param dx receives the input gradient (same shape, dtype and layout; may be x itself or dy itself, the same
+ *        view, but must not overlap either otherwise), or NULL: not computed.
  * @param scale parameter vector, or NULL for 1.
  * @param dscale,dbias receive the parameter gradients (overwritten), or both NULL: not computed.
- * @param epsilon > 0; used when the statistics are recomputed.
+ * @param epsilon as in clnorm_bn_forward_training() (finite, >= FLT_MIN, checked even when unused); used when
+ *        the statistics are recomputed.
  * @param save_mean,save_invstd the statistics the forward saved, or both NULL: recomputed from x.
  * @return as clnorm_bn_forward_training().
  */
@@ -437,7 +459,7 @@ typedef struct clnorm_batchnorm clnorm_batchnorm;
 typedef struct clnorm_batchnorm_config {
     int nd;              /**< 0: BatchNorm on (batch, size), PER_ACTIVATION; 1, 2, 3: BatchNorm1D/2D/3D, SPATIAL */
     size_t maps;         /**< number of maps ('size' when nd == 0) */
-    float epsilon;       /**< 1e-5 */
+    float epsilon;       /**< 1e-5; finite and >= FLT_MIN (checked by clnorm_batchnorm_create()) */
     float init_factor;   /**< 1.0 */
     float min_factor;    /**< 0.1 */
     float sscale;        /**< 0.01: scale ~ Normal(1, sscale) when affine */
@@ -572,7 +594,8 @@ CLNORM_API clnorm_status clnorm_batchnorm_read(clnorm_batchnorm *bn, clnorm_fiel
  * @param f the field.
  * @param host count floats; may be reused when the call returns.
  * @param count must equal clnorm_batchnorm_param_count().
- * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT; ::CLNORM_ERROR_SHAPE; ::CLNORM_ERROR_OPENCL.
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (also: a ::CLNORM_RUNNING_VAR value negative or NaN,
+ *         the message naming the first; nothing is written); ::CLNORM_ERROR_SHAPE; ::CLNORM_ERROR_OPENCL.
  */
 CLNORM_API clnorm_status clnorm_batchnorm_write(clnorm_batchnorm *bn, clnorm_field f, const float *host,
                                                 size_t count);

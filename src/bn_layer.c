@@ -3,6 +3,7 @@
  * factor = max(init_factor / n, min_factor) and the gradient accumulation grad = scale*g + momentum*grad. */
 #include "bn_ops.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,13 @@ void clnorm_batchnorm_config_init(clnorm_batchnorm_config *cfg, int nd, size_t m
     cfg->activation = CLNORM_ACTIVATION_NONE;
 }
 
+static const char *dtype_name(clnorm_dtype d) {
+    return d == CLNORM_F32 ? "CLNORM_F32" : d == CLNORM_F16 ? "CLNORM_F16" : d == CLNORM_BF16 ? "CLNORM_BF16" : "?";
+}
+static const char *layout_name(clnorm_layout l) {
+    return l == CLNORM_NCHW ? "CLNORM_NCHW" : l == CLNORM_NHWC ? "CLNORM_NHWC" : "?";
+}
+
 static clnorm_status check_config(const clnorm_batchnorm_config *c) {
     if (c->nd < 0 || c->nd > 3)
         return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "cfg.nd must be 0 (BatchNorm), 1, 2 or 3, got %d", c->nd);
@@ -54,6 +62,10 @@ static clnorm_status check_config(const clnorm_batchnorm_config *c) {
         return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "cfg.maps %zu is too large", c->maps);
     if (!(c->epsilon > 0.0f) || !isfinite(c->epsilon))
         return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "cfg.epsilon must be finite and > 0, got %g", (double)c->epsilon);
+    if (c->epsilon < FLT_MIN)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT,
+                       "cfg.epsilon %g is below FLT_MIN (%g): the operations refuse a subnormal epsilon",
+                       (double)c->epsilon, (double)FLT_MIN);
     if (!(c->init_factor >= 0.0f && c->init_factor <= 1.0f))
         return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "cfg.init_factor must be in [0, 1], got %g",
                        (double)c->init_factor);
@@ -187,10 +199,9 @@ static clnorm_status check_data(const clnorm_batchnorm *bn, const clnorm_tensor 
     if (t->shape[1] != bn->cfg.maps)
         return cn_fail(CLNORM_ERROR_SHAPE, "Data has %zu maps (expected: %zu)", t->shape[1], bn->cfg.maps);
     if (t->dtype != bn->cfg.dtype || t->layout != bn->cfg.layout)
-        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT,
-                       "%s: dtype and layout must be the layer's (cfg.dtype, "
-                       "cfg.layout)",
-                       what);
+        return cn_fail(
+            CLNORM_ERROR_INVALID_ARGUMENT, "%s: dtype %s, layout %s; the layer's (cfg.dtype, cfg.layout) are %s, %s",
+            what, dtype_name(t->dtype), layout_name(t->layout), dtype_name(bn->cfg.dtype), layout_name(bn->cfg.layout));
     return CLNORM_SUCCESS;
 }
 
@@ -336,7 +347,16 @@ clnorm_status clnorm_batchnorm_read(clnorm_batchnorm *bn, clnorm_field f, float 
 
 clnorm_status clnorm_batchnorm_write(clnorm_batchnorm *bn, clnorm_field f, const float *host, size_t count) {
     clnorm_status st = check_field(bn, f, host, count, "clnorm_batchnorm_write");
-    return st != CLNORM_SUCCESS ? st : write_field(bn, f, host);
+    if (st != CLNORM_SUCCESS)
+        return st;
+    if (f == CLNORM_RUNNING_VAR)
+        for (size_t i = 0; i < count; ++i)
+            if (!(host[i] >= 0.0f))
+                return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT,
+                               "clnorm_batchnorm_write: CLNORM_RUNNING_VAR[%zu] is %g; a variance must be >= 0 "
+                               "(not negative, not NaN)",
+                               i, (double)host[i]);
+    return write_field(bn, f, host);
 }
 
 cl_mem clnorm_batchnorm_buffer(const clnorm_batchnorm *bn, clnorm_field f) {

@@ -10,6 +10,7 @@
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 
@@ -126,9 +127,59 @@ static clnorm_status check_training_size(const plan *p, const clnorm_tensor *x) 
 
 /* ---- launching ------------------------------------------------------------------------------ */
 
+/* The limits of kernel k, read from OpenCL the first time k is seen (then cached in the context). */
+static clnorm_status kernel_info(clnorm_context *ctx, cl_kernel k, const cn_kernel_info **out) {
+    for (int i = 0; i < ctx->kinfo_n; ++i)
+        if (ctx->kinfo[i].kernel == k) {
+            *out = &ctx->kinfo[i];
+            return CLNORM_SUCCESS;
+        }
+    if (ctx->kinfo_n == ctx->kinfo_cap) {
+        int cap = ctx->kinfo_cap ? 2 * ctx->kinfo_cap : 32;
+        cn_kernel_info *grown = realloc(ctx->kinfo, (size_t)cap * sizeof *grown);
+        if (!grown)
+            return cn_fail(CLNORM_ERROR_HOST_MEMORY, "out of host memory recording a kernel's limits");
+        ctx->kinfo = grown;
+        ctx->kinfo_cap = cap;
+    }
+    cn_kernel_info *ki = &ctx->kinfo[ctx->kinfo_n];
+    memset(ki, 0, sizeof *ki);
+    ki->kernel = k;
+    cl_int err =
+        clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof ki->max_wg, &ki->max_wg, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof ki->local_mem, &ki->local_mem,
+                                       NULL);
+    if (err == CL_SUCCESS)
+        err = clGetKernelInfo(k, CL_KERNEL_NUM_ARGS, sizeof ki->nargs, &ki->nargs, NULL);
+    if (err != CL_SUCCESS)
+        return cn_cl_fail(err, "clGetKernelWorkGroupInfo / clGetKernelInfo");
+    if (clGetKernelInfo(k, CL_KERNEL_FUNCTION_NAME, sizeof ki->name - 1, ki->name, NULL) != CL_SUCCESS)
+        strcpy(ki->name, "?");
+    ++ctx->kinfo_n;
+    *out = ki;
+    return CLNORM_SUCCESS;
+}
 
+/* Enqueues k after checking what host and kernel must agree on: the argument count against the kernel's
+ * CL_KERNEL_NUM_ARGS, and the work-group against its CL_KERNEL_WORK_GROUP_SIZE (both read once per kernel). */
 clnorm_status launch(clnorm_context *ctx, cl_kernel k, cl_uint dims, const size_t *global,
                             const size_t *local, const karg *args, cl_uint nargs) {
+    const cn_kernel_info *ki;
+    clnorm_status st = kernel_info(ctx, k, &ki);
+    if (st != CLNORM_SUCCESS)
+        return st;
+    if (nargs != ki->nargs)
+        return cn_fail(CLNORM_ERROR_OPENCL, "internal error: kernel %s takes %u arguments, the host passes %u",
+                       ki->name, (unsigned)ki->nargs, (unsigned)nargs);
+    size_t items = 1;
+    for (cl_uint d = 0; local && d < dims; ++d)
+        items *= local[d];
+    if (items > ki->max_wg)
+        return cn_fail(CLNORM_ERROR_UNSUPPORTED,
+                       "kernel %s: a work-group of %zu items, but the device allows it %zu "
+                       "(CL_KERNEL_WORK_GROUP_SIZE)",
+                       ki->name, items, ki->max_wg);
     for (cl_uint i = 0; i < nargs; ++i) {
         cl_int err = clSetKernelArg(k, i, args[i].size, args[i].ptr);
         if (err != CL_SUCCESS)
@@ -167,13 +218,36 @@ cl_uint slices_per_map(const clnorm_context *ctx, const plan *p) {
 }
 
 /* kernels needed by one call, fetched (and built) before anything is enqueued */
+/* The kernels a call needs, built if need be, before anything is enqueued. A work-group size is a request: the GPU
+ * strategy's reduction work-group (ctx->wg, compiled into the programs as WG) must fit every kernel's
+ * CL_KERNEL_WORK_GROUP_SIZE and its local memory (CL_KERNEL_LOCAL_MEM_SIZE, which grows with WG) the device's
+ * CL_DEVICE_LOCAL_MEM_SIZE; when a kernel does not take it, the context falls back to half of it, for good (the
+ * programs are rebuilt for the smaller WG on the next fetch, their cache key includes it). Every launch size derived
+ * from ctx->wg is computed after this call. */
 clnorm_status kernels(clnorm_context *ctx, clnorm_dtype dt, const cn_kernel_id *ids, cl_kernel *out, int n) {
-    for (int i = 0; i < n; ++i) {
-        clnorm_status st = cn_get_kernel(ctx, dt, ids[i], &out[i]);
-        if (st != CLNORM_SUCCESS)
-            return st;
+    for (;;) {
+        const cn_kernel_info *misfit = NULL;
+        for (int i = 0; i < n; ++i) {
+            const cn_kernel_info *ki = NULL;
+            clnorm_status st = cn_get_kernel(ctx, dt, ids[i], &out[i]);
+            if (st == CLNORM_SUCCESS)
+                st = kernel_info(ctx, out[i], &ki);
+            if (st != CLNORM_SUCCESS)
+                return st;
+            if (ctx->strategy == CN_STRATEGY_GPU && !misfit &&
+                (ki->max_wg < ctx->wg || (ctx->local_mem && ki->local_mem > ctx->local_mem)))
+                misfit = ki;
+        }
+        if (!misfit)
+            return CLNORM_SUCCESS;
+        if (ctx->wg <= 1)
+            return cn_fail(CLNORM_ERROR_UNSUPPORTED,
+                           "kernel %s does not run on this device even with work-groups of 1 item "
+                           "(CL_KERNEL_WORK_GROUP_SIZE %zu, local memory %llu of the device's %llu bytes)",
+                           misfit->name, misfit->max_wg, (unsigned long long)misfit->local_mem,
+                           (unsigned long long)ctx->local_mem);
+        ctx->wg /= 2;
     }
-    return CLNORM_SUCCESS;
 }
 
 #define FINALIZE_LOCAL 64
@@ -265,7 +339,7 @@ static int fused(const clnorm_context *ctx, const plan *p) {
 static clnorm_status launch_columns(clnorm_context *ctx, cl_kernel k, const plan *p, const karg *args,
                                     cl_uint nargs) {
     if (ctx->strategy == CN_STRATEGY_CPU) {
-        size_t items = (p->groups + 255) / 256, most = 4 * (size_t)ctx->units;
+        size_t items = (p->groups + CN_TILE_COLS - 1) / CN_TILE_COLS, most = 4 * (size_t)ctx->units;
         return launch_1d(ctx, k, items < most ? items : most, 1, args, nargs);
     }
     return launch_1d(ctx, k, p->groups, ctx->wg < 64 ? ctx->wg : 64, args, nargs);
@@ -279,7 +353,7 @@ static clnorm_status launch_columns(clnorm_context *ctx, cl_kernel k, const plan
  * the H100, worth it from 8 chunks on). */
 cl_uint row_chunks(const clnorm_context *ctx, const plan *p, size_t gpu_rows, size_t gpu_min_chunks) {
     int cpu = ctx->strategy == CN_STRATEGY_CPU;
-    size_t items = cpu ? (p->groups + 255) / 256 : p->groups;
+    size_t items = cpu ? (p->groups + CN_TILE_COLS - 1) / CN_TILE_COLS : p->groups;
     size_t want = cpu ? 4 * (size_t)ctx->units : 256 * (size_t)ctx->units;
     if (items >= want)
         return 1;
@@ -294,11 +368,38 @@ cl_uint row_chunks(const clnorm_context *ctx, const plan *p, size_t gpu_rows, si
 }
 
 /* the (columns, chunks) grid of the split column kernels */
+/* The plan's path and its sizes, picked once per call (each operation then switches on p->path):
+ *   columns (one statistic per column): PATH_COLUMNS, one launch, a work-item per column (tile); or, when the columns
+ *     alone cannot fill the device, PATH_SPLIT_COLUMNS in R row chunks (partials, per-column merge, 2-D pass);
+ *   rows (NCHW SPATIAL, S > 1): PATH_FUSED_ROWS, one work-group per map in one launch, when that fills the device;
+ *     else PATH_SPLIT_ROWS, G slices per map (partials, per-map finalize, elementwise pass); inference is always
+ *     the one elementwise pass (PATH_SPLIT_ROWS without statistics).
+ * Tuning per operation, in one place: the GPU row chunk (rows a work-item walks at least) and the fewest chunks
+ * worth the split's extra launches (see row_chunks). */
+static const struct {
+    size_t gpu_rows, gpu_min_chunks;
+} path_tuning[] = {[OP_TRAIN] = {64, 2}, [OP_INFER] = {16, 2}, [OP_BACKWARD] = {64, 8}};
+
+void choose_path(const clnorm_context *ctx, plan *p, cn_op op) {
+    p->R = 1;
+    p->G = 1;
+    if (p->columns) {
+        p->R = row_chunks(ctx, p, path_tuning[op].gpu_rows, path_tuning[op].gpu_min_chunks);
+        p->path = p->R > 1 ? PATH_SPLIT_COLUMNS : PATH_COLUMNS;
+    } else if (op != OP_INFER && fused(ctx, p)) {
+        p->path = PATH_FUSED_ROWS;
+    } else {
+        p->path = PATH_SPLIT_ROWS;
+        if (op != OP_INFER)
+            p->G = slices_per_map(ctx, p);
+    }
+}
+
 clnorm_status launch_col_grid(clnorm_context *ctx, cl_kernel k, const plan *p, cl_uint R, const karg *args,
                                      cl_uint nargs) {
     size_t global[2], local[2] = {1, 1};
     if (ctx->strategy == CN_STRATEGY_CPU) {
-        global[0] = (p->groups + 255) / 256;
+        global[0] = (p->groups + CN_TILE_COLS - 1) / CN_TILE_COLS;
     } else {
         local[0] = ctx->wg < 64 ? ctx->wg : 64;
         global[0] = round_up(p->groups, local[0]);
@@ -412,14 +513,17 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
 
     unsigned act = act_flags(z, activation);
     unsigned flags = (affine ? F_AFFINE : 0) | (running ? F_RUNNING : 0) | (save ? F_SAVE : 0) | F_STATS | act;
-    cl_uint R = p.columns ? row_chunks(ctx, &p, 64, 2) : 1;
-    if (R > 1) {
+    choose_path(ctx, &p, OP_TRAIN);
+    const cl_uint R = p.R, G = p.G;
+    switch (p.path) {
+    case PATH_SPLIT_COLUMNS: {
         cl_kernel k[3];
         static const cn_kernel_id ids[] = {K_COL_PARTIAL, K_COL_FINALIZE, K_COL_APPLY};
         cl_mem part, scoef;
         if ((st = kernels(ctx, x->dtype, ids, k, 3)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, R * p.groups * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
-            (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * 5 * sizeof(float), &scoef)) != CLNORM_SUCCESS)
+            (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * CN_COEF_STRIDE * sizeof(float), &scoef)) !=
+                CLNORM_SUCCESS)
             return st;
         st = enqueue_col_stats(ctx, &p, x, R, k[0], k[1], part, scale, bias, running ? running_mean : NULL,
                                running_var, save ? save_mean : NULL, save_invstd, scoef, factor, epsilon);
@@ -427,7 +531,7 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
             return st;
         return enqueue_col_apply(ctx, &p, R, k[2], x, NULL, y, NULL, NULL, NULL, NULL, scoef, epsilon, F_COEF | act, z);
     }
-    if (p.columns) {
+    case PATH_COLUMNS: {
         cl_kernel k;
         static const cn_kernel_id ids[] = {K_PA_FORWARD};
         if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
@@ -443,7 +547,7 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
                     A_U32(flags | p.pmap)};
         return launch_columns(ctx, k, &p, a, NARGS(a));
     }
-    if (fused(ctx, &p)) {
+    case PATH_FUSED_ROWS: {
         cl_kernel k;
         static const cn_kernel_id ids[] = {K_FUSED_FORWARD};
         if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
@@ -471,13 +575,15 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
                     A_U32(flags)};
         return launch(ctx, k, 1, &global, &local, a, NARGS(a));
     }
+    case PATH_SPLIT_ROWS:
+        break;
+    }
     cl_kernel k[3];
     static const cn_kernel_id ids[] = {K_STATS_PARTIAL, K_STATS_FINALIZE, K_APPLY};
-    cl_uint G = slices_per_map(ctx, &p);
     cl_mem part, scoef;
     if ((st = kernels(ctx, x->dtype, ids, k, 3)) != CLNORM_SUCCESS ||
         (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
-        (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.C * 5 * sizeof(float), &scoef)) != CLNORM_SUCCESS)
+        (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.C * CN_COEF_STRIDE * sizeof(float), &scoef)) != CLNORM_SUCCESS)
         return st;
     st = enqueue_stats(ctx, &p, x, k[0], k[1], part, G, scale, bias, running_mean, running_var, save_mean,
                        save_invstd, scoef, factor, epsilon);
@@ -534,15 +640,21 @@ clnorm_status clnorm_bn_forward_inference_ex(clnorm_context *ctx, clnorm_bn_mode
     if (st != CLNORM_SUCCESS)
         return st;
     cl_kernel k;
-    cl_uint R = p.columns ? row_chunks(ctx, &p, 16, 2) : 1;
+    choose_path(ctx, &p, OP_INFER);
     static const cn_kernel_id pa[] = {K_PA_FORWARD}, ap[] = {K_APPLY}, ca[] = {K_COL_APPLY};
-    if ((st = kernels(ctx, x->dtype, R > 1 ? ca : p.columns ? pa : ap, &k, 1)) != CLNORM_SUCCESS)
+    const cn_kernel_id *ids = p.path == PATH_SPLIT_COLUMNS ? ca : p.path == PATH_COLUMNS ? pa : ap;
+    if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
         return st;
     unsigned flags = (affine ? F_AFFINE : 0) | act_flags(z, activation);
-    if (R > 1)
-        return enqueue_col_apply(ctx, &p, R, k, x, NULL, y, scale, bias, mean, var, NULL, epsilon, flags, z);
-    if (!p.columns)
+    switch (p.path) {
+    case PATH_SPLIT_COLUMNS:
+        return enqueue_col_apply(ctx, &p, p.R, k, x, NULL, y, scale, bias, mean, var, NULL, epsilon, flags, z);
+    case PATH_FUSED_ROWS: /* (not chosen for inference: one elementwise pass) */
+    case PATH_SPLIT_ROWS:
         return enqueue_apply(ctx, &p, k, x, NULL, y, scale, bias, mean, var, NULL, epsilon, flags, z);
+    case PATH_COLUMNS:
+        break;
+    }
     karg a[] = {A_MEM(x->buffer),      A_U64(elem_offset(x)), A_MEM(z ? z->buffer : NULL),
                 A_U64(elem_offset(z)), A_MEM(y->buffer),      A_U64(elem_offset(y)),
                 A_U64(p.rows),         A_U64(p.groups),       A_MEM(scale),
@@ -654,17 +766,20 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
                      relu | (dz ? F_DZ : 0);
     const clnorm_tensor *gsrc = dz ? dz : dy;
     unsigned gmask = dz ? 0 : relu;
-    cl_uint R = p.columns ? row_chunks(ctx, &p, 64, 8) : 1;
-    if (R > 1) {
+    choose_path(ctx, &p, OP_BACKWARD);
+    const cl_uint R = p.R, G = p.G;
+    switch (p.path) {
+    case PATH_SPLIT_COLUMNS: {
         cl_kernel k[5];
         static const cn_kernel_id ids[] = {K_COL_PARTIAL, K_COL_FINALIZE, K_COL_BWD_PARTIAL, K_COL_BWD_FINALIZE,
                                            K_COL_APPLY};
         cl_mem part, coef = NULL, scoef = NULL;
         if ((st = kernels(ctx, x->dtype, ids, k, 5)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, R * p.groups * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
-            (dx && (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.groups * 5 * sizeof(float), &coef)) != CLNORM_SUCCESS) ||
-            (!saved &&
-             (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * 5 * sizeof(float), &scoef)) != CLNORM_SUCCESS))
+            (dx && (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.groups * CN_COEF_STRIDE * sizeof(float), &coef)) !=
+                       CLNORM_SUCCESS) ||
+            (!saved && (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * CN_COEF_STRIDE * sizeof(float), &scoef)) !=
+                           CLNORM_SUCCESS))
             return st;
         if (!saved) { /* recomputed statistics reach the backward kernels through scoef (F_COEF) */
             st = enqueue_col_stats(ctx, &p, x, R, k[0], k[1], part, NULL, NULL, NULL, NULL, NULL, NULL, scoef, 0.0,
@@ -702,7 +817,7 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
         return enqueue_col_apply(ctx, &p, R, k[4], x, gsrc, dx, NULL, NULL, NULL, NULL, coef, epsilon,
                                  F_DX | F_COEF | gmask, y);
     }
-    if (p.columns) {
+    case PATH_COLUMNS: {
         cl_kernel k;
         static const cn_kernel_id ids[] = {K_PA_BACKWARD};
         if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
@@ -732,7 +847,7 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
                     A_U32(flags | p.pmap | (saved ? 0 : F_STATS))};
         return launch_columns(ctx, k, &p, a, NARGS(a));
     }
-    if (fused(ctx, &p)) {
+    case PATH_FUSED_ROWS: {
         cl_kernel k;
         static const cn_kernel_id ids[] = {K_FUSED_BACKWARD};
         if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
@@ -762,14 +877,18 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
                     A_U32(flags | (saved ? 0 : F_STATS))};
         return launch(ctx, k, 1, &global, &local, a, NARGS(a));
     }
+    case PATH_SPLIT_ROWS:
+        break;
+    }
     cl_kernel k[5];
     static const cn_kernel_id ids[] = {K_STATS_PARTIAL, K_STATS_FINALIZE, K_BWD_PARTIAL, K_BWD_FINALIZE, K_APPLY};
-    cl_uint G = slices_per_map(ctx, &p);
     cl_mem part, coef = NULL, scoef = NULL;
     if ((st = kernels(ctx, x->dtype, ids, k, 5)) != CLNORM_SUCCESS ||
         (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
-        (dx && (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.C * 5 * sizeof(float), &coef)) != CLNORM_SUCCESS) ||
-        (!saved && (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.C * 5 * sizeof(float), &scoef)) != CLNORM_SUCCESS))
+        (dx &&
+         (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.C * CN_COEF_STRIDE * sizeof(float), &coef)) != CLNORM_SUCCESS) ||
+        (!saved &&
+         (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.C * CN_COEF_STRIDE * sizeof(float), &scoef)) != CLNORM_SUCCESS))
         return st;
     if (!saved) {
         flags |= F_STATS;

@@ -42,6 +42,8 @@ clnorm_status cn_backward_from_sums(clnorm_context *ctx, clnorm_bn_mode mode, co
 #define row_chunks cn_row_chunks
 #define shape_text cn_shape_text
 #define slices_per_map cn_slices_per_map
+typedef enum cn_path { PATH_FUSED_ROWS, PATH_SPLIT_ROWS, PATH_COLUMNS, PATH_SPLIT_COLUMNS } cn_path;
+typedef enum cn_op { OP_TRAIN, OP_INFER, OP_BACKWARD } cn_op;
 /* A tensor is viewed as (B, C, S); see bn_ops.c's head comment for the paths. */
 typedef struct plan {
     size_t B, C, S; /* the (B, C, S) view */
@@ -52,6 +54,9 @@ typedef struct plan {
     size_t pC, pS;  /* column j's parameter index is (j % pC) * pS + j / pC (NHWC per-activation) */
     unsigned pmap;  /* F_PMAP when that index is not the identity */
     size_t numel;
+    cn_path path; /* choose_path: which kernels, and their sizes below */
+    cl_uint R;    /* PATH_SPLIT_COLUMNS: row chunks */
+    cl_uint G;    /* PATH_SPLIT_ROWS: slices per map */
 } plan;
 
 typedef struct {
@@ -82,6 +87,8 @@ clnorm_status launch_finalize(clnorm_context *ctx, cl_kernel k, size_t C, const 
 clnorm_status enqueue_apply(clnorm_context *ctx, const plan *p, cl_kernel k, const clnorm_tensor *x,
                             const clnorm_tensor *dy, const clnorm_tensor *out, cl_mem scale, cl_mem bias, cl_mem mean,
                             cl_mem var, cl_mem coef, double eps, unsigned flags, const clnorm_tensor *aux);
+#define choose_path cn_choose_path
+void choose_path(const clnorm_context *ctx, plan *p, cn_op op);
 cl_uint row_chunks(const clnorm_context *ctx, const plan *p, size_t gpu_rows, size_t gpu_min_chunks);
 clnorm_status launch_col_grid(clnorm_context *ctx, cl_kernel k, const plan *p, cl_uint R, const karg *args,
                               cl_uint nargs);

@@ -252,7 +252,8 @@ clnorm_status clnorm_bn_forward_training_from_stats(clnorm_context *ctx, clnorm_
     static const cn_kernel_id rows[] = {K_SPLIT_COEF, K_APPLY}, cols[] = {K_SPLIT_COEF, K_COL_APPLY};
     cl_mem scoef = NULL;
     if ((st = kernels(ctx, x->dtype, p.columns ? cols : rows, k, empty ? 1 : 2)) != CLNORM_SUCCESS ||
-        (!empty && (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * 5 * sizeof(float), &scoef)) != CLNORM_SUCCESS))
+        (!empty &&
+         (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * CN_COEF_STRIDE * sizeof(float), &scoef)) != CLNORM_SUCCESS))
         return st;
     unsigned flags =
         (affine ? F_AFFINE : 0) | (running ? F_RUNNING : 0) | (save ? F_SAVE : 0) | (empty ? 0 : F_COEF | p.pmap);
@@ -411,7 +412,8 @@ clnorm_status cn_backward_from_sums(clnorm_context *ctx, clnorm_bn_mode mode, co
     static const cn_kernel_id rows[] = {K_SPLIT_BWD_COEF, K_APPLY}, cols[] = {K_SPLIT_BWD_COEF, K_COL_APPLY};
     cl_mem coef = NULL;
     if ((st = kernels(ctx, x->dtype, p.columns ? cols : rows, k, want_dx ? 2 : 1)) != CLNORM_SUCCESS ||
-        (want_dx && (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.groups * 5 * sizeof(float), &coef)) != CLNORM_SUCCESS))
+        (want_dx &&
+         (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.groups * CN_COEF_STRIDE * sizeof(float), &coef)) != CLNORM_SUCCESS))
         return st;
     unsigned flags =
         (scale ? F_AFFINE : 0) | (grads ? F_GRADS : 0) | (want_dx ? F_DX | p.pmap : 0) | (beta != 0.0 ? F_ACCUM : 0);

@@ -1,9 +1,54 @@
 /* Context: one device, one in-order queue (ours or the application's), the program cache, scratch buffers. */
 #include "internal.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* case-insensitive equality with a lowercase word */
+static int word_is(const char *s, const char *lower) {
+    for (; *s && *lower; ++s, ++lower)
+        if ((*s >= 'A' && *s <= 'Z' ? *s - 'A' + 'a' : *s) != *lower)
+            return 0;
+    return *s == '\0' && *lower == '\0';
+}
+
+/* The environment knobs read once per context: CLNORM_STRATEGY ("cpu" or "gpu", any case; unset or empty: by device
+ * type) and CLNORM_MAX_WORK_GROUP_SIZE (a positive integer; the reduction work-group is the largest power of two not
+ * above it, the device's CL_DEVICE_MAX_WORK_GROUP_SIZE and 256). Anything else is refused: a typo must not silently
+ * run the other strategy. */
+static clnorm_status read_knobs(clnorm_context *c, size_t max_wg) {
+    const char *forced = getenv("CLNORM_STRATEGY");
+    if (forced && *forced) {
+        if (word_is(forced, "gpu"))
+            c->strategy = CN_STRATEGY_GPU;
+        else if (word_is(forced, "cpu"))
+            c->strategy = CN_STRATEGY_CPU;
+        else
+            return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT,
+                           "CLNORM_STRATEGY must be \"cpu\" or \"gpu\" (or unset: by device type), got \"%s\"", forced);
+    } else {
+        c->strategy = (c->type & CL_DEVICE_TYPE_CPU) ? CN_STRATEGY_CPU : CN_STRATEGY_GPU;
+    }
+    const char *cap = getenv("CLNORM_MAX_WORK_GROUP_SIZE");
+    if (cap && *cap) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(cap, &end, 10);
+        if (cap[0] < '0' || cap[0] > '9' || errno || *end != '\0' || v == 0)
+            return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT,
+                           "CLNORM_MAX_WORK_GROUP_SIZE must be a positive integer, got \"%s\"", cap);
+        if (v < max_wg)
+            max_wg = (size_t)v;
+    }
+    /* the reduction work-group: a power of two the device accepts; 1 item per group on the CPU strategy */
+    size_t wg = c->strategy == CN_STRATEGY_CPU ? 1 : 256;
+    while (wg > max_wg)
+        wg /= 2;
+    c->wg = wg ? wg : 1;
+    return CLNORM_SUCCESS;
+}
 
 static clnorm_status fill_device_info(clnorm_context *c, cl_platform_id platform) {
     cl_int err = clGetDeviceInfo(c->device, CL_DEVICE_TYPE, sizeof c->type, &c->type, NULL);
@@ -11,6 +56,8 @@ static clnorm_status fill_device_info(clnorm_context *c, cl_platform_id platform
         err = clGetDeviceInfo(c->device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof c->units, &c->units, NULL);
     if (err == CL_SUCCESS)
         err = clGetDeviceInfo(c->device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof c->max_alloc, &c->max_alloc, NULL);
+    if (err == CL_SUCCESS)
+        err = clGetDeviceInfo(c->device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof c->local_mem, &c->local_mem, NULL);
     size_t max_wg = 1;
     if (err == CL_SUCCESS)
         err = clGetDeviceInfo(c->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, NULL);
@@ -35,18 +82,9 @@ static clnorm_status fill_device_info(clnorm_context *c, cl_platform_id platform
     snprintf(c->cache_id, n, "%s | vendor 0x%x | driver %s | platform %s", c->name, vendor, driver, pversion);
     if (c->units == 0)
         c->units = 1;
-    const char *forced = getenv("CLNORM_STRATEGY");
-    if (forced && (strcmp(forced, "gpu") == 0 || strcmp(forced, "GPU") == 0))
-        c->strategy = CN_STRATEGY_GPU;
-    else if (forced && (strcmp(forced, "cpu") == 0 || strcmp(forced, "CPU") == 0))
-        c->strategy = CN_STRATEGY_CPU;
-    else
-        c->strategy = (c->type & CL_DEVICE_TYPE_CPU) ? CN_STRATEGY_CPU : CN_STRATEGY_GPU;
-    /* the reduction work-group: a power of two the device accepts; 1 item per group on the CPU strategy */
-    size_t wg = c->strategy == CN_STRATEGY_CPU ? 1 : 256;
-    while (wg > max_wg)
-        wg /= 2;
-    c->wg = wg ? wg : 1;
+    clnorm_status st = read_knobs(c, max_wg);
+    if (st != CLNORM_SUCCESS)
+        return st;
     return CLNORM_SUCCESS;
 }
 
@@ -141,6 +179,7 @@ void clnorm_context_destroy(clnorm_context *c) {
         if (c->scratch[i])
             clReleaseMemObject(c->scratch[i]);
     cn_programs_release(c);
+    free(c->kinfo);
     cn_disk_cache_close(c);
     if (c->queue)
         clReleaseCommandQueue(c->queue);
@@ -151,17 +190,12 @@ void clnorm_context_destroy(clnorm_context *c) {
     free(c);
 }
 
-cl_context clnorm_context_cl_context(const clnorm_context *c) {
-    return c ? c->context : NULL;
-}
-cl_device_id clnorm_context_device(const clnorm_context *c) {
-    return c ? c->device : NULL;
-}
-cl_command_queue clnorm_context_queue(const clnorm_context *c) {
-    return c ? c->queue : NULL;
-}
-const char *clnorm_context_device_name(const clnorm_context *c) {
-    return c ? c->name : NULL;
+cl_context clnorm_context_cl_context(const clnorm_context *c) { return c ? c->context : NULL; }
+cl_device_id clnorm_context_device(const clnorm_context *c) { return c ? c->device : NULL; }
+cl_command_queue clnorm_context_queue(const clnorm_context *c) { return c ? c->queue : NULL; }
+const char *clnorm_context_device_name(const clnorm_context *c) { return c ? c->name : NULL; }
+const char *clnorm_context_strategy(const clnorm_context *c) {
+    return !c ? NULL : c->strategy == CN_STRATEGY_CPU ? "cpu" : "gpu";
 }
 
 clnorm_status clnorm_context_finish(clnorm_context *c) {

@@ -24,22 +24,8 @@ void cn_clear_error(void);
 /* Appends to the current last-error text (used for long build logs). */
 void cn_append_error(const char *text);
 
-/* ---- kernels: flags mirror cl/common.cl ---------------------------------------------------- */
-enum {
-    F_AFFINE = 1u,
-    F_RUNNING = 2u,
-    F_SAVE = 4u,
-    F_GRADS = 16u,
-    F_DX = 32u,
-    F_ACCUM = 64u,
-    F_STATS = 128u,
-    F_COEF = 256u,
-    F_PMAP = 512u,
-    /* fused activation (issue 12) */
-    F_Z = 1024u,
-    F_RELU = 2048u,
-    F_DZ = 4096u
-};
+/* ---- kernels: the flags and sizes host and kernels share (reach the kernels as -D defines) ---------- */
+#include "kernel_abi.h"
 
 typedef enum cn_kernel_id {
     K_STATS_PARTIAL,
@@ -102,7 +88,21 @@ struct clnorm_context {
     int cache_on, cache_fd;
     char cache_dir[4096];
     char cache_status[4608];
+    /* bn_ops.c: what each kernel object allows, read once when it is first fetched (no queries per call) */
+    cl_ulong local_mem; /* CL_DEVICE_LOCAL_MEM_SIZE */
+    struct cn_kernel_info *kinfo;
+    int kinfo_n, kinfo_cap;
 };
+
+/* A kernel's limits and signature: CL_KERNEL_WORK_GROUP_SIZE, CL_KERNEL_LOCAL_MEM_SIZE (at the program's WG),
+ * CL_KERNEL_NUM_ARGS and its name (for messages). */
+typedef struct cn_kernel_info {
+    cl_kernel kernel;
+    size_t max_wg;
+    cl_ulong local_mem;
+    cl_uint nargs;
+    char name[64];
+} cn_kernel_info;
 
 /* ---- device.c ---------------------------------------------------------------------------- */
 clnorm_status cn_select_device(const char *selector, cl_platform_id *platform, cl_device_id *device);

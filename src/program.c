@@ -67,7 +67,7 @@ static const struct {
 
 /* Kernel groups: the kernels each path of bn_ops.c launches together, and the pieces they need (helpers: the
  * backward uses map_shift of bn_stats.cl, the columns map_coef of bn_apply.cl and finalize_stats of bn_stats.cl,
- * the per-activation kernels bn_peract.cl). G_ALL, every piece unstripped, is the fallback. */
+ * the per-activation kernels bn_peract.cl, and bn_pa_forward / bn_pa_backward live in bn_columns.cl). G_ALL, every piece unstripped, is the fallback. */
 typedef enum {
     G_ALL, /* first: a kernel left out of group_of (a new one) lands here */
     G_STATS,
@@ -92,8 +92,8 @@ static const struct {
     [G_FUSED_FORWARD] = {"FUSED_FORWARD", BIT(PC_COMMON) | BIT(PC_STATS)},
     [G_FUSED_BACKWARD] = {"FUSED_BACKWARD", BIT(PC_COMMON) | BIT(PC_STATS) | BIT(PC_BACKWARD)},
     [G_BWD_SPLIT] = {"BWD_SPLIT", BIT(PC_COMMON) | BIT(PC_STATS) | BIT(PC_BACKWARD)},
-    [G_PA_FORWARD] = {"PA_FORWARD", BIT(PC_COMMON) | PERACT | BIT(PC_APPLY)},
-    [G_PA_BACKWARD] = {"PA_BACKWARD", BIT(PC_COMMON) | PERACT | BIT(PC_STATS) | BIT(PC_BACKWARD)},
+    [G_PA_FORWARD] = {"PA_FORWARD", BIT(PC_COMMON) | PERACT | BIT(PC_STATS) | BIT(PC_APPLY) | BIT(PC_COLUMNS)},
+    [G_PA_BACKWARD] = {"PA_BACKWARD", BIT(PC_COMMON) | PERACT | BIT(PC_STATS) | BIT(PC_APPLY) | BIT(PC_BACKWARD) | BIT(PC_COLUMNS)},
     [G_COL_STATS] = {"COL_STATS", ALL_PIECES},
     [G_COL_APPLY] = {"COL_APPLY", ALL_PIECES},
     [G_COL_BWD] = {"COL_BWD", ALL_PIECES},
@@ -372,7 +372,7 @@ static clnorm_status build(clnorm_context *ctx, const char *options, cl_uint n, 
 /* the options of group g's program for dtype; 0 when they do not fit */
 static int format_options(const clnorm_context *ctx, clnorm_dtype dtype, group_id g, const char *hash, char *out,
                           size_t n) {
-    int len = snprintf(out, n, "-cl-std=CL1.2 -D%s -D%s -DWG=%zu -DCLNORM_SOURCE_HASH=0x%s -DCLNORM_PROGRAM_%s %s",
+    int len = snprintf(out, n, "-cl-std=CL1.2 -D%s -D%s -DWG=%zu -DCLNORM_SOURCE_HASH=0x%s -DCLNORM_PROGRAM_%s" CN_KERNEL_ABI_DEFINES " %s",
                        dtype_define(dtype), ctx->strategy == CN_STRATEGY_CPU ? "STRATEGY_CPU" : "STRATEGY_GPU", ctx->wg,
                        hash, groups[g].name, ctx->build_options);
     return len >= 0 && (size_t)len < n;

@@ -26,26 +26,6 @@
 #define EPS 1e-5
 #define FACTOR 0.3
 
-static const char *mode_name(clnorm_bn_mode m) {
-    return m == CLNORM_BN_SPATIAL ? "SPATIAL" : "PER_ACTIVATION";
-}
-static const char *layout_name(clnorm_layout l) {
-    return l == CLNORM_NCHW ? "NCHW" : "NHWC";
-}
-
-typedef struct {
-    int ndim;
-    size_t shape[5];
-} shape_t;
-
-static void bcs(const shape_t *s, size_t *B, size_t *C, size_t *S) {
-    *B = s->shape[0];
-    *C = s->shape[1];
-    *S = 1;
-    for (int i = 2; i < s->ndim; i++)
-        *S *= s->shape[i];
-}
-
 /* ---- a device tensor of any dtype / layout at a byte offset inside 0xFF guard bytes ------------------------- */
 typedef struct {
     cl_mem buf;
@@ -55,14 +35,14 @@ typedef struct {
     clnorm_tensor t;
 } dten;
 
-static dten dten_make(const shape_t *s, clnorm_dtype dt, clnorm_layout lay, size_t off_elems,
+static dten dten_make(const tu_shape *s, clnorm_dtype dt, clnorm_layout lay, size_t off_elems,
                       const float *nchw /* NULL: left 0xFF */) {
     dten d;
     memset(&d, 0, sizeof d);
     d.dt = dt;
     d.lay = lay;
     d.n = tu_numel(s->ndim, s->shape);
-    bcs(s, &d.B, &d.C, &d.S);
+    tu_bcs(s, &d.B, &d.C, &d.S);
     d.off = off_elems * tu_esize(dt);
     d.bytes = d.off + d.n * tu_esize(dt) + GUARD;
     d.buf = tu_buffer(d.bytes);
@@ -129,7 +109,7 @@ static void read_param(cl_mem b, float *host, size_t g) {
 /* ---- one case: every op in one layout; results kept for the layout comparison -------------------------- */
 typedef struct {
     clnorm_bn_mode mode;
-    shape_t s;
+    tu_shape s;
     size_t xoff, yoff; /* element offsets */
 } dcase;
 
@@ -155,11 +135,11 @@ typedef struct {
 } inputs;
 
 static void run_layout(const dcase *c, clnorm_dtype dt, clnorm_layout lay, const inputs *in, results *out) {
-    const shape_t *s = &c->s;
+    const tu_shape *s = &c->s;
     size_t n = tu_numel(s->ndim, s->shape), G = ref_groups(c->mode, s->ndim, s->shape);
     char what[256];
-    snprintf(what, sizeof what, "%s %s %s %s xoff=%zu yoff=%zu", tu_dtype_name(dt), layout_name(lay),
-             mode_name(c->mode), tu_shape_str(s->ndim, s->shape), c->xoff, c->yoff);
+    snprintf(what, sizeof what, "%s %s %s %s xoff=%zu yoff=%zu", tu_dtype_name(dt), tu_layout_name(lay),
+             tu_mode_name(c->mode), tu_shape_str(s->ndim, s->shape), c->xoff, c->yoff);
 
     double *ref = tu_doubles(n), *rmean = tu_doubles(G), *rinv = tu_doubles(G), *rrm = tu_doubles(G),
            *rrv = tu_doubles(G), *rds = tu_doubles(G), *rdb = tu_doubles(G);
@@ -257,7 +237,7 @@ static void compare_layouts(const dcase *c, clnorm_dtype dt, const results *a, c
     do {                                                                                                               \
         for (size_t i = 0; i < n; i++)                                                                                 \
             r[i] = a->field[i];                                                                                        \
-        snprintf(label, sizeof label, "NHWC vs NCHW %s %s %s: " #field, tu_dtype_name(dt), mode_name(c->mode),          \
+        snprintf(label, sizeof label, "NHWC vs NCHW %s %s %s: " #field, tu_dtype_name(dt), tu_mode_name(c->mode),          \
                  tu_shape_str(c->s.ndim, c->s.shape));                                                                 \
         TU_TRUE(tu_compare_storage(label, b->field, r, n, dt, atol, rtol));                                            \
     } while (0)
@@ -265,7 +245,7 @@ static void compare_layouts(const dcase *c, clnorm_dtype dt, const results *a, c
     do {                                                                                                               \
         for (size_t i = 0; i < G; i++)                                                                                 \
             r[i] = a->field[i];                                                                                        \
-        snprintf(label, sizeof label, "NHWC vs NCHW %s %s %s: " #field, tu_dtype_name(dt), mode_name(c->mode),          \
+        snprintf(label, sizeof label, "NHWC vs NCHW %s %s %s: " #field, tu_dtype_name(dt), tu_mode_name(c->mode),          \
                  tu_shape_str(c->s.ndim, c->s.shape));                                                                 \
         TU_TRUE(tu_compare(label, b->field, r, G, atol, rtol));                                                        \
     } while (0)
@@ -287,8 +267,8 @@ static void compare_layouts(const dcase *c, clnorm_dtype dt, const results *a, c
 }
 
 static void run_case(const dcase *c, clnorm_dtype dt) {
-    const shape_t *s = &c->s;
-    tu_case("%s %s %s xoff=%zu yoff=%zu", tu_dtype_name(dt), mode_name(c->mode), tu_shape_str(s->ndim, s->shape),
+    const tu_shape *s = &c->s;
+    tu_case("%s %s %s xoff=%zu yoff=%zu", tu_dtype_name(dt), tu_mode_name(c->mode), tu_shape_str(s->ndim, s->shape),
             c->xoff, c->yoff);
     size_t n = tu_numel(s->ndim, s->shape), G = ref_groups(c->mode, s->ndim, s->shape);
     float *x = tu_floats(n), *dy = tu_floats(n), *scale = tu_floats(G), *bias = tu_floats(G), *rm = tu_floats(G),
@@ -400,7 +380,7 @@ static void test_store_rounding(void **state) {
         double ref[64];
         for (size_t i = 0; i < n; i++)
             x[i] = tu_round_storage(dt, (float)(0.37 + 0.01 * (double)i));
-        shape_t s = {2, {64, 1}};
+        tu_shape s = {2, {64, 1}};
         dten dx = dten_make(&s, dt, CLNORM_NCHW, 1, x), dy = dten_make(&s, dt, CLNORM_NCHW, 0, NULL);
         cl_mem bs = tu_buffer_from(&one, 1), bb = tu_buffer_from(&zero, 1), bm = tu_buffer_from(&zero, 1),
                bv = tu_buffer_from(&var, 1);
@@ -418,10 +398,10 @@ static void test_store_rounding(void **state) {
 
 /* ---- the layer with cfg.dtype F16 / BF16 and cfg.layout NHWC -------------------------------------------- */
 static void run_layer(int nd, clnorm_dtype dt, clnorm_layout lay) {
-    shape_t s = nd == 0 ? (shape_t){2, {6, 13}} : nd == 1 ? (shape_t){3, {3, 5, 17}} : (shape_t){4, {2, 5, 3, 7}};
+    tu_shape s = nd == 0 ? (tu_shape){2, {6, 13}} : nd == 1 ? (tu_shape){3, {3, 5, 17}} : (tu_shape){4, {2, 5, 3, 7}};
     if (nd == 3)
-        s = (shape_t){5, {2, 3, 2, 3, 5}};
-    tu_case("layer nd=%d %s %s %s", nd, tu_dtype_name(dt), layout_name(lay), tu_shape_str(s.ndim, s.shape));
+        s = (tu_shape){5, {2, 3, 2, 3, 5}};
+    tu_case("layer nd=%d %s %s %s", nd, tu_dtype_name(dt), tu_layout_name(lay), tu_shape_str(s.ndim, s.shape));
     clnorm_bn_mode mode = nd == 0 ? CLNORM_BN_PER_ACTIVATION : CLNORM_BN_SPATIAL;
     size_t n = tu_numel(s.ndim, s.shape), maps = s.shape[1], G = ref_groups(mode, s.ndim, s.shape);
     TU_TRUE(nd != 0 || G == maps);

@@ -15,7 +15,7 @@
 #define T_SPATIAL CLNORM_BN_SPATIAL
 #define T_PERACT CLNORM_BN_PER_ACTIVATION
 
-/* ---- the fixture: a valid call's every buffer, sentinel-filled --------------------------------- */
+/* ---- the fixture: a valid call's every buffer, sentinel-filled (tu_fixture) ------------------------- */
 enum { B_X, B_Y, B_DY, B_DX, B_SCALE, B_BIAS, B_RM, B_RV, B_SM, B_SI, B_DS, B_DB, B_COUNT };
 static const char *const buf_names[B_COUNT] = {"x",         "y",           "dy",           "dx",
                                                "scale",     "bias",        "running_mean", "running_var",
@@ -26,29 +26,18 @@ typedef struct {
     int ndim;
     size_t shape[5];
     size_t n, G;
-    cl_mem b[B_COUNT];
-    size_t bytes[B_COUNT];
+    tu_fixture fx;
+    cl_mem b[B_COUNT]; /* fx.buf, by role */
     clnorm_tensor tx, ty, tdy, tdx;
 } fixture;
 
 static fixture F;
 
 static void fix_fill(void) {
-    for (int i = 0; i < B_COUNT; i++)
-        tu_sentinel_fill(F.b[i], F.bytes[i], 0x1000u + (uint32_t)i);
+    tu_fixture_fill(&F.fx);
 }
 
-static void fix_check(const char *what) {
-    TU_OK(clnorm_context_finish(tu_ctx));
-    int ok = 1;
-    for (int i = 0; i < B_COUNT; i++) {
-        char label[160];
-        snprintf(label, sizeof label, "%s: buffer %s", what, buf_names[i]);
-        ok &= tu_sentinel_intact(F.b[i], F.bytes[i], 0x1000u + (uint32_t)i, label);
-    }
-    if (!ok)
-        tu_fail_at(__FILE__, __LINE__, "%s: a refused call wrote to a buffer", what);
-}
+#define fix_check(what) tu_fixture_check(&F.fx, (what))
 
 static void fix_make(clnorm_bn_mode mode) {
     memset(&F, 0, sizeof F);
@@ -57,10 +46,9 @@ static void fix_make(clnorm_bn_mode mode) {
     F.shape[0] = 4, F.shape[1] = 3, F.shape[2] = 5, F.shape[3] = 6;
     F.n = tu_numel(F.ndim, F.shape);
     F.G = ref_groups(mode, F.ndim, F.shape);
-    for (int i = 0; i < B_COUNT; i++) {
-        F.bytes[i] = (i <= B_DX ? F.n : F.G) * 4;
-        F.b[i] = tu_buffer(F.bytes[i]);
-    }
+    tu_fixture_init(&F.fx, 0x1000u);
+    for (int i = 0; i < B_COUNT; i++)
+        F.b[i] = F.fx.buf[tu_fixture_add(&F.fx, buf_names[i], (i <= B_DX ? F.n : F.G) * 4)];
     F.tx = tu_view(F.b[B_X], 0, F.ndim, F.shape);
     F.ty = tu_view(F.b[B_Y], 0, F.ndim, F.shape);
     F.tdy = tu_view(F.b[B_DY], 0, F.ndim, F.shape);
@@ -69,8 +57,8 @@ static void fix_make(clnorm_bn_mode mode) {
 }
 
 static void fix_free(void) {
-    for (int i = 0; i < B_COUNT; i++)
-        tu_release(&F.b[i]);
+    tu_fixture_free(&F.fx);
+    memset(F.b, 0, sizeof F.b);
 }
 
 /* the three operations with every optional argument given; the macros take replacements */
@@ -101,17 +89,47 @@ static void for_both_modes(void (*body)(void)) {
 
 /* ---- the valid calls succeed (so that the refusals below are meaningful) ------------------------ */
 static void body_baseline(void) {
-    float *v = tu_floats(F.n > F.G ? F.n : F.G);
-    tu_fill_normal(v, F.n, 0.0, 1.0);
-    tu_write(F.b[B_X], 0, v, F.n * 4);
-    tu_write(F.b[B_DY], 0, v, F.n * 4);
-    tu_fill_uniform(v, F.G, 0.5, 1.5);
-    tu_write(F.b[B_RV], 0, v, F.G * 4);
+    float *x = tu_floats(F.n), *dy = tu_floats(F.n), *got = tu_floats(F.n);
+    float sc[128], bi[128], rm[128], rv[128], drm[128], drv[128], dsm[128], dsi[128];
+    double *ref = tu_doubles(F.n), rds[128], rdb[128];
+    TU_TRUE(F.G <= 128);
+    tu_fill_normal(x, F.n, 0.0, 1.0);
+    tu_fill_normal(dy, F.n, 0.0, 1.0);
+    tu_fill_normal(sc, F.G, 1.0, 0.3);
+    tu_fill_normal(bi, F.G, 0.0, 1.0);
+    tu_fill_normal(rm, F.G, 0.0, 1.0);
+    tu_fill_uniform(rv, F.G, 0.5, 1.5);
+    tu_write(F.b[B_X], 0, x, F.n * 4);
+    tu_write(F.b[B_DY], 0, dy, F.n * 4);
+    tu_write(F.b[B_SCALE], 0, sc, F.G * 4);
+    tu_write(F.b[B_BIAS], 0, bi, F.G * 4);
+    tu_write(F.b[B_RM], 0, rm, F.G * 4);
+    tu_write(F.b[B_RV], 0, rv, F.G * 4);
+    /* each valid call's results, so that the refusals below are refusals of calls that work */
     TU_OK(clnorm_bn_forward_training(TRAIN_OK_ARGS));
+    tu_finish();
+    ref_bn_forward_training(F.mode, F.ndim, F.shape, x, sc, bi, 0.1, 1e-5, rm, rv, ref, NULL, NULL, NULL, NULL, NULL);
+    tu_read(F.b[B_Y], 0, got, F.n * 4);
+    TU_TRUE(tu_compare("training y", got, ref, F.n, TU_FWD_ATOL, TU_FWD_RTOL));
+    tu_read(F.b[B_RM], 0, drm, F.G * 4);
+    tu_read(F.b[B_RV], 0, drv, F.G * 4);
+    tu_read(F.b[B_SM], 0, dsm, F.G * 4);
+    tu_read(F.b[B_SI], 0, dsi, F.G * 4);
     TU_OK(clnorm_bn_forward_inference(INFER_OK_ARGS));
+    tu_finish();
+    ref_bn_forward_inference(F.mode, F.ndim, F.shape, x, sc, bi, drm, drv, 1e-5, ref);
+    tu_read(F.b[B_Y], 0, got, F.n * 4);
+    TU_TRUE(tu_compare("inference y", got, ref, F.n, TU_FWD_ATOL, TU_FWD_RTOL));
     TU_OK(clnorm_bn_backward(BWD_OK_ARGS));
     tu_finish();
-    free(v);
+    ref_bn_backward(F.mode, F.ndim, F.shape, x, dy, sc, 1e-5, dsm, dsi, ref, rds, rdb);
+    tu_read(F.b[B_DX], 0, got, F.n * 4);
+    TU_TRUE(tu_compare("dx", got, ref, F.n, TU_BWD_ATOL, TU_BWD_RTOL));
+    tu_read(F.b[B_DS], 0, got, F.G * 4);
+    TU_TRUE(tu_compare("dscale", got, rds, F.G, TU_BWD_ATOL, TU_BWD_RTOL));
+    tu_read(F.b[B_DB], 0, got, F.G * 4);
+    TU_TRUE(tu_compare("dbias", got, rdb, F.G, TU_BWD_ATOL, TU_BWD_RTOL));
+    free(x), free(dy), free(got), free(ref);
 }
 static void test_baseline(void **state) {
     (void)state;

@@ -12,15 +12,6 @@
 
 #define GUARD 64 /* bytes of NaN poison after every view (and the offset bytes before it) */
 
-typedef struct {
-    int ndim;
-    size_t shape[5];
-} shape_t;
-
-static const char *mode_name(clnorm_bn_mode m) {
-    return m == CLNORM_BN_SPATIAL ? "SPATIAL" : "PER_ACTIVATION";
-}
-
 /* A device tensor inside a poisoned buffer: [0, off) and [off + n*4, off + n*4 + GUARD) stay NaN. */
 typedef struct {
     cl_mem buf;
@@ -28,7 +19,7 @@ typedef struct {
     clnorm_tensor t;
 } dten;
 
-static dten dten_make(const shape_t *s, size_t off, const float *host) {
+static dten dten_make(const tu_shape *s, size_t off, const float *host) {
     dten d;
     d.off = off;
     d.n = tu_numel(s->ndim, s->shape);
@@ -54,25 +45,17 @@ static cl_mem param_poisoned(size_t g) {
     return b;
 }
 
-static int compare_param(const char *what, cl_mem b, const double *ref, size_t g, double atol, double rtol) {
-    float *got = tu_floats(g);
-    tu_read(b, 0, got, g * 4);
-    int ok = tu_compare(what, got, ref, g, atol, rtol);
-    free(got);
-    return ok;
-}
-
 /* ---- forward training ------------------------------------------------------------------ */
 typedef struct {
     clnorm_bn_mode mode;
-    shape_t s;
+    tu_shape s;
     int affine, running, save;
     size_t xoff, yoff;
     double factor, eps, mu, sigma;
 } train_case;
 
 static void run_train(const train_case *c) {
-    tu_case("train %s %s affine=%d running=%d save=%d xoff=%zu yoff=%zu factor=%g eps=%g N(%g,%g)", mode_name(c->mode),
+    tu_case("train %s %s affine=%d running=%d save=%d xoff=%zu yoff=%zu factor=%g eps=%g N(%g,%g)", tu_mode_name(c->mode),
             tu_shape_str(c->s.ndim, c->s.shape), c->affine, c->running, c->save, c->xoff, c->yoff, c->factor, c->eps,
             c->mu, c->sigma);
     size_t n = tu_numel(c->s.ndim, c->s.shape), G = ref_groups(c->mode, c->s.ndim, c->s.shape);
@@ -115,12 +98,12 @@ static void run_train(const train_case *c) {
         TU_TRUE(tu_bits_equal(bb, 0, bias, G * 4, "bias (input) modified"));
     }
     if (c->running) {
-        TU_TRUE(compare_param("running_mean", brm, rmr, G, TU_STAT_ATOL, TU_STAT_RTOL));
-        TU_TRUE(compare_param("running_var", brv, rvr, G, TU_STAT_ATOL, TU_STAT_RTOL));
+        TU_TRUE(tu_compare_param("running_mean", brm, rmr, G, TU_STAT_ATOL, TU_STAT_RTOL));
+        TU_TRUE(tu_compare_param("running_var", brv, rvr, G, TU_STAT_ATOL, TU_STAT_RTOL));
     }
     if (c->save) {
-        TU_TRUE(compare_param("save_mean", bsm, mr, G, TU_STAT_ATOL, TU_STAT_RTOL));
-        TU_TRUE(compare_param("save_invstd", bsi, ir, G, TU_STAT_ATOL, TU_STAT_RTOL));
+        TU_TRUE(tu_compare_param("save_mean", bsm, mr, G, TU_STAT_ATOL, TU_STAT_RTOL));
+        TU_TRUE(tu_compare_param("save_invstd", bsi, ir, G, TU_STAT_ATOL, TU_STAT_RTOL));
     }
 
     tu_release(&dx_.buf);
@@ -136,7 +119,7 @@ static void run_train(const train_case *c) {
 }
 
 /* Training shapes: every group has >= 2 values. */
-static const shape_t spatial_train_shapes[] = {
+static const tu_shape spatial_train_shapes[] = {
     {2, {8, 5}},
     {2, {2, 9}} /* M = 2 */,
     {2, {3, 1031}} /* maps >= 1000 */,
@@ -158,7 +141,7 @@ static const shape_t spatial_train_shapes[] = {
     {5, {2, 4, 3, 10, 11}},
 };
 
-static const shape_t peract_train_shapes[] = {
+static const tu_shape peract_train_shapes[] = {
     {2, {16, 100}},
     {2, {2, 1001}} /* M = 2, maps >= 1000 */,
     {2, {1031, 3}},
@@ -172,9 +155,7 @@ static const shape_t peract_train_shapes[] = {
     {5, {7, 2, 1, 1, 3}},
 };
 
-#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
-
-static void train_shapes(clnorm_bn_mode mode, const shape_t *shapes, size_t count) {
+static void train_shapes(clnorm_bn_mode mode, const tu_shape *shapes, size_t count) {
     for (size_t i = 0; i < count; i++) {
         train_case c;
         memset(&c, 0, sizeof c);
@@ -193,18 +174,18 @@ static void train_shapes(clnorm_bn_mode mode, const shape_t *shapes, size_t coun
 
 static void test_train_spatial(void **state) {
     (void)state;
-    train_shapes(CLNORM_BN_SPATIAL, spatial_train_shapes, COUNT(spatial_train_shapes));
+    train_shapes(CLNORM_BN_SPATIAL, spatial_train_shapes, TU_COUNT(spatial_train_shapes));
 }
 
 static void test_train_per_activation(void **state) {
     (void)state;
-    train_shapes(CLNORM_BN_PER_ACTIVATION, peract_train_shapes, COUNT(peract_train_shapes));
+    train_shapes(CLNORM_BN_PER_ACTIVATION, peract_train_shapes, TU_COUNT(peract_train_shapes));
 }
 
 /* Every combination of the nullable pairs, and factor 0 / 1 / in between. */
 static void test_train_optional_args(void **state) {
     (void)state;
-    static const shape_t shapes[2] = {{4, {3, 5, 7, 9}}, {3, {6, 5, 7}}};
+    static const tu_shape shapes[2] = {{4, {3, 5, 7, 9}}, {3, {6, 5, 7}}};
     static const double factors[] = {0.0, 1.0, 0.3};
     for (int m = 0; m < 2; m++)
         for (int mask = 0; mask < 8; mask++) {
@@ -225,14 +206,14 @@ static void test_train_optional_args(void **state) {
 /* ---- forward inference --------------------------------------------------------------------- */
 typedef struct {
     clnorm_bn_mode mode;
-    shape_t s;
+    tu_shape s;
     int affine, inplace;
     size_t xoff, yoff;
     double eps;
 } infer_case;
 
 static void run_infer(const infer_case *c) {
-    tu_case("inference %s %s affine=%d inplace=%d xoff=%zu yoff=%zu eps=%g", mode_name(c->mode),
+    tu_case("inference %s %s affine=%d inplace=%d xoff=%zu yoff=%zu eps=%g", tu_mode_name(c->mode),
             tu_shape_str(c->s.ndim, c->s.shape), c->affine, c->inplace, c->xoff, c->yoff, c->eps);
     size_t n = tu_numel(c->s.ndim, c->s.shape), G = ref_groups(c->mode, c->s.ndim, c->s.shape);
     float *x = tu_floats(n), *scale = tu_floats(G), *bias = tu_floats(G), *mean = tu_floats(G), *var = tu_floats(G);
@@ -274,7 +255,7 @@ static void run_infer(const infer_case *c) {
     free(x), free(scale), free(bias), free(mean), free(var), free(got), free(yr);
 }
 
-static const shape_t spatial_infer_shapes[] = {
+static const tu_shape spatial_infer_shapes[] = {
     {2, {1, 7}} /* M = 1 */,
     {5, {1, 3, 1, 1, 1}} /* M = 1 */,
     {4, {1, 1, 1, 1}} /* a single value */,
@@ -285,7 +266,7 @@ static const shape_t spatial_infer_shapes[] = {
     {5, {2, 3, 4, 5, 6}},
     {3, {3, 1, 17}},
 };
-static const shape_t peract_infer_shapes[] = {
+static const tu_shape peract_infer_shapes[] = {
     {2, {1, 1000}} /* M = 1 */,
     {4, {1, 3, 5, 7}} /* M = 1 */,
     {2, {17, 129}},
@@ -294,7 +275,7 @@ static const shape_t peract_infer_shapes[] = {
     {2, {1, 1}},
 };
 
-static void infer_shapes(clnorm_bn_mode mode, const shape_t *shapes, size_t count) {
+static void infer_shapes(clnorm_bn_mode mode, const tu_shape *shapes, size_t count) {
     for (size_t i = 0; i < count; i++)
         for (int affine = 0; affine < 2; affine++) {
             infer_case c;
@@ -311,20 +292,20 @@ static void infer_shapes(clnorm_bn_mode mode, const shape_t *shapes, size_t coun
 
 static void test_inference_spatial(void **state) {
     (void)state;
-    infer_shapes(CLNORM_BN_SPATIAL, spatial_infer_shapes, COUNT(spatial_infer_shapes));
+    infer_shapes(CLNORM_BN_SPATIAL, spatial_infer_shapes, TU_COUNT(spatial_infer_shapes));
 }
 
 static void test_inference_per_activation(void **state) {
     (void)state;
-    infer_shapes(CLNORM_BN_PER_ACTIVATION, peract_infer_shapes, COUNT(peract_infer_shapes));
+    infer_shapes(CLNORM_BN_PER_ACTIVATION, peract_infer_shapes, TU_COUNT(peract_infer_shapes));
 }
 
 /* y == x: same buffer and offset. */
 static void test_inference_inplace(void **state) {
     (void)state;
-    static const shape_t shapes[] = {{4, {3, 4, 11, 13}}, {2, {5, 1001}}, {5, {1, 2, 3, 1, 1}}};
+    static const tu_shape shapes[] = {{4, {3, 4, 11, 13}}, {2, {5, 1001}}, {5, {1, 2, 3, 1, 1}}};
     for (int m = 0; m < 2; m++)
-        for (size_t i = 0; i < COUNT(shapes); i++) {
+        for (size_t i = 0; i < TU_COUNT(shapes); i++) {
             infer_case c;
             memset(&c, 0, sizeof c);
             c.mode = m ? CLNORM_BN_PER_ACTIVATION : CLNORM_BN_SPATIAL;
@@ -340,14 +321,14 @@ static void test_inference_inplace(void **state) {
 /* ---- backward ------------------------------------------------------------------------------- */
 typedef struct {
     clnorm_bn_mode mode;
-    shape_t s;
+    tu_shape s;
     int scale, dx, grads, save;
     size_t xoff, dyoff, dxoff;
     double eps;
 } bwd_case;
 
 static void run_bwd(const bwd_case *c) {
-    tu_case("backward %s %s scale=%d dx=%d grads=%d save=%d xoff=%zu dyoff=%zu dxoff=%zu eps=%g", mode_name(c->mode),
+    tu_case("backward %s %s scale=%d dx=%d grads=%d save=%d xoff=%zu dyoff=%zu dxoff=%zu eps=%g", tu_mode_name(c->mode),
             tu_shape_str(c->s.ndim, c->s.shape), c->scale, c->dx, c->grads, c->save, c->xoff, c->dyoff, c->dxoff,
             c->eps);
     size_t n = tu_numel(c->s.ndim, c->s.shape), G = ref_groups(c->mode, c->s.ndim, c->s.shape);
@@ -384,8 +365,8 @@ static void run_bwd(const bwd_case *c) {
         tu_release(&dxt.buf);
     }
     if (c->grads) {
-        TU_TRUE(compare_param("dscale", bds, dsr, G, TU_BWD_ATOL, TU_BWD_RTOL));
-        TU_TRUE(compare_param("dbias", bdb, dbr, G, TU_BWD_ATOL, TU_BWD_RTOL));
+        TU_TRUE(tu_compare_param("dscale", bds, dsr, G, TU_BWD_ATOL, TU_BWD_RTOL));
+        TU_TRUE(tu_compare_param("dbias", bdb, dbr, G, TU_BWD_ATOL, TU_BWD_RTOL));
     }
     TU_TRUE(tu_bits_equal(xt.buf, c->xoff, x, n * 4, "x (input) modified"));
     TU_TRUE(tu_bits_equal(dyt.buf, c->dyoff, dy, n * 4, "dy (input) modified"));
@@ -407,7 +388,7 @@ static void run_bwd(const bwd_case *c) {
     free(mean), free(var), free(dxr), free(dsr), free(dbr);
 }
 
-static void bwd_shapes(clnorm_bn_mode mode, const shape_t *shapes, size_t count) {
+static void bwd_shapes(clnorm_bn_mode mode, const tu_shape *shapes, size_t count) {
     for (size_t i = 0; i < count; i++) {
         bwd_case c;
         memset(&c, 0, sizeof c);
@@ -425,18 +406,18 @@ static void bwd_shapes(clnorm_bn_mode mode, const shape_t *shapes, size_t count)
 
 static void test_backward_spatial(void **state) {
     (void)state;
-    bwd_shapes(CLNORM_BN_SPATIAL, spatial_train_shapes, COUNT(spatial_train_shapes));
+    bwd_shapes(CLNORM_BN_SPATIAL, spatial_train_shapes, TU_COUNT(spatial_train_shapes));
 }
 
 static void test_backward_per_activation(void **state) {
     (void)state;
-    bwd_shapes(CLNORM_BN_PER_ACTIVATION, peract_train_shapes, COUNT(peract_train_shapes));
+    bwd_shapes(CLNORM_BN_PER_ACTIVATION, peract_train_shapes, TU_COUNT(peract_train_shapes));
 }
 
 /* scale NULL / given, dx NULL / given, dscale+dbias NULL / given, saved stats NULL (recompute) / given. */
 static void test_backward_optional_args(void **state) {
     (void)state;
-    static const shape_t shapes[2] = {{4, {3, 5, 7, 9}}, {3, {6, 5, 7}}};
+    static const tu_shape shapes[2] = {{4, {3, 5, 7, 9}}, {3, {6, 5, 7}}};
     for (int m = 0; m < 2; m++)
         for (int mask = 0; mask < 16; mask++) {
             bwd_case c;
@@ -458,11 +439,11 @@ static void test_backward_optional_args(void **state) {
    consumes those very buffers. */
 static void test_train_then_backward(void **state) {
     (void)state;
-    static const shape_t shapes[2] = {{4, {4, 6, 19, 23}}, {2, {24, 333}}};
+    static const tu_shape shapes[2] = {{4, {4, 6, 19, 23}}, {2, {24, 333}}};
     for (int m = 0; m < 2; m++) {
         clnorm_bn_mode mode = m ? CLNORM_BN_PER_ACTIVATION : CLNORM_BN_SPATIAL;
-        const shape_t *s = &shapes[m];
-        tu_case("train then backward %s %s", mode_name(mode), tu_shape_str(s->ndim, s->shape));
+        const tu_shape *s = &shapes[m];
+        tu_case("train then backward %s %s", tu_mode_name(mode), tu_shape_str(s->ndim, s->shape));
         size_t n = tu_numel(s->ndim, s->shape), G = ref_groups(mode, s->ndim, s->shape);
         float *x = tu_floats(n), *dy = tu_floats(n), *scale = tu_floats(G), *bias = tu_floats(G), *got = tu_floats(n);
         float *sm = tu_floats(G), *si = tu_floats(G);
@@ -483,8 +464,8 @@ static void test_train_then_backward(void **state) {
         ref_bn_backward(mode, s->ndim, s->shape, x, dy, scale, 1e-5, sm, si, dxr, dsr, dbr);
         dten_read(&dxt, got);
         TU_TRUE(tu_compare("dx", got, dxr, n, TU_BWD_ATOL, TU_BWD_RTOL));
-        TU_TRUE(compare_param("dscale", bds, dsr, G, TU_BWD_ATOL, TU_BWD_RTOL));
-        TU_TRUE(compare_param("dbias", bdb, dbr, G, TU_BWD_ATOL, TU_BWD_RTOL));
+        TU_TRUE(tu_compare_param("dscale", bds, dsr, G, TU_BWD_ATOL, TU_BWD_RTOL));
+        TU_TRUE(tu_compare_param("dbias", bdb, dbr, G, TU_BWD_ATOL, TU_BWD_RTOL));
         /* and the saved statistics match a from-scratch backward (save NULL) in the reference */
         ref_bn_backward(mode, s->ndim, s->shape, x, dy, scale, 1e-5, NULL, NULL, dxr, dsr, dbr);
         TU_TRUE(tu_compare("dx vs recomputed statistics", got, dxr, n, TU_BWD_ATOL, TU_BWD_RTOL));
@@ -497,7 +478,7 @@ static void test_train_then_backward(void **state) {
 /* Several views of one buffer: x, y, dy, dx at odd multiples of 4 bytes, back to back. */
 static void test_shared_buffer_offsets(void **state) {
     (void)state;
-    const shape_t s = {4, {3, 5, 9, 7}};
+    const tu_shape s = {4, {3, 5, 9, 7}};
     const clnorm_bn_mode mode = CLNORM_BN_SPATIAL;
     tu_case("shared buffer offsets %s", tu_shape_str(s.ndim, s.shape));
     size_t n = tu_numel(s.ndim, s.shape);
@@ -535,10 +516,10 @@ static void test_shared_buffer_offsets(void **state) {
 /* Same call twice gives bit-identical results (no races in the reductions). */
 static void test_deterministic(void **state) {
     (void)state;
-    const shape_t s = {4, {8, 3, 61, 67}};
+    const tu_shape s = {4, {8, 3, 61, 67}};
     for (int m = 0; m < 2; m++) {
         clnorm_bn_mode mode = m ? CLNORM_BN_PER_ACTIVATION : CLNORM_BN_SPATIAL;
-        tu_case("deterministic %s %s", mode_name(mode), tu_shape_str(s.ndim, s.shape));
+        tu_case("deterministic %s %s", tu_mode_name(mode), tu_shape_str(s.ndim, s.shape));
         size_t n = tu_numel(s.ndim, s.shape), G = ref_groups(mode, s.ndim, s.shape);
         float *x = tu_floats(n), *y1 = tu_floats(n), *y2 = tu_floats(n), *s1 = tu_floats(G), *s2 = tu_floats(G);
         tu_fill_normal(x, n, 0.0, 1.0);

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ref_bn.h"
 #include "test_util.h"
 
 #ifndef CLNORM_TEST_SOURCE_DIR
@@ -26,30 +27,24 @@ static const clnorm_status IA = CLNORM_ERROR_INVALID_ARGUMENT, SH = CLNORM_ERROR
 
 /* ---- fixture: x, y, dy, dx (F32, SHAPE) and six parameter vectors, all sentinel-filled ----------------- */
 #define NB 10
-static cl_mem b[NB];
+static tu_fixture fx;
+static cl_mem b[NB]; /* fx.buf, by role */
 static size_t bbytes[NB];
 static const size_t SHAPE[4] = {4, 3, 5, 7}, N = 420, G = 3;
 enum { X, Y, DY, DX, SC, BI, RM, RV, SM, SI };
+static const char *const names[NB] = {"x", "y", "dy", "dx", "scale", "bias", "rm", "rv", "sm", "si"};
 
 static void fix_make(void) {
+    tu_fixture_init(&fx, 0x4000u);
     for (int i = 0; i < NB; i++) {
         bbytes[i] = i <= DX ? N * 4 + 256 : G * 4;
-        b[i] = tu_buffer(bbytes[i]);
-        tu_sentinel_fill(b[i], bbytes[i], 0x4000u + (uint32_t)i);
+        b[i] = fx.buf[tu_fixture_add(&fx, names[i], bbytes[i])];
     }
 }
-static void fix_check(const char *what) {
-    TU_OK(clnorm_context_finish(tu_ctx));
-    for (int i = 0; i < NB; i++) {
-        char label[256];
-        snprintf(label, sizeof label, "%s: buffer %d", what, i);
-        if (!tu_sentinel_intact(b[i], bbytes[i], 0x4000u + (uint32_t)i, label))
-            tu_fail_at(__FILE__, __LINE__, "%s: a refused call wrote to buffer %d", what, i);
-    }
-}
+#define fix_check(what) tu_fixture_check(&fx, (what))
 static void fix_free(void) {
-    for (int i = 0; i < NB; i++)
-        tu_release(&b[i]);
+    tu_fixture_free(&fx);
+    memset(b, 0, sizeof b);
 }
 
 /* the status, a message containing `names` (the argument), nothing written */
@@ -195,8 +190,7 @@ static void test_nan_inf_arguments(void **state) {
     tu_finish();
     float grads[3], after[3];
     TU_OK(clnorm_batchnorm_read(bn, CLNORM_SCALE_GRAD, grads, 3));
-    for (int i = 0; i < NB; i++)
-        tu_sentinel_fill(b[i], bbytes[i], 0x4000u + (uint32_t)i);
+    tu_fixture_fill(&fx);
     for (int k = 0; k < 4; k++) {
         REFUSED(IA, "momentum", clnorm_batchnorm_backward(bn, &x, &dy, &dx, bad[k], 0.0f));
         REFUSED(IA, "momentum", clnorm_batchnorm_backward(bn, &x, &dy, &dx, 1.0f, bad[k]));
@@ -263,6 +257,15 @@ static void test_subbuffer_overlap(void **state) {
     TU_OK(clnorm_bn_forward_training(tu_ctx, CLNORM_BN_SPATIAL, &xp, &y3, NULL, NULL, 0.1, 1e-5, NULL, NULL, NULL,
                                      NULL));
     tu_finish();
+    {
+        float xin[420], yout[420];
+        double yref[420];
+        tu_read(parent, A, xin, N * 4);
+        tu_read(s3, 0, yout, N * 4);
+        ref_bn_forward_training(CLNORM_BN_SPATIAL, 4, SHAPE, xin, NULL, NULL, 0.1, 1e-5, NULL, NULL, yref, NULL, NULL,
+                                NULL, NULL, NULL);
+        TU_TRUE(tu_compare("y in a disjoint sub-buffer", yout, yref, N, TU_FWD_ATOL, TU_FWD_RTOL));
+    }
     tu_release(&ones), tu_release(&zeros), tu_release(&var);
     tu_release(&s1), tu_release(&s2), tu_release(&s3), tu_release(&parent);
     fix_free();
@@ -292,10 +295,39 @@ static void test_parameter_aliasing(void **state) {
     REFUSED(IA, "dx", clnorm_bn_backward(tu_ctx, S, &x, &dy, &dx, b[SC], b[DX], b[RV], 1e-5, b[SM], b[SI]));
     /* inputs may share memory (scale and bias one buffer), and an output may share a buffer with a parameter
        when their bytes do not overlap (the parameter in bytes 0..12 of y's buffer, y's view from byte 64) */
+    float hx[420], hdy[420], sc[3], rm[3], rv[3], sm[3], si[3], got[420];
+    double ref[420], rds[3], rdb[3];
+    tu_fill_normal(hx, N, 0.5, 2.0);
+    tu_fill_normal(hdy, N, 0.0, 1.0);
+    tu_fill_normal(sc, G, 1.0, 0.3);
+    tu_fill_normal(rm, G, 0.0, 1.0);
+    tu_fill_uniform(rv, G, 0.5, 2.0);
+    tu_fill_normal(sm, G, 0.5, 0.1);
+    tu_fill_uniform(si, G, 0.4, 0.6);
+    tu_write(b[X], 0, hx, N * 4), tu_write(b[DY], 0, hdy, N * 4), tu_write(b[SC], 0, sc, G * 4);
+    tu_write(b[RM], 0, rm, G * 4), tu_write(b[RV], 0, rv, G * 4), tu_write(b[SM], 0, sm, G * 4);
+    tu_write(b[SI], 0, si, G * 4);
     TU_OK(clnorm_bn_forward_training(tu_ctx, S, &x, &y64, b[SC], b[SC], 0.1, 1e-5, NULL, NULL, NULL, NULL));
+    tu_finish();
+    ref_bn_forward_training(S, 4, SHAPE, hx, sc, sc, 0.1, 1e-5, NULL, NULL, ref, NULL, NULL, NULL, NULL, NULL);
+    tu_read(b[Y], 64, got, N * 4);
+    TU_TRUE(tu_compare("y (scale and bias one buffer)", got, ref, N, TU_FWD_ATOL, TU_FWD_RTOL));
+    float yhead[3]; /* the parameter in bytes 0..12 of y's buffer, read as the inference's scale and bias */
+    tu_read(b[Y], 0, yhead, sizeof yhead);
     TU_OK(clnorm_bn_forward_inference(tu_ctx, S, &x, &y64, b[Y], b[Y], b[RM], b[RV], 1e-5));
+    tu_finish();
+    ref_bn_forward_inference(S, 4, SHAPE, hx, yhead, yhead, rm, rv, 1e-5, ref);
+    tu_read(b[Y], 64, got, N * 4);
+    TU_TRUE(tu_compare("y (parameters beside it in its buffer)", got, ref, N, TU_FWD_ATOL, TU_FWD_RTOL));
     TU_OK(clnorm_bn_backward(tu_ctx, S, &x, &dy, &dx, b[SM], b[RM], b[RV], 1e-5, b[SM], b[SI]));
     tu_finish();
+    ref_bn_backward(S, 4, SHAPE, hx, hdy, sm, 1e-5, sm, si, ref, rds, rdb);
+    tu_read(b[DX], 0, got, N * 4);
+    TU_TRUE(tu_compare("dx (save_mean also the scale)", got, ref, N, TU_BWD_ATOL, TU_BWD_RTOL));
+    tu_read(b[RM], 0, got, G * 4);
+    TU_TRUE(tu_compare("dscale", got, rds, G, TU_BWD_ATOL, TU_BWD_RTOL));
+    tu_read(b[RV], 0, got, G * 4);
+    TU_TRUE(tu_compare("dbias", got, rdb, G, TU_BWD_ATOL, TU_BWD_RTOL));
     fix_free();
 }
 
@@ -391,7 +423,11 @@ static void test_device_memory(void **state) {
     TU_TRUE(bn == NULL && strstr(clnorm_last_error(), "maps"));
     /* the context still works */
     const size_t ok[2] = {4, 3};
-    TU_OK(clnorm_tensor_create(tu_ctx, 2, ok, CLNORM_F32, NULL, &t));
+    float host[12], back[12];
+    tu_fill_normal(host, 12, 0.0, 1.0);
+    TU_OK(clnorm_tensor_create(tu_ctx, 2, ok, CLNORM_F32, host, &t));
+    TU_OK(clnorm_tensor_read(tu_ctx, &t, back));
+    TU_TRUE(memcmp(host, back, sizeof host) == 0);
     clnorm_tensor_release(&t);
 }
 

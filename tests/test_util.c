@@ -563,3 +563,68 @@ void tu_nhwc_to_nchw(const float *src, float *dst, size_t B, size_t C, size_t S)
             for (size_t s = 0; s < S; s++)
                 dst[(b * C + c) * S + s] = src[(b * S + s) * C + c];
 }
+
+/* ---- shared test types --------------------------------------------------------------------------- */
+const char *tu_mode_name(clnorm_bn_mode m) {
+    return m == CLNORM_BN_SPATIAL ? "SPATIAL" : "PER_ACTIVATION";
+}
+
+const char *tu_layout_name(clnorm_layout l) {
+    return l == CLNORM_NCHW ? "NCHW" : "NHWC";
+}
+
+void tu_bcs(const tu_shape *s, size_t *B, size_t *C, size_t *S) {
+    *B = s->shape[0];
+    *C = s->shape[1];
+    *S = 1;
+    for (int i = 2; i < s->ndim; i++)
+        *S *= s->shape[i];
+}
+
+/* ---- the refusal fixture ------------------------------------------------------------------------------ */
+void tu_fixture_init(tu_fixture *f, uint32_t tag) {
+    memset(f, 0, sizeof *f);
+    f->tag = tag;
+}
+
+int tu_fixture_add(tu_fixture *f, const char *name, size_t bytes) {
+    if (f->n >= TU_FIXTURE_MAX)
+        tu_fail_at(__FILE__, __LINE__, "tu_fixture_add: more than %d buffers", TU_FIXTURE_MAX);
+    int i = f->n++;
+    f->buf[i] = tu_buffer(bytes);
+    f->bytes[i] = bytes;
+    f->name[i] = name;
+    tu_sentinel_fill(f->buf[i], bytes, f->tag + (uint32_t)i);
+    return i;
+}
+
+void tu_fixture_fill(const tu_fixture *f) {
+    for (int i = 0; i < f->n; i++)
+        tu_sentinel_fill(f->buf[i], f->bytes[i], f->tag + (uint32_t)i);
+}
+
+void tu_fixture_check_at(const tu_fixture *f, const char *what, const char *file, int line) {
+    tu_expect_status(clnorm_context_finish(tu_ctx), CLNORM_SUCCESS, "clnorm_context_finish(tu_ctx)", file, line);
+    int ok = 1;
+    for (int i = 0; i < f->n; i++) {
+        char label[256];
+        snprintf(label, sizeof label, "%s: buffer %s", what, f->name[i]);
+        ok &= tu_sentinel_intact(f->buf[i], f->bytes[i], f->tag + (uint32_t)i, label);
+    }
+    if (!ok)
+        tu_fail_at(file, line, "%s: a refused call wrote to a buffer", what);
+}
+
+void tu_fixture_free(tu_fixture *f) {
+    for (int i = 0; i < f->n; i++)
+        tu_release(&f->buf[i]);
+    f->n = 0;
+}
+
+int tu_compare_param(const char *what, cl_mem b, const double *ref, size_t n, double atol, double rtol) {
+    float *got = tu_floats(n);
+    tu_read(b, 0, got, n * 4);
+    int ok = tu_compare(what, got, ref, n, atol, rtol);
+    free(got);
+    return ok;
+}

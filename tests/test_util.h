@@ -78,6 +78,8 @@ int tu_bits_equal(cl_mem b, size_t offset, const void *host, size_t bytes, const
    On failure prints the case label and seed, the number of failures, the worst index, got and
    expected, and returns 0. */
 int tu_compare(const char *what, const float *got, const double *ref, size_t n, double atol, double rtol);
+/* tu_compare of the first n floats of a device buffer (a parameter or statistics vector) */
+int tu_compare_param(const char *what, cl_mem b, const double *ref, size_t n, double atol, double rtol);
 int tu_compare_ff(const char *what, const float *got, const float *ref, size_t n, double atol, double rtol);
 
 /* SEMANTICS.md tolerances */
@@ -105,6 +107,37 @@ void tu_fail_at(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
+
+/* ---- shared test types ------------------------------------------------------------------- */
+/* A tensor shape in (batch, maps, d, h, w) order, the order of clnorm_tensor.shape whatever the layout. */
+typedef struct tu_shape {
+    int ndim;
+    size_t shape[CLNORM_MAX_DIMS];
+} tu_shape;
+#define TU_COUNT(a) (sizeof(a) / sizeof((a)[0]))
+const char *tu_mode_name(clnorm_bn_mode m);  /* "SPATIAL", "PER_ACTIVATION" */
+const char *tu_layout_name(clnorm_layout l); /* "NCHW", "NHWC" */
+/* (B, C, S) of a shape: batch, maps, and the product of the spatial dimensions (1 for ndim 2) */
+void tu_bcs(const tu_shape *s, size_t *B, size_t *C, size_t *S);
+
+/* ---- the refusal fixture: every buffer a call could write, sentinel-filled before it and compared bit for bit
+ * after it (a refused call must write nothing) ---------------------------------------------------------------- */
+#define TU_FIXTURE_MAX 16
+typedef struct tu_fixture {
+    int n;
+    cl_mem buf[TU_FIXTURE_MAX];
+    size_t bytes[TU_FIXTURE_MAX];
+    const char *name[TU_FIXTURE_MAX];
+    uint32_t tag; /* sentinel tag of buffer i: tag + i */
+} tu_fixture;
+void tu_fixture_init(tu_fixture *f, uint32_t tag);
+int tu_fixture_add(tu_fixture *f, const char *name, size_t bytes); /* a buffer on tu_ctx; returns its index */
+void tu_fixture_fill(const tu_fixture *f);                         /* sentinels into every buffer */
+/* finishes the queue, then fails the test at file:line, naming `what` and each changed buffer, unless every
+ * buffer still holds its sentinels */
+void tu_fixture_check_at(const tu_fixture *f, const char *what, const char *file, int line);
+#define tu_fixture_check(f, what) tu_fixture_check_at((f), (what), __FILE__, __LINE__)
+void tu_fixture_free(tu_fixture *f);
 
 /* ---- shapes --------------------------------------------------------------------------- */
 size_t tu_numel(int ndim, const size_t *shape);

@@ -15,7 +15,10 @@
  * saved statistics) then backward (dx, dscale, dbias), on a few shapes, F32 and F16 storage, SPATIAL and
  * PER_ACTIVATION, compared against a host reference in double. One "ok" or "FAIL" line per device.
  *
- * Exit status: 0; 1 when a check fails or no OpenCL device exists; 2 on a usage error.
+ * --version prints the library and header versions and exits.
+ *
+ * Exit status: 0; 1 when a check fails, no OpenCL device exists, or $CLNORM_DEVICE is set and matches no device;
+ * 2 on a usage error.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -378,11 +381,13 @@ static void print_cache(const char *selector) {
 /* ---- main ------------------------------------------------------------------------------------------------- */
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: clnorm-info [--check] [SELECTOR]\n"
+    fprintf(f, "usage: clnorm-info [--check] [SELECTOR] | --version\n"
                "  Lists the OpenCL devices with the selector strings clnorm_context_create accepts.\n"
                "  --check   build the kernels and run a small BatchNorm on each device (or only on the one\n"
                "            SELECTOR picks: \"P:D\" or a case-insensitive substring of the name) against a\n"
-               "            host reference in double; exit status 1 if any fails.\n");
+               "            host reference in double; exit status 1 if any fails.\n"
+               "  --version print the library and header versions and exit.\n"
+               "  Exit status 1 also when $CLNORM_DEVICE is set and matches no device.\n");
 }
 
 int main(int argc, char **argv) {
@@ -393,6 +398,11 @@ int main(int argc, char **argv) {
             check = 1;
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            unsigned v = clnorm_version();
+            printf("clnorm-info %u.%u.%u (header %d.%d.%d)\n", v / 10000, v / 100 % 100, v % 100, CLNORM_VERSION_MAJOR,
+                   CLNORM_VERSION_MINOR, CLNORM_VERSION_PATCH);
             return 0;
         } else if (argv[i][0] != '-' && !only)
             only = argv[i];
@@ -473,8 +483,9 @@ int main(int argc, char **argv) {
         free(pname);
         free(pver);
     }
+    int env_bad = env_copy && !env_pick;
     if (env_copy)
-        printf("\n$CLNORM_DEVICE=\"%s\"%s\n", env_copy, env_pick ? "" : ": matches no device");
+        printf("\n$CLNORM_DEVICE=\"%s\"%s\n", env_copy, env_pick ? "" : ": matches no device (exit status 1)");
     if (!default_pick)
         printf("\nclnorm_context_create(NULL) finds no device: %s\n", clnorm_last_error());
     if (devices == 0)
@@ -492,5 +503,5 @@ int main(int argc, char **argv) {
     }
     free(selectors);
     free(env_copy);
-    return (failures || devices == 0) ? 1 : 0;
+    return (failures || devices == 0 || env_bad) ? 1 : 0;
 }
