@@ -1,5 +1,5 @@
 /* The columns path: the tensor as a (rows, K) matrix with one statistic per column (NCHW PER_ACTIVATION,
- * SPATIAL with S == 1, NHWC). Its helpers, the column tiles, are bn_peract.cl (included before this file for
+ * SPATIAL with S == 1, NHWC). Its helpers, the column tiles, are bn_columns_tile.cl (included before this file for
  * 16-column and 1-column tiles). Two forms:
  * - one launch per operation (bn_pa_forward, bn_pa_backward): each work-item owns whole columns, all rows;
  * - split by rows, when the columns alone cannot fill the device (the kernels below). */

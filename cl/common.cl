@@ -472,6 +472,44 @@ static inline void coef_store(coef_t k, __global float *p, ulong c) {
     p[CN_COEF_STRIDE * c + 4] = k.k3;
 }
 
+/* From the merged (shifted) statistics of group c over N values (a map of the rows path, a column of the columns
+ * path, a merged split-phase block): the coefficients (K, m, invstd, a, b) with
+ * a = scale * invstd, b = bias (F_AFFINE) or invstd, 0; F_RUNNING updates
+ *   running = (1 - factor) * running + factor * batch  (variance unbiased by 'unbias' = N/(N-1))
+ * where factor == 1 does not read the old values (an unwritten running buffer is fine); F_SAVE writes the mean
+ * and invstd. */
+static inline coef_t finalize_stats(const acc_t *a, float K, ulong N, ulong c, __global const float *scale,
+                             __global const float *bias, __global float *rmean, __global float *rvar,
+                             __global float *smean, __global float *sinvstd, float factor, float eps, float unbias,
+                             uint flags) {
+    float m = acc_mean(a);
+    float var = acc_m2(a) / (float)N;
+    float mean = K + m, invstd = rsqrt(var + eps);
+    if (flags & F_RUNNING) {
+        rmean[c] = RUNNING_UPDATE(rmean[c], mean, factor);
+        rvar[c] = RUNNING_UPDATE(rvar[c], var * unbias, factor);
+    }
+    if (flags & F_SAVE) {
+        smean[c] = mean;
+        sinvstd[c] = invstd;
+    }
+    coef_t k = {K, m, invstd, (flags & F_AFFINE) ? scale[c] * invstd : invstd, (flags & F_AFFINE) ? bias[c] : 0.0f};
+    return k;
+}
+
+/* Group c's coefficients for an elementwise pass: F_COEF, those of a coef buffer (training forward: from the
+ * statistics' finalize; backward: dx with F_DX); else (inference) K = 0, m = mean[c],
+ * k2 = scale[c] / sqrt(var[c] + eps), k3 = bias[c]. Both paths (rows and columns) use it. */
+static inline coef_t map_coef(ulong c, __global const float *scale, __global const float *bias, __global const float *mean,
+                       __global const float *var, __global const float *coef, float eps, uint flags) {
+    if (flags & F_COEF)
+        return coef_load(coef, c);
+    float invstd = rsqrt(var[c] + eps);
+    coef_t k = {0.0f, mean[c], 0.0f, (flags & F_AFFINE) ? scale[c] * invstd : invstd,
+                (flags & F_AFFINE) ? bias[c] : 0.0f};
+    return k;
+}
+
 /* out[i] = k2 * ((x[i] - K) - m) + k3 (+ k1 * g[i] when g) for n contiguous values; float16 vectors with
  * streaming stores once out is 64-byte aligned. e is the aux tensor: forward (g NULL) the residual z and the
  * activation of act1; backward the forward's y that masks g (grad1). */

@@ -48,26 +48,30 @@ enum {
     PC_PERACT16,
     PC_W1,
     PC_PERACT1,
-    PC_STATS,
-    PC_APPLY,
-    PC_BACKWARD,
+    PC_ROWS,
     PC_COLUMNS,
     PC_SPLIT,
     N_PIECES
 };
 static const struct {
     const char *file, *text;
-} pieces[N_PIECES] = {{"common.cl", NULL},        {NULL, "#define PA_W 16\n"}, {"bn_peract.cl", NULL},
-                      {NULL, "#define PA_W 1\n"}, {"bn_peract.cl", NULL},      {"bn_stats.cl", NULL},
-                      {"bn_apply.cl", NULL},      {"bn_backward.cl", NULL},    {"bn_columns.cl", NULL},
+} pieces[N_PIECES] = {{"common.cl", NULL},
+                      {NULL, "#define PA_W 16\n"},
+                      {"bn_columns_tile.cl", NULL},
+                      {NULL, "#define PA_W 1\n"},
+                      {"bn_columns_tile.cl", NULL},
+                      {"bn_rows.cl", NULL},
+                      {"bn_columns.cl", NULL},
                       {"bn_split.cl", NULL}};
 #define BIT(p) (1u << (p))
 #define PERACT (BIT(PC_W16) | BIT(PC_PERACT16) | BIT(PC_W1) | BIT(PC_PERACT1))
 #define ALL_PIECES ((1u << N_PIECES) - 1u)
+#define ROWS (BIT(PC_COMMON) | BIT(PC_ROWS))
+#define COLUMNS (BIT(PC_COMMON) | PERACT | BIT(PC_COLUMNS))
 
-/* Kernel groups: the kernels each path of bn_ops.c launches together, and the pieces they need (helpers: the
- * backward uses map_shift of bn_stats.cl, the columns map_coef of bn_apply.cl and finalize_stats of bn_stats.cl,
- * the per-activation kernels bn_peract.cl, and bn_pa_forward / bn_pa_backward live in bn_columns.cl). G_ALL, every piece unstripped, is the fallback. */
+/* Kernel groups: the kernels each path of bn_ops.c launches together, and the pieces they need: the rows path is
+ * common.cl + bn_rows.cl, the columns path common.cl + the column tiles (bn_columns_tile.cl, twice) + bn_columns.cl,
+ * the split-phase kernels every piece. G_ALL, every piece unstripped, is the fallback. */
 typedef enum {
     G_ALL, /* first: a kernel left out of group_of (a new one) lands here */
     G_STATS,
@@ -87,16 +91,16 @@ static const struct {
     const char *name; /* -DCLNORM_PROGRAM_<name>: part of the cache keys */
     unsigned pieces;
 } groups[G_COUNT] = {
-    [G_STATS] = {"STATS", BIT(PC_COMMON) | BIT(PC_STATS)},
-    [G_APPLY] = {"APPLY", BIT(PC_COMMON) | BIT(PC_APPLY)},
-    [G_FUSED_FORWARD] = {"FUSED_FORWARD", BIT(PC_COMMON) | BIT(PC_STATS)},
-    [G_FUSED_BACKWARD] = {"FUSED_BACKWARD", BIT(PC_COMMON) | BIT(PC_STATS) | BIT(PC_BACKWARD)},
-    [G_BWD_SPLIT] = {"BWD_SPLIT", BIT(PC_COMMON) | BIT(PC_STATS) | BIT(PC_BACKWARD)},
-    [G_PA_FORWARD] = {"PA_FORWARD", BIT(PC_COMMON) | PERACT | BIT(PC_STATS) | BIT(PC_APPLY) | BIT(PC_COLUMNS)},
-    [G_PA_BACKWARD] = {"PA_BACKWARD", BIT(PC_COMMON) | PERACT | BIT(PC_STATS) | BIT(PC_APPLY) | BIT(PC_BACKWARD) | BIT(PC_COLUMNS)},
-    [G_COL_STATS] = {"COL_STATS", ALL_PIECES},
-    [G_COL_APPLY] = {"COL_APPLY", ALL_PIECES},
-    [G_COL_BWD] = {"COL_BWD", ALL_PIECES},
+    [G_STATS] = {"STATS", ROWS},
+    [G_APPLY] = {"APPLY", ROWS},
+    [G_FUSED_FORWARD] = {"FUSED_FORWARD", ROWS},
+    [G_FUSED_BACKWARD] = {"FUSED_BACKWARD", ROWS},
+    [G_BWD_SPLIT] = {"BWD_SPLIT", ROWS},
+    [G_PA_FORWARD] = {"PA_FORWARD", COLUMNS},
+    [G_PA_BACKWARD] = {"PA_BACKWARD", COLUMNS},
+    [G_COL_STATS] = {"COL_STATS", COLUMNS},
+    [G_COL_APPLY] = {"COL_APPLY", COLUMNS},
+    [G_COL_BWD] = {"COL_BWD", COLUMNS},
     [G_SPLIT] = {"SPLIT", ALL_PIECES}, /* the split-phase kernels (bn_split.c) */
     [G_ALL] = {"ALL", ALL_PIECES},
 };
@@ -369,12 +373,30 @@ static clnorm_status build(clnorm_context *ctx, const char *options, cl_uint n, 
     return CLNORM_ERROR_BUILD;
 }
 
+/* What group g's program is made of beyond the sources' text: its pieces (files and literal texts, in order) and
+ * the kernels it keeps (the others are stripped). It joins the options (-DCLNORM_LAYOUT), so a change of the tables
+ * above changes the in-memory and disk cache keys even when no .cl file changed. */
+static unsigned long long group_layout(group_id g) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < N_PIECES; ++i)
+        if (groups[g].pieces & BIT(i)) {
+            const char *s = pieces[i].file ? pieces[i].file : pieces[i].text;
+            h = fnv1a(h, s, strlen(s) + 1);
+        }
+    for (int k = 0; k < K_COUNT && g != G_ALL; ++k)
+        if (kernel_group((cn_kernel_id)k) == g)
+            h = fnv1a(h, kernel_names[k], strlen(kernel_names[k]) + 1);
+    return (unsigned long long)h;
+}
+
 /* the options of group g's program for dtype; 0 when they do not fit */
 static int format_options(const clnorm_context *ctx, clnorm_dtype dtype, group_id g, const char *hash, char *out,
                           size_t n) {
-    int len = snprintf(out, n, "-cl-std=CL1.2 -D%s -D%s -DWG=%zu -DCLNORM_SOURCE_HASH=0x%s -DCLNORM_PROGRAM_%s" CN_KERNEL_ABI_DEFINES " %s",
+    int len = snprintf(out, n,
+                       "-cl-std=CL1.2 -D%s -D%s -DWG=%zu -DCLNORM_SOURCE_HASH=0x%s -DCLNORM_PROGRAM_%s "
+                       "-DCLNORM_LAYOUT=0x%016llx" CN_KERNEL_ABI_DEFINES " %s",
                        dtype_define(dtype), ctx->strategy == CN_STRATEGY_CPU ? "STRATEGY_CPU" : "STRATEGY_GPU", ctx->wg,
-                       hash, groups[g].name, ctx->build_options);
+                       hash, groups[g].name, group_layout(g), ctx->build_options);
     return len >= 0 && (size_t)len < n;
 }
 

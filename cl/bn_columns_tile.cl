@@ -1,9 +1,10 @@
-/* Column layouts: the tensor is a (B, K) matrix with one statistic per column (NCHW PER_ACTIVATION, SPATIAL with
- * S == 1, and NHWC). A work-item owns a tile of ng groups of PA_W adjacent columns over all B rows: statistics,
- * running / saved statistics and the output (or the backward) of its columns, in one launch. Rows are walked in
- * blocks and each row's tile is read contiguously (ng * PA_W values), which keeps a CPU's prefetchers busy.
- * The host includes this file twice: PA_W 16 (tiles of up to 16 float16 groups = 256 columns, CPU strategy) and
- * PA_W 1 (one column: tails, and the GPU strategy where neighbouring work-items take neighbouring columns). */
+/* The columns path's tiles (its kernels are in bn_columns.cl). The tensor is a (B, K) matrix with one statistic per
+ * column (NCHW PER_ACTIVATION, SPATIAL with S == 1, and NHWC). A work-item owns a tile of ng groups of PA_W
+ * adjacent columns over all B rows: statistics, running / saved statistics and the output (or the backward) of its
+ * columns, in one launch. Rows are walked in blocks and each row's tile is read contiguously (ng * PA_W values),
+ * which keeps a CPU's prefetchers busy. The host includes this file twice: PA_W 16 (tiles of up to 16 float16
+ * groups = 256 columns, CPU strategy) and PA_W 1 (one column: tails, and the GPU strategy where neighbouring work-
+ * items take neighbouring columns). */
 
 #if PA_W == 16
 #define TG 16
