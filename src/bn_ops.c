@@ -367,34 +367,52 @@ cl_uint row_chunks(const clnorm_context *ctx, const plan *p, size_t gpu_rows, si
     return (cl_uint)(r ? r : 1);
 }
 
-/* the (columns, chunks) grid of the split column kernels */
 /* The plan's path and its sizes, picked once per call (each operation then switches on p->path):
  *   columns (one statistic per column): PATH_COLUMNS, one launch, a work-item per column (tile); or, when the columns
  *     alone cannot fill the device, PATH_SPLIT_COLUMNS in R row chunks (partials, per-column merge, 2-D pass);
  *   rows (NCHW SPATIAL, S > 1): PATH_FUSED_ROWS, one work-group per map in one launch, when that fills the device;
  *     else PATH_SPLIT_ROWS, G slices per map (partials, per-map finalize, elementwise pass); inference is always
- *     the one elementwise pass (PATH_SPLIT_ROWS without statistics).
- * Tuning per operation, in one place: the GPU row chunk (rows a work-item walks at least) and the fewest chunks
- * worth the split's extra launches (see row_chunks). */
+ *     the one elementwise pass (PATH_SPLIT_ROWS without statistics, G = 1).
+ * The split-phase operations (bn_split.c) always take a split path, PATH_SPLIT_COLUMNS or PATH_SPLIT_ROWS, even
+ * when R or G is 1: their results are the partials' merge (statistics blocks, gradient sums) or the elementwise pass
+ * over coefficients computed elsewhere, which the one-launch kernels do not give.
+ *
+ * Tuning per operation, in one place:
+ *   gpu_rows        the GPU row chunk: rows a work-item walks at least (see row_chunks);
+ *   gpu_min_chunks  the fewest GPU chunks worth the split's extra launches (see row_chunks);
+ *   reduces         the operation sums over the rows (statistics or gradient sums): on the rows path it takes G
+ *                   slices per map (slices_per_map), and may be fused; otherwise it is one elementwise pass (G = 1);
+ *   one_launch      it may take the one-launch kernels (PATH_COLUMNS, PATH_FUSED_ROWS); 0: split paths only.
+ * The split-phase rows keep the sizes those calls always had: partials in chunks of 64 rows, passes of 16. */
 static const struct {
     size_t gpu_rows, gpu_min_chunks;
-} path_tuning[] = {[OP_TRAIN] = {64, 2}, [OP_INFER] = {16, 2}, [OP_BACKWARD] = {64, 8}};
+    int reduces, one_launch;
+} path_tuning[] = {
+    [OP_TRAIN] = {64, 2, 1, 1},        /* statistics partials, then the 2-D pass */
+    [OP_INFER] = {16, 2, 0, 1},        /* the pass alone: short walks */
+    [OP_BACKWARD] = {64, 8, 1, 1},     /* 3 launches against 1: worth it from 8 chunks on (H100) */
+    [OP_SPLIT_STATS] = {64, 1, 1, 0},  /* clnorm_bn_stats */
+    [OP_SPLIT_APPLY] = {16, 1, 0, 0},  /* clnorm_bn_forward_training_from_stats */
+    [OP_SPLIT_REDUCE] = {64, 1, 1, 0}, /* clnorm_bn_backward_reduce */
+    [OP_SPLIT_DX] = {16, 1, 0, 0},     /* clnorm_bn_backward_from_sums */
+};
 
 void choose_path(const clnorm_context *ctx, plan *p, cn_op op) {
     p->R = 1;
     p->G = 1;
     if (p->columns) {
         p->R = row_chunks(ctx, p, path_tuning[op].gpu_rows, path_tuning[op].gpu_min_chunks);
-        p->path = p->R > 1 ? PATH_SPLIT_COLUMNS : PATH_COLUMNS;
-    } else if (op != OP_INFER && fused(ctx, p)) {
+        p->path = p->R > 1 || !path_tuning[op].one_launch ? PATH_SPLIT_COLUMNS : PATH_COLUMNS;
+    } else if (path_tuning[op].reduces && path_tuning[op].one_launch && fused(ctx, p)) {
         p->path = PATH_FUSED_ROWS;
     } else {
         p->path = PATH_SPLIT_ROWS;
-        if (op != OP_INFER)
+        if (path_tuning[op].reduces)
             p->G = slices_per_map(ctx, p);
     }
 }
 
+/* the (columns, chunks) grid of the split column kernels */
 clnorm_status launch_col_grid(clnorm_context *ctx, cl_kernel k, const plan *p, cl_uint R, const karg *args,
                                      cl_uint nargs) {
     size_t global[2], local[2] = {1, 1};

@@ -43,7 +43,17 @@ clnorm_status cn_backward_from_sums(clnorm_context *ctx, clnorm_bn_mode mode, co
 #define shape_text cn_shape_text
 #define slices_per_map cn_slices_per_map
 typedef enum cn_path { PATH_FUSED_ROWS, PATH_SPLIT_ROWS, PATH_COLUMNS, PATH_SPLIT_COLUMNS } cn_path;
-typedef enum cn_op { OP_TRAIN, OP_INFER, OP_BACKWARD } cn_op;
+/* the operations choose_path plans for (their tuning: path_tuning in bn_ops.c) */
+typedef enum cn_op {
+    OP_TRAIN,    /* forward training */
+    OP_INFER,    /* forward inference */
+    OP_BACKWARD, /* backward */
+    /* split phase (bn_split.c): always a split path, the partial kernels even when R or G is 1 */
+    OP_SPLIT_STATS,  /* clnorm_bn_stats: statistics partials */
+    OP_SPLIT_APPLY,  /* clnorm_bn_forward_training_from_stats: y from the coefficients */
+    OP_SPLIT_REDUCE, /* clnorm_bn_backward_reduce: gradient-sum partials */
+    OP_SPLIT_DX      /* clnorm_bn_backward_from_sums: dx from the coefficients */
+} cn_op;
 /* A tensor is viewed as (B, C, S); see bn_ops.c's head comment for the paths. */
 typedef struct plan {
     size_t B, C, S; /* the (B, C, S) view */

@@ -6,8 +6,11 @@
  *   clnorm_bn_forward_training_from_stats  merged block -> running / saved statistics, coefficients -> bn_apply
  *   clnorm_bn_backward_reduce              backward partials -> (sum dy, sum dy * xhat) block
  *   clnorm_bn_backward_from_sums           global sums -> dscale / dbias, dx coefficients -> bn_apply
- * Rows path (NCHW SPATIAL, S > 1): bn_stats_partial / bn_bwd_partial over G slices per map, then bn_apply.
- * Columns (everything else): bn_col_partial / bn_col_bwd_partial over R row chunks, then bn_col_apply.
+ * Each call: validate, split_plan, choose_path with its cn_op (OP_SPLIT_STATS, OP_SPLIT_APPLY, OP_SPLIT_REDUCE,
+ * OP_SPLIT_DX; their sizes are in bn_ops.c's path_tuning), then switch on the path, always a split one:
+ *   PATH_SPLIT_ROWS (NCHW SPATIAL, S > 1): bn_stats_partial / bn_bwd_partial over p.G slices per map, then bn_apply;
+ *   PATH_SPLIT_COLUMNS (everything else): bn_col_partial / bn_col_bwd_partial over p.R row chunks, then bn_col_apply.
+ * The partial kernels are used even when G or R is 1 (the one-launch kernels do not give partials).
  * A batch of 0 is allowed: blocks of zeros, and only the running / saved statistics or parameter gradients. */
 #include "bn_ops.h"
 
@@ -66,6 +69,12 @@ static parts_layout cols_layout(const plan *p, cl_uint R) {
     return l;
 }
 
+/* a path choose_path does not give a split-phase operation */
+static clnorm_status bad_path(const plan *p, const char *call) {
+    return cn_fail(CLNORM_ERROR_OPENCL, "internal error: %s: the plan's path %d is not a split path", call,
+                   (int)p->path);
+}
+
 static clnorm_status fill_zero(clnorm_context *ctx, cl_mem m, size_t bytes) {
     cl_float zero = 0.0f;
     cl_int err = clEnqueueFillBuffer(ctx->queue, m, &zero, sizeof zero, 0, bytes, 0, NULL, NULL);
@@ -92,9 +101,11 @@ clnorm_status clnorm_bn_stats(clnorm_context *ctx, clnorm_bn_mode mode, const cl
     cl_kernel k[2];
     cl_mem part;
     parts_layout l;
-    if (p.columns) {
+    choose_path(ctx, &p, OP_SPLIT_STATS);
+    switch (p.path) {
+    case PATH_SPLIT_COLUMNS: {
         static const cn_kernel_id ids[] = {K_COL_PARTIAL, K_SPLIT_STATS};
-        cl_uint R = row_chunks(ctx, &p, 64, 1);
+        const cl_uint R = p.R;
         if ((st = kernels(ctx, x->dtype, ids, k, 2)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, R * p.groups * 2 * sizeof(float), &part)) != CLNORM_SUCCESS)
             return st;
@@ -102,9 +113,11 @@ clnorm_status clnorm_bn_stats(clnorm_context *ctx, clnorm_bn_mode mode, const cl
         if ((st = launch_col_grid(ctx, k[0], &p, R, a1, NARGS(a1))) != CLNORM_SUCCESS)
             return st;
         l = cols_layout(&p, R);
-    } else {
+        break;
+    }
+    case PATH_SPLIT_ROWS: {
         static const cn_kernel_id ids[] = {K_STATS_PARTIAL, K_SPLIT_STATS};
-        cl_uint G = slices_per_map(ctx, &p);
+        const cl_uint G = p.G;
         if ((st = kernels(ctx, x->dtype, ids, k, 2)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS)
             return st;
@@ -114,6 +127,10 @@ clnorm_status clnorm_bn_stats(clnorm_context *ctx, clnorm_bn_mode mode, const cl
         if ((st = launch(ctx, k[0], 2, gp, lp, a1, NARGS(a1))) != CLNORM_SUCCESS)
             return st;
         l = rows_layout(&p, G);
+        break;
+    }
+    default:
+        return bad_path(&p, "clnorm_bn_stats");
     }
     karg a2[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_MEM(part),   A_U32(l.P),  A_U64(p.M),
                  A_U64(p.groups),  A_U64(l.gs),           A_U64(l.vo),   A_U64(l.ps), A_U64(l.shs),
@@ -248,10 +265,23 @@ clnorm_status clnorm_bn_forward_training_from_stats(clnorm_context *ctx, clnorm_
     if (st != CLNORM_SUCCESS)
         return st;
 
+    /* an empty plan (no columns) takes PATH_SPLIT_ROWS; it only launches the coefficients kernel */
     cl_kernel k[2];
     static const cn_kernel_id rows[] = {K_SPLIT_COEF, K_APPLY}, cols[] = {K_SPLIT_COEF, K_COL_APPLY};
+    const cn_kernel_id *ids;
+    choose_path(ctx, &p, OP_SPLIT_APPLY);
+    switch (p.path) {
+    case PATH_SPLIT_COLUMNS:
+        ids = cols;
+        break;
+    case PATH_SPLIT_ROWS:
+        ids = rows;
+        break;
+    default:
+        return bad_path(&p, "clnorm_bn_forward_training_from_stats");
+    }
     cl_mem scoef = NULL;
-    if ((st = kernels(ctx, x->dtype, p.columns ? cols : rows, k, empty ? 1 : 2)) != CLNORM_SUCCESS ||
+    if ((st = kernels(ctx, x->dtype, ids, k, empty ? 1 : 2)) != CLNORM_SUCCESS ||
         (!empty &&
          (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * CN_COEF_STRIDE * sizeof(float), &scoef)) != CLNORM_SUCCESS))
         return st;
@@ -275,9 +305,8 @@ clnorm_status clnorm_bn_forward_training_from_stats(clnorm_context *ctx, clnorm_
                 A_U32(flags)};
     if ((st = launch_1d(ctx, k[0], p.groups, 64, a, NARGS(a))) != CLNORM_SUCCESS || empty)
         return st;
-    if (p.columns)
-        return enqueue_col_apply(ctx, &p, row_chunks(ctx, &p, 16, 1), k[1], x, NULL, y, NULL, NULL, NULL, NULL, scoef,
-                                 epsilon, F_COEF, NULL);
+    if (p.path == PATH_SPLIT_COLUMNS) /* (the path was checked above) */
+        return enqueue_col_apply(ctx, &p, p.R, k[1], x, NULL, y, NULL, NULL, NULL, NULL, scoef, epsilon, F_COEF, NULL);
     return enqueue_apply(ctx, &p, k[1], x, NULL, y, NULL, NULL, NULL, NULL, scoef, epsilon, F_COEF, NULL);
 }
 
@@ -319,9 +348,11 @@ clnorm_status clnorm_bn_backward_reduce(clnorm_context *ctx, clnorm_bn_mode mode
     cl_kernel k[2];
     cl_mem part;
     parts_layout l;
-    if (p.columns) {
+    choose_path(ctx, &p, OP_SPLIT_REDUCE);
+    switch (p.path) {
+    case PATH_SPLIT_COLUMNS: {
         static const cn_kernel_id ids[] = {K_COL_BWD_PARTIAL, K_SPLIT_SUMS};
-        cl_uint R = row_chunks(ctx, &p, 64, 1);
+        const cl_uint R = p.R;
         if ((st = kernels(ctx, x->dtype, ids, k, 2)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, R * p.groups * 2 * sizeof(float), &part)) != CLNORM_SUCCESS)
             return st;
@@ -337,9 +368,11 @@ clnorm_status clnorm_bn_backward_reduce(clnorm_context *ctx, clnorm_bn_mode mode
         if ((st = launch_col_grid(ctx, k[0], &p, R, a1, NARGS(a1))) != CLNORM_SUCCESS)
             return st;
         l = cols_layout(&p, R);
-    } else {
+        break;
+    }
+    case PATH_SPLIT_ROWS: {
         static const cn_kernel_id ids[] = {K_BWD_PARTIAL, K_SPLIT_SUMS};
-        cl_uint G = slices_per_map(ctx, &p);
+        const cl_uint G = p.G;
         if ((st = kernels(ctx, x->dtype, ids, k, 2)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS)
             return st;
@@ -356,6 +389,10 @@ clnorm_status clnorm_bn_backward_reduce(clnorm_context *ctx, clnorm_bn_mode mode
         if ((st = launch(ctx, k[0], 2, gp, lp, a1, NARGS(a1))) != CLNORM_SUCCESS)
             return st;
         l = rows_layout(&p, G);
+        break;
+    }
+    default:
+        return bad_path(&p, "clnorm_bn_backward_reduce");
     }
     karg a2[] = {A_MEM(part),        A_U32(l.P),  A_U64(p.groups), A_U64(l.gs),   A_U64(l.vo), A_U64(l.ps),
                  A_MEM(save_invstd), A_U64(p.pC), A_U64(p.pS),     A_U32(p.pmap), A_MEM(sums)};
@@ -408,10 +445,23 @@ clnorm_status cn_backward_from_sums(clnorm_context *ctx, clnorm_bn_mode mode, co
     int want_dx = dx && !empty;
     if (!want_dx && !grads)
         return CLNORM_SUCCESS; /* nothing asked for */
+    /* an empty plan (no columns) takes PATH_SPLIT_ROWS; it only launches the coefficients kernel */
     cl_kernel k[2];
     static const cn_kernel_id rows[] = {K_SPLIT_BWD_COEF, K_APPLY}, cols[] = {K_SPLIT_BWD_COEF, K_COL_APPLY};
+    const cn_kernel_id *ids;
+    choose_path(ctx, &p, OP_SPLIT_DX);
+    switch (p.path) {
+    case PATH_SPLIT_COLUMNS:
+        ids = cols;
+        break;
+    case PATH_SPLIT_ROWS:
+        ids = rows;
+        break;
+    default:
+        return bad_path(&p, "clnorm_bn_backward_from_sums");
+    }
     cl_mem coef = NULL;
-    if ((st = kernels(ctx, x->dtype, p.columns ? cols : rows, k, want_dx ? 2 : 1)) != CLNORM_SUCCESS ||
+    if ((st = kernels(ctx, x->dtype, ids, k, want_dx ? 2 : 1)) != CLNORM_SUCCESS ||
         (want_dx &&
          (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.groups * CN_COEF_STRIDE * sizeof(float), &coef)) != CLNORM_SUCCESS))
         return st;
@@ -433,9 +483,8 @@ clnorm_status cn_backward_from_sums(clnorm_context *ctx, clnorm_bn_mode mode, co
                 A_U32(flags)};
     if ((st = launch_1d(ctx, k[0], p.groups, 64, a, NARGS(a))) != CLNORM_SUCCESS || !want_dx)
         return st;
-    if (p.columns)
-        return enqueue_col_apply(ctx, &p, row_chunks(ctx, &p, 16, 1), k[1], x, dy, dx, NULL, NULL, NULL, NULL, coef,
-                                 1.0, F_DX | F_COEF, NULL);
+    if (p.path == PATH_SPLIT_COLUMNS) /* (the path was checked above) */
+        return enqueue_col_apply(ctx, &p, p.R, k[1], x, dy, dx, NULL, NULL, NULL, NULL, coef, 1.0, F_DX | F_COEF, NULL);
     return enqueue_apply(ctx, &p, k[1], x, dy, dx, NULL, NULL, NULL, NULL, coef, 1.0, F_DX | F_COEF, NULL);
 }
 
