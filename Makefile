@@ -78,7 +78,7 @@ check-asan: deps
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
-	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j 1 -LE large
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS) -LE large
 
 check-valgrind: build
 	tests/memcheck.sh $(BUILD)
@@ -114,7 +114,7 @@ check-oclgrind: deps
 	  -DCMAKE_CROSSCOMPILING_EMULATOR=$(CURDIR)/tests/oclgrind.sh $(CMAKE_ARGS)
 	cmake --build $(OCLGRIND_BUILD) -j $(JOBS)
 	cd $(OCLGRIND_BUILD) && CLNORM_TEST_DEVICE=oclgrind CLNORM_TEST_REQUIRE_DEVICE=1 \
-	  ctest --output-on-failure -j 1 -LE '^(threads|large|mpi|python)$$' $(OCLGRIND_CTEST_ARGS)
+	  ctest --output-on-failure -j $(JOBS) -LE '^(threads|large|mpi|python)$$' $(OCLGRIND_CTEST_ARGS)
 
 # Strict OpenCL C: every program the library builds (tests/dump_programs), compiled by clang for spir64 at -O0;
 # any helper called but not defined (a plain C99 inline, say) fails, as it would on a driver that does not inline.

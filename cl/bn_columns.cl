@@ -82,7 +82,7 @@ __kernel void bn_col_partial(__global const stype *x, ulong xoff, ulong rows, ul
         ulong width = min((ulong)CN_TILE_COLS, K - t0);
         uint ng = (uint)(width / 16);
         if (ng) {
-            float16 sh[16], m[16], q[16];
+            float16 sh[CN_TILE_COLS / 16], m[CN_TILE_COLS / 16], q[CN_TILE_COLS / 16];
             pa_stats_w16(xp + t0, b0, b1, K, ng, sh, m, q);
             for (uint g = 0; g < ng; ++g) {
                 vstore16(m[g], 0, pm + t0 + g * 16);
@@ -130,19 +130,21 @@ __kernel void bn_col_finalize(__global const stype *x, ulong xoff, __global cons
     if (lid != 0)
         return;
 #endif
-    coef_store(finalize_stats(&a, LOAD1(x + xoff, k), rows, param_index(k, pC, pS, flags), scale, bias, rmean, rvar,
-                              smean, sinvstd, factor, eps, unbias, flags),
-               scoef, k);
+    coef_t kc;
+    finalize_stats(&kc, &a, LOAD1(x + xoff, k), rows, param_index(k, pC, pS, flags), scale, bias, rmean, rvar, smean,
+                   sinvstd, factor, eps, unbias, flags);
+    coef_store(kc, scoef, k);
 }
 
 /* out = k2 * ((x - K) - m) + k3 (+ k1 * dy with F_DX) with column coefficients: F_COEF from coef[5k..], else
  * (inference) from the parameter vectors. */
-static inline coef_t col_coef(ulong k, __global const float *scale, __global const float *bias, __global const float *mean,
+static inline void col_coef(coef_t *out, ulong k, __global const float *scale, __global const float *bias, __global const float *mean,
                        __global const float *var, __global const float *coef, float eps, ulong pC, ulong pS,
                        uint flags) {
     if (flags & F_COEF)
-        return coef_load(coef, k);
-    return map_coef(param_index(k, pC, pS, flags), scale, bias, mean, var, coef, eps, flags);
+        coef_load(out, coef, k);
+    else
+        map_coef(out, param_index(k, pC, pS, flags), scale, bias, mean, var, coef, eps, flags);
 }
 
 __kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
@@ -161,7 +163,8 @@ __kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const s
         uint width = (uint)min((ulong)CN_TILE_COLS, K - t0), ng = width / 16;
         float cK[CN_TILE_COLS], cm[CN_TILE_COLS], c1[CN_TILE_COLS], c2[CN_TILE_COLS], c3[CN_TILE_COLS];
         for (uint j = 0; j < width; ++j) {
-            coef_t c = col_coef(t0 + j, scale, bias, mean, var, coef, eps, pC, pS, flags);
+            coef_t c;
+            col_coef(&c, t0 + j, scale, bias, mean, var, coef, eps, pC, pS, flags);
             cK[j] = c.K;
             cm[j] = c.m;
             c1[j] = c.k1;
@@ -193,7 +196,8 @@ __kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const s
     ulong k = get_global_id(0);
     if (k >= K)
         return;
-    coef_t c = col_coef(k, scale, bias, mean, var, coef, eps, pC, pS, flags);
+    coef_t c;
+    col_coef(&c, k, scale, bias, mean, var, coef, eps, pC, pS, flags);
     ulong b = b0;
     /* four rows per trip: four loads of x (and of dy) in flight, then the four stores (x and out may be one
      * buffer: each element is read, then written, by the same item) */
@@ -236,7 +240,8 @@ __kernel void bn_col_bwd_partial(__global const stype *x, ulong xoff, __global c
         ulong width = min((ulong)CN_TILE_COLS, K - t0);
         uint ng = (uint)(width / 16);
         if (ng) {
-            float16 sh[16], m[16], is[16], u[16], v[16];
+            float16 sh[CN_TILE_COLS / 16], m[CN_TILE_COLS / 16], is[CN_TILE_COLS / 16], u[CN_TILE_COLS / 16],
+                v[CN_TILE_COLS / 16];
             pa_group_stats_w16(xp + t0, rows, K, t0, ng, smean, sinvstd, scoef, pC, pS, flags, sh, m, is);
             pa_sums_w16(xp + t0, gp + t0, yp ? yp + t0 : yp, dzp ? dzp + t0 : dzp, b0, b1, K, ng, sh, m, u, v, flags);
             for (uint g = 0; g < ng; ++g) {

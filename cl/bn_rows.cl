@@ -56,9 +56,10 @@ __kernel void bn_stats_finalize(__global const stype *x, ulong xoff, ulong S, __
     if (lid != 0)
         return;
 #endif
-    coef_store(finalize_stats(&a, map_shift(x + xoff, S, c), N, c, scale, bias, rmean, rvar, smean, sinvstd, factor,
-                              eps, unbias, flags),
-               scoef, c);
+    coef_t k;
+    finalize_stats(&k, &a, map_shift(x + xoff, S, c), N, c, scale, bias, rmean, rvar, smean, sinvstd, factor, eps,
+                   unbias, flags);
+    coef_store(k, scoef, c);
 }
 
 /* Training forward in one launch, one work-group per map: statistics, then the normalisation while the map is
@@ -70,7 +71,7 @@ __kernel void bn_fused_forward(__global const stype *x, ulong xoff, __global con
                                __global float *sinvstd, float factor, float eps, float unbias, uint flags) {
     __local ulong ln[WG];
     __local float lm[WG], lq[WG];
-    __local float lk[5];
+    __local float lk[CN_COEF_STRIDE];
     ulong c = get_group_id(0);
     __global const stype *xp = x + xoff;
     float K = map_shift(xp, S, c);
@@ -79,8 +80,8 @@ __kernel void bn_fused_forward(__global const stype *x, ulong xoff, __global con
     acc_range(&a, xp, C, S, c, 0, B * S, K);
     acc_reduce_local(&a, ln, lm, lq);
     if (get_local_id(0) == 0) {
-        coef_t k = finalize_stats(&a, K, B * S, c, scale, bias, rmean, rvar, smean, sinvstd, factor, eps, unbias,
-                                  flags);
+        coef_t k;
+        finalize_stats(&k, &a, K, B * S, c, scale, bias, rmean, rvar, smean, sinvstd, factor, eps, unbias, flags);
         lk[0] = k.K;
         lk[1] = k.m;
         lk[2] = 0.0f;
@@ -111,8 +112,9 @@ __kernel void bn_apply(__global const stype *x, ulong xoff, __global const stype
     while (e < e1) {
         ulong row = e / S, s = e - row * S;
         ulong run = min(S - s, e1 - e);
-        apply_run(xp + e, gp ? gp + e : NULL, ep ? ep + e : NULL, op + e, run,
-                  map_coef(row % C, scale, bias, mean, var, coef, eps, flags), flags);
+        coef_t k;
+        map_coef(&k, row % C, scale, bias, mean, var, coef, eps, flags);
+        apply_run(xp + e, gp ? gp + e : NULL, ep ? ep + e : NULL, op + e, run, k, flags);
         e += run;
     }
 #else
@@ -124,7 +126,8 @@ __kernel void bn_apply(__global const stype *x, ulong xoff, __global const stype
     if (S >= 4 * G0) {
         /* long rows: four values of a row per trip (apply_strided) */
         for (ulong row = get_global_id(1); row < rows; row += get_global_size(1)) {
-            coef_t k = map_coef(row % C, scale, bias, mean, var, coef, eps, flags);
+            coef_t k;
+            map_coef(&k, row % C, scale, bias, mean, var, coef, eps, flags);
             ulong base = row * S;
             apply_strided(xp + base, gp ? gp + base : gp, ep ? ep + base : ep, op + base, S, get_global_id(0), G0, k,
                           flags);
@@ -135,7 +138,7 @@ __kernel void bn_apply(__global const stype *x, ulong xoff, __global const stype
             uint nr = (uint)min((ulong)4, rows - r0);
             coef_t k[4];
             for (uint j = 0; j < 4; ++j)
-                k[j] = map_coef((r0 + min(j, nr - 1)) % C, scale, bias, mean, var, coef, eps, flags);
+                map_coef(&k[j], (r0 + min(j, nr - 1)) % C, scale, bias, mean, var, coef, eps, flags);
             for (ulong s = get_global_id(0); s < S; s += G0) {
                 float v[4], gv[4];
                 for (uint j = 0; j < 4; ++j) {
@@ -184,9 +187,9 @@ __kernel void bn_bwd_partial(__global const stype *x, ulong xoff, __global const
 }
 
 /* From su = sum dy and sv = sum dy*(x - mean) of map c: dbias = su, dscale = invstd * sv; F_GRADS writes them
- * (alpha * g, plus beta * old with F_ACCUM); returns the dx coefficients
+ * (alpha * g, plus beta * old with F_ACCUM); writes the dx coefficients to *out:
  *   k1 = scale*invstd, k2 = -k1*invstd*dscale/N, k3 = -k1*dbias/N  (dx = k1*dy + k2*(x - mean) + k3). */
-static inline coef_t bwd_coef(float su, float sv, float K, float m, float is, ulong N, ulong c, __global const float *scale,
+static inline void bwd_coef(coef_t *out, float su, float sv, float K, float m, float is, ulong N, ulong c, __global const float *scale,
                        __global float *dscale, __global float *dbias, float alpha, float beta, uint flags) {
     float gbias = su, gscale = sv * is;
     if (flags & F_GRADS) {
@@ -196,7 +199,7 @@ static inline coef_t bwd_coef(float su, float sv, float K, float m, float is, ul
     float k1 = (flags & F_AFFINE) ? scale[c] * is : is;
     float invN = 1.0f / (float)N;
     coef_t k = {K, m, k1, DX_K2(k1, is, gscale, invN), DX_K3(k1, gbias, invN)};
-    return k;
+    *out = k;
 }
 
 /* Sums of the G partials of map c (fixed order: deterministic), gradients, dx coefficients to coef (F_DX). CPU:
@@ -222,7 +225,8 @@ __kernel void bn_bwd_finalize(__global const float *part, uint G, ulong N, ulong
         return;
 #endif
     group_stats(c, smean, sinvstd, scoef, flags, &K, &m, &is);
-    coef_t k = bwd_coef(u, v, K, m, is, N, c, scale, dscale, dbias, alpha, beta, flags);
+    coef_t k;
+    bwd_coef(&k, u, v, K, m, is, N, c, scale, dscale, dbias, alpha, beta, flags);
     if (flags & F_DX)
         coef_store(k, coef, c);
 }
@@ -241,7 +245,7 @@ __kernel void bn_fused_backward(__global const stype *x, ulong xoff, __global co
                                 __global float *dbias, float alpha, float beta, float eps, uint flags) {
     __local ulong ln[WG];
     __local float lm[WG], lq[WG];
-    __local float lk[5];
+    __local float lk[CN_COEF_STRIDE];
     ulong c = get_group_id(0), N = B * S;
     __global const stype *xp = x + xoff;
     __global const stype *gp = dy + dyoff;
@@ -265,7 +269,8 @@ __kernel void bn_fused_backward(__global const stype *x, ulong xoff, __global co
     sum2_reduce_local(&u, &v, lm, lq);
     barrier(CLK_LOCAL_MEM_FENCE);
     if (get_local_id(0) == 0) {
-        coef_t k = bwd_coef(u, v, K, m, is, N, c, scale, dscale, dbias, alpha, beta, flags);
+        coef_t k;
+        bwd_coef(&k, u, v, K, m, is, N, c, scale, dscale, dbias, alpha, beta, flags);
         lk[0] = k.K;
         lk[1] = k.m;
         lk[2] = k.k1;

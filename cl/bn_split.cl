@@ -77,8 +77,9 @@ __kernel void bn_split_coef(__global const float *stats, ulong K, __global const
     acc_init(&a);
     a.n = (ulong)n;
     a.m2 = stats[3 * p + 2];
-    coef_t c = finalize_stats(&a, stats[3 * p + 1], a.n, p, scale, bias, rmean, rvar, smean, sinvstd, factor, eps,
-                              n / (n - 1.0f), flags);
+    coef_t c;
+    finalize_stats(&c, &a, stats[3 * p + 1], a.n, p, scale, bias, rmean, rvar, smean, sinvstd, factor, eps,
+                   n / (n - 1.0f), flags);
     if (flags & F_COEF)
         coef_store(c, coef, k);
 }

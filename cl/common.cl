@@ -460,9 +460,13 @@ typedef struct {
     float K, m, k1, k2, k3;
 } coef_t;
 
-static inline coef_t coef_load(__global const float *p, ulong c) {
-    coef_t k = {p[CN_COEF_STRIDE * c], p[CN_COEF_STRIDE * c + 1], p[CN_COEF_STRIDE * c + 2], p[CN_COEF_STRIDE * c + 3], p[CN_COEF_STRIDE * c + 4]};
-    return k;
+/* Helpers that produce a coef_t write it through an out pointer (*out) rather than return it: a struct return is an
+ * sret argument, which is noalias, and once such a call is inlined into a helper that is not itself inlined, LLVM
+ * leaves an llvm.experimental.noalias.scope.decl that some OpenCL implementations cannot run (Oclgrind 21.10). */
+static inline void coef_load(coef_t *out, __global const float *p, ulong c) {
+    coef_t k = {p[CN_COEF_STRIDE * c], p[CN_COEF_STRIDE * c + 1], p[CN_COEF_STRIDE * c + 2], p[CN_COEF_STRIDE * c + 3],
+                p[CN_COEF_STRIDE * c + 4]};
+    *out = k;
 }
 static inline void coef_store(coef_t k, __global float *p, ulong c) {
     p[CN_COEF_STRIDE * c] = k.K;
@@ -478,7 +482,7 @@ static inline void coef_store(coef_t k, __global float *p, ulong c) {
  *   running = (1 - factor) * running + factor * batch  (variance unbiased by 'unbias' = N/(N-1))
  * where factor == 1 does not read the old values (an unwritten running buffer is fine); F_SAVE writes the mean
  * and invstd. */
-static inline coef_t finalize_stats(const acc_t *a, float K, ulong N, ulong c, __global const float *scale,
+static inline void finalize_stats(coef_t *out, const acc_t *a, float K, ulong N, ulong c, __global const float *scale,
                              __global const float *bias, __global float *rmean, __global float *rvar,
                              __global float *smean, __global float *sinvstd, float factor, float eps, float unbias,
                              uint flags) {
@@ -494,20 +498,22 @@ static inline coef_t finalize_stats(const acc_t *a, float K, ulong N, ulong c, _
         sinvstd[c] = invstd;
     }
     coef_t k = {K, m, invstd, (flags & F_AFFINE) ? scale[c] * invstd : invstd, (flags & F_AFFINE) ? bias[c] : 0.0f};
-    return k;
+    *out = k;
 }
 
 /* Group c's coefficients for an elementwise pass: F_COEF, those of a coef buffer (training forward: from the
  * statistics' finalize; backward: dx with F_DX); else (inference) K = 0, m = mean[c],
  * k2 = scale[c] / sqrt(var[c] + eps), k3 = bias[c]. Both paths (rows and columns) use it. */
-static inline coef_t map_coef(ulong c, __global const float *scale, __global const float *bias, __global const float *mean,
+static inline void map_coef(coef_t *out, ulong c, __global const float *scale, __global const float *bias, __global const float *mean,
                        __global const float *var, __global const float *coef, float eps, uint flags) {
-    if (flags & F_COEF)
-        return coef_load(coef, c);
+    if (flags & F_COEF) {
+        coef_load(out, coef, c);
+        return;
+    }
     float invstd = rsqrt(var[c] + eps);
     coef_t k = {0.0f, mean[c], 0.0f, (flags & F_AFFINE) ? scale[c] * invstd : invstd,
                 (flags & F_AFFINE) ? bias[c] : 0.0f};
-    return k;
+    *out = k;
 }
 
 /* out[i] = k2 * ((x[i] - K) - m) + k3 (+ k1 * g[i] when g) for n contiguous values; float16 vectors with

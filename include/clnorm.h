@@ -381,7 +381,7 @@ typedef enum clnorm_activation {
  *        itself, but must not overlap either otherwise.
  * @param scale,bias parameter vectors, or both NULL for scale 1 and bias 0.
  * @param factor in [0, 1], as in clnorm_bn_forward_training().
- * @param epsilon > 0, added to the variance.
+ * @param epsilon added to the variance: as in clnorm_bn_forward_training() (finite, >= FLT_MIN).
  * @param running_mean,running_var updated in place, or both NULL: not updated.
  * @param save_mean,save_invstd receive the batch mean and 1/sqrt(var + epsilon), or both NULL: not saved.
  * @param activation ::CLNORM_ACTIVATION_NONE or ::CLNORM_ACTIVATION_RELU (else ::CLNORM_ERROR_INVALID_ARGUMENT).
@@ -404,7 +404,7 @@ CLNORM_API clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clno
  * @param y output view; may be x or z itself (same view), must not overlap them otherwise.
  * @param scale,bias parameter vectors, or both NULL for scale 1 and bias 0.
  * @param mean,var the statistics to normalise with; required.
- * @param epsilon > 0.
+ * @param epsilon as in clnorm_bn_forward_training() (finite, >= FLT_MIN).
  * @param activation ::CLNORM_ACTIVATION_NONE or ::CLNORM_ACTIVATION_RELU.
  * @return as clnorm_bn_forward_training_ex().
  */
@@ -436,7 +436,7 @@ CLNORM_API clnorm_status clnorm_bn_forward_inference_ex(clnorm_context *ctx, cln
  * @param bias the forward's bias, or NULL for 0: validated (a parameter vector) but not needed, since the mask
  *        comes from y and xhat from x and the statistics.
  * @param dscale,dbias receive the parameter gradients (overwritten), or both NULL: not computed.
- * @param epsilon > 0; used when the statistics are recomputed.
+ * @param epsilon as in clnorm_bn_forward_training() (finite, >= FLT_MIN); used when the statistics are recomputed.
  * @param save_mean,save_invstd the statistics the forward saved, or both NULL: recomputed from x.
  * @param activation ::CLNORM_ACTIVATION_NONE or ::CLNORM_ACTIVATION_RELU: the forward's.
  * @return as clnorm_bn_forward_training_ex().
@@ -723,12 +723,12 @@ CLNORM_API clnorm_status clnorm_bn_stats_merge_host(size_t parts, size_t groups,
  * @param ctx the context.
  * @param mode ::CLNORM_BN_SPATIAL or ::CLNORM_BN_PER_ACTIVATION.
  * @param x this part's input; batch 0 allowed: then only the running and saved statistics are written.
- * @param y output view, same shape, dtype and layout as x, not overlapping it.
+ * @param y output view, same shape, dtype and layout as x: x itself (in place) or not overlapping it.
  * @param stats the merged block (groups * 3 floats): every count at least 2 (else ::CLNORM_ERROR_SHAPE) and at
  *        least x's values per statistic; or NULL: validation only (the counts are not checked).
  * @param scale,bias parameter vectors, or both NULL for scale 1 and bias 0.
  * @param factor in [0, 1]: running = (1 - factor) * running + factor * global.
- * @param epsilon > 0.
+ * @param epsilon as in clnorm_bn_forward_training() (finite, >= FLT_MIN).
  * @param running_mean,running_var updated in place, or both NULL.
  * @param save_mean,save_invstd receive the global mean and 1/sqrt(var + epsilon), or both NULL.
  * @return as clnorm_bn_forward_training().
@@ -761,7 +761,7 @@ CLNORM_API clnorm_status clnorm_bn_backward_reduce(clnorm_context *ctx, clnorm_b
  * @param mode ::CLNORM_BN_SPATIAL or ::CLNORM_BN_PER_ACTIVATION.
  * @param x the forward's input; batch 0 allowed (then only dscale and dbias are written).
  * @param dy gradient of the output, same shape, dtype and layout as x.
- * @param dx receives the input gradient (must not overlap x or dy unless it is dy itself), or NULL.
+ * @param dx receives the input gradient: x itself or dy itself (in place), or a view overlapping neither; or NULL.
  * @param scale parameter vector, or NULL for 1.
  * @param save_mean,save_invstd the global statistics; required.
  * @param sums the sums over all parts (groups * 2 floats), or NULL: validation only.

@@ -51,7 +51,7 @@ extern "C" {
  * @param y this rank's output, same shape, dtype and layout as x.
  * @param scale,bias parameter vectors, or both NULL (on every rank).
  * @param factor in [0, 1] (the same on every rank).
- * @param epsilon > 0 (the same on every rank).
+ * @param epsilon as in clnorm_bn_forward_training() (finite, >= FLT_MIN; the same on every rank).
  * @param running_mean,running_var updated with the global statistics (variance unbiased with the global count),
  *        or both NULL.
  * @param save_mean,save_invstd receive the global mean and invstd, or both NULL.
@@ -74,7 +74,7 @@ CLNORM_API clnorm_status clnorm_bn_forward_training_mpi(MPI_Comm comm, clnorm_co
  * @param dx receives this rank's input gradient, or NULL.
  * @param scale parameter vector, or NULL for 1.
  * @param dscale,dbias receive the global parameter gradients, or both NULL.
- * @param epsilon > 0; used when the statistics are recomputed.
+ * @param epsilon as in clnorm_bn_forward_training() (finite, >= FLT_MIN); used when the statistics are recomputed.
  * @param save_mean,save_invstd the global statistics of clnorm_bn_forward_training_mpi(), or both NULL: recomputed
  *        (one more exchange).
  * @return the same status on every rank: as clnorm_bn_backward(), and as clnorm_bn_forward_training_mpi() for

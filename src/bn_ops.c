@@ -192,9 +192,19 @@ clnorm_status launch(clnorm_context *ctx, cl_kernel k, cl_uint dims, const size_
 size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 
 /* items work-items in groups of local (the global size rounded up; kernels ignore the extra items). Local sizes
- * are always given: a runtime that picks one per global size (POCL) would compile the kernel once per shape. */
+ * are always given: a runtime that picks one per global size (POCL) would compile the kernel once per shape.
+ * local (a power of two) is a request: halved while above the context's cap (device, CLNORM_MAX_WORK_GROUP_SIZE)
+ * or the kernel's CL_KERNEL_WORK_GROUP_SIZE. Launches whose kernels are compiled for WG pass ctx->wg, which
+ * kernels() has already fitted to both, so only the kernels that do not depend on their group size (the per-item
+ * finalize and coefficient kernels, 64 a group) ever shrink here. */
 clnorm_status launch_1d(clnorm_context *ctx, cl_kernel k, size_t items, size_t local, const karg *args,
                                cl_uint nargs) {
+    const cn_kernel_info *ki;
+    clnorm_status st = kernel_info(ctx, k, &ki);
+    if (st != CLNORM_SUCCESS)
+        return st;
+    while (local > 1 && (local > ctx->wg_cap || local > ki->max_wg))
+        local /= 2;
     size_t global = round_up(items ? items : 1, local);
     return launch(ctx, k, 1, &global, &local, args, nargs);
 }
@@ -247,6 +257,8 @@ clnorm_status kernels(clnorm_context *ctx, clnorm_dtype dt, const cn_kernel_id *
                            misfit->name, misfit->max_wg, (unsigned long long)misfit->local_mem,
                            (unsigned long long)ctx->local_mem);
         ctx->wg /= 2;
+        /* the kernels fetched so far were compiled for the old WG: fetch (build) them again for the new one */
+        memset(ctx->kernel_table, 0, sizeof ctx->kernel_table);
     }
 }
 

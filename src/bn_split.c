@@ -75,6 +75,25 @@ static clnorm_status bad_path(const plan *p, const char *call) {
                    (int)p->path);
 }
 
+/* The kernels of a split-phase apply (op OP_SPLIT_APPLY or OP_SPLIT_DX) on the path choose_path gives p: the
+ * coefficients kernel coef_kernel, then (n == 2) the elementwise pass of that path. An empty plan (batch 0, no
+ * columns) takes PATH_SPLIT_ROWS and only fetches the coefficients kernel (n == 1). */
+static clnorm_status apply_kernels(clnorm_context *ctx, plan *p, cn_op op, cn_kernel_id coef_kernel, clnorm_dtype dt,
+                                   cl_kernel *k, int n, const char *call) {
+    cn_kernel_id ids[2] = {coef_kernel, K_APPLY};
+    choose_path(ctx, p, op);
+    switch (p->path) {
+    case PATH_SPLIT_COLUMNS:
+        ids[1] = K_COL_APPLY;
+        break;
+    case PATH_SPLIT_ROWS:
+        break;
+    default:
+        return bad_path(p, call);
+    }
+    return kernels(ctx, dt, ids, k, n);
+}
+
 static clnorm_status fill_zero(clnorm_context *ctx, cl_mem m, size_t bytes) {
     cl_float zero = 0.0f;
     cl_int err = clEnqueueFillBuffer(ctx->queue, m, &zero, sizeof zero, 0, bytes, 0, NULL, NULL);
@@ -265,23 +284,10 @@ clnorm_status clnorm_bn_forward_training_from_stats(clnorm_context *ctx, clnorm_
     if (st != CLNORM_SUCCESS)
         return st;
 
-    /* an empty plan (no columns) takes PATH_SPLIT_ROWS; it only launches the coefficients kernel */
     cl_kernel k[2];
-    static const cn_kernel_id rows[] = {K_SPLIT_COEF, K_APPLY}, cols[] = {K_SPLIT_COEF, K_COL_APPLY};
-    const cn_kernel_id *ids;
-    choose_path(ctx, &p, OP_SPLIT_APPLY);
-    switch (p.path) {
-    case PATH_SPLIT_COLUMNS:
-        ids = cols;
-        break;
-    case PATH_SPLIT_ROWS:
-        ids = rows;
-        break;
-    default:
-        return bad_path(&p, "clnorm_bn_forward_training_from_stats");
-    }
     cl_mem scoef = NULL;
-    if ((st = kernels(ctx, x->dtype, ids, k, empty ? 1 : 2)) != CLNORM_SUCCESS ||
+    if ((st = apply_kernels(ctx, &p, OP_SPLIT_APPLY, K_SPLIT_COEF, x->dtype, k, empty ? 1 : 2,
+                            "clnorm_bn_forward_training_from_stats")) != CLNORM_SUCCESS ||
         (!empty &&
          (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * CN_COEF_STRIDE * sizeof(float), &scoef)) != CLNORM_SUCCESS))
         return st;
@@ -445,23 +451,10 @@ clnorm_status cn_backward_from_sums(clnorm_context *ctx, clnorm_bn_mode mode, co
     int want_dx = dx && !empty;
     if (!want_dx && !grads)
         return CLNORM_SUCCESS; /* nothing asked for */
-    /* an empty plan (no columns) takes PATH_SPLIT_ROWS; it only launches the coefficients kernel */
     cl_kernel k[2];
-    static const cn_kernel_id rows[] = {K_SPLIT_BWD_COEF, K_APPLY}, cols[] = {K_SPLIT_BWD_COEF, K_COL_APPLY};
-    const cn_kernel_id *ids;
-    choose_path(ctx, &p, OP_SPLIT_DX);
-    switch (p.path) {
-    case PATH_SPLIT_COLUMNS:
-        ids = cols;
-        break;
-    case PATH_SPLIT_ROWS:
-        ids = rows;
-        break;
-    default:
-        return bad_path(&p, "clnorm_bn_backward_from_sums");
-    }
     cl_mem coef = NULL;
-    if ((st = kernels(ctx, x->dtype, ids, k, want_dx ? 2 : 1)) != CLNORM_SUCCESS ||
+    if ((st = apply_kernels(ctx, &p, OP_SPLIT_DX, K_SPLIT_BWD_COEF, x->dtype, k, want_dx ? 2 : 1,
+                            "clnorm_bn_backward_from_sums")) != CLNORM_SUCCESS ||
         (want_dx &&
          (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.groups * CN_COEF_STRIDE * sizeof(float), &coef)) != CLNORM_SUCCESS))
         return st;

@@ -47,6 +47,7 @@ static clnorm_status read_knobs(clnorm_context *c, size_t max_wg) {
     while (wg > max_wg)
         wg /= 2;
     c->wg = wg ? wg : 1;
+    c->wg_cap = max_wg ? max_wg : 1;
     return CLNORM_SUCCESS;
 }
 

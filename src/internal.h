@@ -74,6 +74,8 @@ struct clnorm_context {
     cl_device_type type;
     cn_strategy strategy;
     size_t wg;     /* work-group size of the reduction kernels (GPU strategy) */
+    size_t wg_cap; /* the most work-items a group of any launch may have: CL_DEVICE_MAX_WORK_GROUP_SIZE, lowered by
+                    * CLNORM_MAX_WORK_GROUP_SIZE (each kernel's own CL_KERNEL_WORK_GROUP_SIZE applies too) */
     cl_uint units; /* compute units */
     cl_ulong max_alloc;
     cn_program *programs;

@@ -115,8 +115,9 @@ static void floats_read(clnorm_context *ctx, cl_mem b, float *host, size_t n) {
     TU_TRUE(err == CL_SUCCESS);
 }
 
-/* The whole step split over c->parts parts on the contexts ctxs[q % nctx] against the reference. */
-static void run_split(const split_case *c, clnorm_context **ctxs, int nctx, int device_merge) {
+/* The whole step split over c->parts parts on the contexts ctxs[q % nctx] against the reference. inplace 1: the
+ * forward writes y over (a copy of) x and the backward dx over (a copy of) x; inplace 2: dx over dy. */
+static void run_split(const split_case *c, clnorm_context **ctxs, int nctx, int device_merge, int inplace) {
     size_t total = 0;
     char bs[64] = "";
     for (int q = 0; q < c->parts; ++q) {
@@ -125,9 +126,10 @@ static void run_split(const split_case *c, clnorm_context **ctxs, int nctx, int 
     }
     size_t tshape[5];
     shape_of(c, total, tshape);
-    tu_case("split %s %s %s %s batches %s contexts %d %s merge", mode_name(c->mode), tu_dtype_name(c->dt),
+    static const char *const inplace_name[] = {"", ", y over x and dx over x", ", dx over dy"};
+    tu_case("split %s %s %s %s batches %s contexts %d %s merge%s", mode_name(c->mode), tu_dtype_name(c->dt),
             c->lay == CLNORM_NHWC ? "NHWC" : "NCHW", tu_shape_str(c->ndim, tshape), bs, nctx,
-            device_merge ? "device" : "host");
+            device_merge ? "device" : "host", inplace_name[inplace]);
     size_t R = rest_numel(c), n = total * R, G = ref_groups(c->mode, c->ndim, tshape);
     float *x = tu_floats(n), *dy = tu_floats(n), *scale = tu_floats(G), *bias = tu_floats(G), *rm = tu_floats(G),
           *rv = tu_floats(G);
@@ -154,9 +156,9 @@ static void run_split(const split_case *c, clnorm_context **ctxs, int nctx, int 
     for (int q = 0; q < c->parts; ++q) {
         clnorm_context *ctx = ctxs[q % nctx];
         xt[q] = part_tensor(ctx, c, c->batch[q], x + off);
-        yt[q] = part_tensor(ctx, c, c->batch[q], NULL);
+        yt[q] = part_tensor(ctx, c, c->batch[q], inplace == 1 ? x + off : NULL);
         dyt[q] = part_tensor(ctx, c, c->batch[q], dy + off);
-        dxt[q] = part_tensor(ctx, c, c->batch[q], NULL);
+        dxt[q] = part_tensor(ctx, c, c->batch[q], inplace == 1 ? x + off : inplace == 2 ? dy + off : NULL);
         off += c->batch[q] * R;
         blk[q] = floats_on(ctx, NULL, G * 3);
         TU_OK(clnorm_bn_stats(ctx, c->mode, &xt[q], blk[q]));
@@ -206,8 +208,8 @@ static void run_split(const split_case *c, clnorm_context **ctxs, int nctx, int 
         rvb[q] = floats_on(ctx, rv, G);
         smb[q] = floats_on(ctx, NULL, G);
         sib[q] = floats_on(ctx, NULL, G);
-        TU_OK(clnorm_bn_forward_training_from_stats(ctx, c->mode, &xt[q], &yt[q], mb, sc[q], bi[q], FACTOR, EPS, rmb[q],
-                                                    rvb[q], smb[q], sib[q]));
+        TU_OK(clnorm_bn_forward_training_from_stats(ctx, c->mode, inplace == 1 ? &yt[q] : &xt[q], &yt[q], mb, sc[q],
+                                                    bi[q], FACTOR, EPS, rmb[q], rvb[q], smb[q], sib[q]));
         part_read(ctx, c, &yt[q], yall + off);
         off += c->batch[q] * R;
         cl_mem outs[4] = {rmb[q], rvb[q], smb[q], sib[q]};
@@ -250,8 +252,9 @@ static void run_split(const split_case *c, clnorm_context **ctxs, int nctx, int 
         cl_mem sb = floats_on(ctx, ssum, G * 2);
         dsb[q] = floats_on(ctx, NULL, G);
         dbb[q] = floats_on(ctx, NULL, G);
-        TU_OK(clnorm_bn_backward_from_sums(ctx, c->mode, &xt[q], &dyt[q], &dxt[q], sc[q], smb[q], sib[q], sb, rcount[0],
-                                           dsb[q], dbb[q]));
+        TU_OK(clnorm_bn_backward_from_sums(ctx, c->mode, inplace == 1 ? &dxt[q] : &xt[q],
+                                           inplace == 2 ? &dxt[q] : &dyt[q], &dxt[q], sc[q], smb[q], sib[q], sb,
+                                           rcount[0], dsb[q], dbb[q]));
         part_read(ctx, c, &dxt[q], dxall + off);
         off += c->batch[q] * R;
         floats_read(ctx, dsb[q], got, G);
@@ -301,7 +304,7 @@ static void test_split_matrix(void **state) {
                 split_case c = shapes[s];
                 c.dt = dts[d];
                 c.lay = lays[l];
-                run_split(&c, &tu_ctx, 1, (s + d + l) % 2);
+                run_split(&c, &tu_ctx, 1, (s + d + l) % 2, (int)((s + d + l) % 3));
             }
 }
 
@@ -309,12 +312,12 @@ static void test_split_matrix(void **state) {
 static void test_split_large(void **state) {
     (void)state;
     split_case a = {CLNORM_BN_SPATIAL, CLNORM_F32, CLNORM_NCHW, 4, {2, 128, 128}, 3, {4, 0, 6}};
-    run_split(&a, &tu_ctx, 1, 1);
+    run_split(&a, &tu_ctx, 1, 1, 0);
     a.lay = CLNORM_NHWC;
     a.dt = CLNORM_F16;
-    run_split(&a, &tu_ctx, 1, 0);
+    run_split(&a, &tu_ctx, 1, 0, 1);
     split_case b = {CLNORM_BN_PER_ACTIVATION, CLNORM_F32, CLNORM_NCHW, 2, {24}, 2, {3000, 2100}};
-    run_split(&b, &tu_ctx, 1, 1);
+    run_split(&b, &tu_ctx, 1, 1, 2);
 }
 
 /* mean 1e4, std 1 over 8 parts: the merged variance keeps float precision (device and host merges) */
@@ -534,9 +537,9 @@ static void test_two_contexts(void **state) {
     TU_OK(tu_context_create(&second));
     clnorm_context *ctxs[2] = {tu_ctx, second};
     split_case a = {CLNORM_BN_SPATIAL, CLNORM_F32, CLNORM_NCHW, 5, {3, 4, 5, 6}, 2, {3, 5}};
-    run_split(&a, ctxs, 2, 1);
+    run_split(&a, ctxs, 2, 1, 0);
     split_case b = {CLNORM_BN_PER_ACTIVATION, CLNORM_F16, CLNORM_NHWC, 3, {4, 6}, 4, {2, 0, 3, 1}};
-    run_split(&b, ctxs, 2, 0);
+    run_split(&b, ctxs, 2, 0, 0);
     clnorm_context_destroy(second);
 }
 
