@@ -117,6 +117,8 @@ clnorm_status cn_programs_init(clnorm_context *ctx);
 void cn_programs_release(clnorm_context *ctx);
 /* Test hook: the number of programs of ctx if each holds exactly its kernel group's kernels, else -1 and why. */
 int cn_programs_check(const clnorm_context *ctx, char *why, size_t n);
+/* Test hook: builds dtype's fallback program (every kernel, nothing stripped). */
+clnorm_status cn_build_whole_set(clnorm_context *ctx, clnorm_dtype dtype);
 /* The kernel id for dtype, its program built on first use (only the kernels of its group are compiled). */
 clnorm_status cn_get_kernel_slow(clnorm_context *ctx, clnorm_dtype dtype, cn_kernel_id id, cl_kernel *out);
 static inline clnorm_status cn_get_kernel(clnorm_context *ctx, clnorm_dtype dtype, cn_kernel_id id, cl_kernel *out) {

@@ -502,6 +502,13 @@ clnorm_status cn_get_kernel_slow(clnorm_context *ctx, clnorm_dtype dtype, cn_ker
     return CLNORM_SUCCESS;
 }
 
+/* Test hook (tests/dump_programs.c): builds the fallback program of dtype, the whole kernel set unstripped (what a
+ * failed stripped build falls back to), so that it is compiled and checked like every other program. */
+clnorm_status cn_build_whole_set(clnorm_context *ctx, clnorm_dtype dtype) {
+    cn_program *p = NULL;
+    return get_program(ctx, dtype, G_ALL, &p);
+}
+
 /* Test hook (tests/test_programs.c): every program of ctx holds exactly its group's kernels (G_ALL: anything),
  * which also shows that no stripped build fell back to the whole set. The number of programs, or -1 and why. */
 int cn_programs_check(const clnorm_context *ctx, char *why, size_t n) {

@@ -4,8 +4,9 @@
  *
  * Usage: CLNORM_STRATEGY=cpu|gpu dump_programs DIR [DEVICE]   (DEVICE: default "pocl")
  *
- * It fetches every kernel (cn_get_kernel, each storage dtype x each kernel id), which builds every program the
- * library can build for this strategy. The link wraps clCreateProgramWithSource and clBuildProgram
+ * It builds the fallback program (the whole kernel set, unstripped) and fetches every kernel (cn_get_kernel, each
+ * storage dtype x each kernel id), which builds every program the library can build for this strategy and
+ * work-group size (CLNORM_MAX_WORK_GROUP_SIZE picks another). The link wraps clCreateProgramWithSource and clBuildProgram
  * (-Wl,--wrap, see tests/CMakeLists.txt): the first records the program's source, the second writes it with its
  * options to DIR/program-<n>.cl and DIR/program-<n>.options. The disk cache is turned off (CLNORM_CACHE=0) so that
  * every program is built from source. Exit status 0 when every kernel was built.
@@ -94,7 +95,14 @@ int main(int argc, char **argv) {
     }
     static const clnorm_dtype dtypes[] = {CLNORM_F32, CLNORM_F16, CLNORM_BF16};
     int failed = 0;
-    for (int d = 0; d < 3; ++d)
+    for (int d = 0; d < 3; ++d) {
+        /* the fallback program too: the whole kernel set unstripped */
+        st = cn_build_whole_set(ctx, dtypes[d]);
+        if (st != CLNORM_SUCCESS) {
+            fprintf(stderr, "dump_programs: the whole set, dtype %d: %s: %s\n", (int)dtypes[d], clnorm_status_string(st),
+                    clnorm_last_error());
+            failed = 1;
+        }
         for (int id = 0; id < K_COUNT; ++id) {
             cl_kernel k = NULL;
             st = cn_get_kernel(ctx, dtypes[d], (cn_kernel_id)id, &k);
@@ -104,6 +112,7 @@ int main(int argc, char **argv) {
                 failed = 1;
             }
         }
+    }
     printf("dump_programs: %d programs written to %s (device \"%s\", strategy %s)\n", n_written, dump_dir,
            clnorm_context_device_name(ctx), clnorm_context_strategy(ctx));
     clnorm_context_destroy(ctx);

@@ -17,9 +17,13 @@ command -v clang >/dev/null 2>&1 || { echo "$0: clang not found (sudo apt-get in
 dump=$(mktemp -d "${TMPDIR:-/tmp}/clnorm-strict.XXXXXX")
 trap 'rm -rf "$dump"' EXIT
 
-for strategy in cpu gpu; do
-    mkdir -p "$dump/$strategy"
-    CLNORM_STRATEGY=$strategy "$build/tests/dump_programs" "$dump/$strategy" "${CLNORM_TEST_DEVICE:-pocl}"
+# both strategies; the GPU strategy also at a work-group of 1 (the kernels' `#if WG > 1` alternatives)
+for variant in cpu gpu gpu-wg1; do
+    mkdir -p "$dump/$variant"
+    wg=""
+    [ "$variant" = gpu-wg1 ] && wg=1
+    CLNORM_STRATEGY=${variant%%-*} CLNORM_MAX_WORK_GROUP_SIZE=$wg "$build/tests/dump_programs" "$dump/$variant" \
+        "${CLNORM_TEST_DEVICE:-pocl}"
 done
 shopt -s nullglob
 files=("$dump"/*/*.cl)

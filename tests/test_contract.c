@@ -154,7 +154,10 @@ static void test_backward_in_place(void **state) {
 static void test_constant_groups_exact(void **state) {
     (void)state;
     static const float constants[] = {0.0f, 1.0f, -3.7f, 1000.1f, 12345.678f, 1e-3f, -250.25f, 3.0e5f};
-    static const tu_shape shapes[] = {{4, {4, 8, 9, 11}}, {4, {3, 8, 130, 131}}, {2, {1000, 8}}};
+    /* rows: one-launch and (one map, many values) split into slices; columns: 1-wide tiles (8 columns) and, NHWC
+     * with 40 maps, the CPU strategy's 16-wide tiles plus a tail */
+    static const tu_shape shapes[] = {
+        {4, {4, 8, 9, 11}}, {4, {3, 8, 130, 131}}, {2, {1000, 8}}, {3, {2, 1, 70000}}, {4, {2, 40, 5, 7}}};
     for (size_t k = 0; k < TU_COUNT(shapes); k++)
         for (int l = 0; l < 2; l++) {
             const tu_shape *s = &shapes[k];
