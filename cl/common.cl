@@ -461,8 +461,9 @@ typedef struct {
 } coef_t;
 
 /* Helpers that produce a coef_t write it through an out pointer (*out) rather than return it: a struct return is an
- * sret argument, which is noalias, and once such a call is inlined into a helper that is not itself inlined, LLVM
- * leaves an llvm.experimental.noalias.scope.decl that some OpenCL implementations cannot run (Oclgrind 21.10). */
+ * sret argument, which is noalias, and once such a call is expanded into a helper that the compiler keeps as a
+ * call, LLVM leaves an llvm.experimental.noalias.scope.decl that some OpenCL implementations cannot run (Oclgrind
+ * 21.10). */
 static inline void coef_load(coef_t *out, __global const float *p, ulong c) {
     coef_t k = {p[CN_COEF_STRIDE * c], p[CN_COEF_STRIDE * c + 1], p[CN_COEF_STRIDE * c + 2], p[CN_COEF_STRIDE * c + 3],
                 p[CN_COEF_STRIDE * c + 4]};
