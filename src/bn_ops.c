@@ -163,12 +163,8 @@ static clnorm_status kernel_info(clnorm_context *ctx, cl_kernel k, const cn_kern
 
 /* Enqueues k after checking what host and kernel must agree on: the argument count against the kernel's
  * CL_KERNEL_NUM_ARGS, and the work-group against its CL_KERNEL_WORK_GROUP_SIZE (both read once per kernel). */
-clnorm_status launch(clnorm_context *ctx, cl_kernel k, cl_uint dims, const size_t *global,
-                            const size_t *local, const karg *args, cl_uint nargs) {
-    const cn_kernel_info *ki;
-    clnorm_status st = kernel_info(ctx, k, &ki);
-    if (st != CLNORM_SUCCESS)
-        return st;
+static clnorm_status launch_with(clnorm_context *ctx, cl_kernel k, const cn_kernel_info *ki, cl_uint dims,
+                                 const size_t *global, const size_t *local, const karg *args, cl_uint nargs) {
     if (nargs != ki->nargs)
         return cn_fail(CLNORM_ERROR_OPENCL, "internal error: kernel %s takes %u arguments, the host passes %u",
                        ki->name, (unsigned)ki->nargs, (unsigned)nargs);
@@ -189,6 +185,13 @@ clnorm_status launch(clnorm_context *ctx, cl_kernel k, cl_uint dims, const size_
     return err == CL_SUCCESS ? CLNORM_SUCCESS : cn_cl_fail(err, "clEnqueueNDRangeKernel");
 }
 
+clnorm_status launch(clnorm_context *ctx, cl_kernel k, cl_uint dims, const size_t *global, const size_t *local,
+                     const karg *args, cl_uint nargs) {
+    const cn_kernel_info *ki = NULL;
+    clnorm_status st = kernel_info(ctx, k, &ki);
+    return st != CLNORM_SUCCESS ? st : launch_with(ctx, k, ki, dims, global, local, args, nargs);
+}
+
 size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 
 /* items work-items in groups of local (the global size rounded up; kernels ignore the extra items). Local sizes
@@ -199,14 +202,14 @@ size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
  * finalize and coefficient kernels, 64 a group) ever shrink here. */
 clnorm_status launch_1d(clnorm_context *ctx, cl_kernel k, size_t items, size_t local, const karg *args,
                                cl_uint nargs) {
-    const cn_kernel_info *ki;
+    const cn_kernel_info *ki = NULL;
     clnorm_status st = kernel_info(ctx, k, &ki);
     if (st != CLNORM_SUCCESS)
         return st;
     while (local > 1 && (local > ctx->wg_cap || local > ki->max_wg))
         local /= 2;
     size_t global = round_up(items ? items : 1, local);
-    return launch(ctx, k, 1, &global, &local, args, nargs);
+    return launch_with(ctx, k, ki, 1, &global, &local, args, nargs); /* (the limits looked up once) */
 }
 
 size_t elem_offset(const clnorm_tensor *t) { return t ? t->offset / cn_dtype_size(t->dtype) : 0; }
