@@ -180,7 +180,7 @@ __kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const s
                     v = fma(vload16(g, c1), grad16(gp, ep, base + g * 16, flags), v);
                 else
                     v = act16(v, ep, base + g * 16, flags);
-                STORE16(v, op, base + g * 16);
+                store16_stream_any(v, op + base + g * 16);
             }
             for (uint j = ng * 16; j < width; ++j) {
                 float v = fma((LOAD1(xp, base + j) - cK[j]) - cm[j], c2[j], c3[j]);

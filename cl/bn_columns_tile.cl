@@ -12,7 +12,7 @@
 #define PLD(p, k) param_load16((p), (k), pC, pS, flags)
 #define PST(v, p, k) param_store16((v), (p), (k), pC, pS, flags)
 #define XLD(p) LOAD16((p), 0)
-#define XST(v, p) STORE16((v), (p), 0)
+#define XST(v, p) store16_stream_any((v), (p))
 #define FN(name) name##_w16
 #define ACTV(v, zp) act16((v), (zp), 0, flags)
 #define GRADV(gp, yp) grad16((gp), (yp), 0, flags)
