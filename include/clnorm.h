@@ -98,7 +98,8 @@ typedef struct clnorm_context clnorm_context;
  * @brief Creates a context on one OpenCL device, with a cl_context and an in-order queue of its own.
  *
  * Kernels are compiled on first use (per storage dtype), from the on-disk cache when it has them
- * (`CLNORM_CACHE_DIR`, `CLNORM_CACHE`). Blocking (device discovery).
+ * (`CLNORM_CACHE_DIR`, `CLNORM_CACHE`); programs compiled here are written to that cache by
+ * clnorm_context_destroy. Blocking (device discovery).
  * @param device NULL or "": `$CLNORM_DEVICE` if set, else the first GPU, else the first accelerator, else the
  *        first CPU device of any platform. Otherwise "P:D" (platform and device index, as `clinfo -l` and
  *        `clnorm-info` number them) or a case-insensitive substring of "<platform name> <device name>" (also
@@ -124,6 +125,8 @@ CLNORM_API clnorm_status clnorm_context_create(const char *device, clnorm_contex
 CLNORM_API clnorm_status clnorm_context_create_from_queue(cl_command_queue queue, clnorm_context **out);
 /**
  * @brief Waits for the queue (blocking), then releases kernels, programs, scratch buffers, queue and context.
+ * Programs this context compiled from source are first written to the on-disk cache (when it is on): on POCL
+ * that compiles each of their kernels once more (~0.1-0.3 s a kernel), here rather than in the first calls.
  * Layers made on ctx must not be used afterwards (clnorm_batchnorm_destroy() on them is still allowed); tensors
  * made with clnorm_tensor_create() stay valid cl_mem objects (OpenCL reference counting) until released.
  * @param ctx the context, or NULL (no-op).

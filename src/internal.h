@@ -60,6 +60,7 @@ typedef struct cn_program {
     char *options; /* full clBuildProgram options, the cache key with the source hash */
     cl_program program;
     cl_kernel kernels[K_COUNT];
+    char *store_key; /* built here, not yet in the disk cache: stored under this key when the program is released */
 } cn_program;
 
 /* scratch: per-(map, slice) partials, per-map statistics coefficients, per-map dx coefficients (5 floats each) */

@@ -152,6 +152,21 @@ done:
     return rc;
 }
 
+/* program files (*.clbin) in dir; -1 when dir cannot be read */
+static int count_program_files(const char *dir) {
+    DIR *d = dir ? opendir(dir) : NULL;
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        n += len > 6 && strcmp(e->d_name + len - 6, ".clbin") == 0;
+    }
+    closedir(d);
+    return n;
+}
+
 static int child_main(const char *out_path) {
     clnorm_context *ctx = NULL;
     clnorm_status st = tu_context_create(&ctx);
@@ -167,13 +182,14 @@ static int child_main(const char *out_path) {
         rc = child_run(ctx, CLNORM_F16, f);
     if (f && fclose(f) != 0)
         rc = 1;
-    /* what the context says about its cache folder, for the parent: "<dir or (null)>\n<status>\n" */
+    /* what the context says about its cache folder, for the parent: "<dir or (null)>\n<status>\n<files>\n", files:
+     * the program files in that folder while the context still lives (built programs are stored at its end) */
     char report[4200];
     snprintf(report, sizeof report, "%s.cache", out_path);
     FILE *r = fopen(report, "wb");
     if (!r ||
-        fprintf(r, "%s\n%s\n", clnorm_context_cache_dir(ctx) ? clnorm_context_cache_dir(ctx) : "(null)",
-                clnorm_context_cache_status(ctx)) < 0 ||
+        fprintf(r, "%s\n%s\n%d\n", clnorm_context_cache_dir(ctx) ? clnorm_context_cache_dir(ctx) : "(null)",
+                clnorm_context_cache_status(ctx), count_program_files(clnorm_context_cache_dir(ctx))) < 0 ||
         fclose(r) != 0)
         rc = 1;
     clnorm_context_destroy(ctx);
@@ -192,6 +208,7 @@ typedef struct {
 static int child_umask = -1;                   /* >= 0: the child's umask */
 static unsigned child_alarm;                   /* > 0: SIGALRM kills a child that runs longer (a blocking open...) */
 static char last_dir[4200], last_status[4800]; /* the last child's clnorm_context_cache_dir / _cache_status */
+static int last_live_files;                     /* and its program files before clnorm_context_destroy */
 
 static void child_options_reset(void) {
     child_umask = -1;
@@ -255,6 +272,7 @@ static unsigned char *child_wait(child_t *c, size_t *size, double *ms) {
     f = fopen(report, "rb");
     TU_TRUE(f != NULL);
     TU_TRUE(fgets(last_dir, sizeof last_dir, f) != NULL && fgets(last_status, sizeof last_status, f) != NULL);
+    TU_TRUE(fscanf(f, "%d", &last_live_files) == 1);
     fclose(f);
     remove(report);
     last_dir[strcspn(last_dir, "\n")] = '\0';
@@ -427,6 +445,11 @@ static void test_round_trip(void **state) {
     double cold_ms, warm_ms, off_ms;
     free(run_child(NULL, "0", "warmup", &n1, &off_ms)); /* warm POCL's own cache, so the comparison is fair */
     unsigned char *r1 = run_child(dir, "1", "cold", &n1, &cold_ms);
+    /* built programs reach the folder when the context is destroyed, not during the calls (storing makes POCL
+     * compile every kernel of the program once more) */
+    if (last_live_files != 0)
+        tu_fail_at(__FILE__, __LINE__, "the cold run's folder held %d program file(s) before clnorm_context_destroy",
+                   last_live_files);
     listing before, after;
     list_dir(dir, &before);
     TU_TRUE(before.n >= 1);
