@@ -113,23 +113,10 @@ __kernel void bn_col_finalize(__global const stype *x, ulong xoff, __global cons
                               __global float *sinvstd, __global float *scoef, float factor, float eps, float unbias,
                               ulong pC, ulong pS, uint flags) {
     acc_t a;
-    acc_init(&a);
-#if defined(STRATEGY_CPU)
-    ulong k = get_global_id(0);
-    if (k >= K)
+    ulong k;
+    GROUP_MERGE_SPACE;
+    if (!merge_group_parts(&a, &k, K, part, 1, K, 2 * K, R, rows, ln, lm, lq))
         return;
-    acc_merge_parts(&a, part + k, part + K + k, 2 * K, 0, R, R, rows);
-#else
-    /* GPU: one work-group per column, each item merging a contiguous run of the chunks, then the tree */
-    __local ulong ln[WG];
-    __local float lm[WG], lq[WG];
-    ulong k = get_group_id(0);
-    uint lid = get_local_id(0);
-    acc_merge_parts(&a, part + k, part + K + k, 2 * K, lid * R / WG, (lid + 1) * R / WG, R, rows);
-    acc_reduce_local(&a, ln, lm, lq);
-    if (lid != 0)
-        return;
-#endif
     coef_t kc;
     finalize_stats(&kc, &a, LOAD1(x + xoff, k), rows, param_index(k, pC, pS, flags), scale, bias, rmean, rvar, smean,
                    sinvstd, factor, eps, unbias, flags);
@@ -275,21 +262,10 @@ __kernel void bn_col_bwd_finalize(__global const stype *x, ulong xoff, __global 
                                   __global float *dbias, __global float *coef, float alpha, float beta, ulong pC,
                                   ulong pS, uint flags) {
     float su, sv, sh, m, is;
-#if defined(STRATEGY_CPU)
-    ulong k = get_global_id(0);
-    if (k >= K)
+    ulong k;
+    GROUP_SUM_SPACE;
+    if (!sum_group_parts(&su, &sv, &k, K, part, 1, K, 2 * K, R, lu, lv))
         return;
-    sum_parts(&su, &sv, part + k, part + K + k, 2 * K, 0, R);
-#else
-    /* GPU: one work-group per column, each item summing a contiguous run of the chunks, then the tree */
-    __local float lu[WG], lv[WG];
-    ulong k = get_group_id(0);
-    uint lid = get_local_id(0);
-    sum_parts(&su, &sv, part + k, part + K + k, 2 * K, lid * R / WG, (lid + 1) * R / WG);
-    sum2_reduce_local(&su, &sv, lu, lv);
-    if (lid != 0)
-        return;
-#endif
     pa_group_stats_w1(x + xoff + k, rows, K, k, 1, smean, sinvstd, scoef, pC, pS, flags, &sh, &m, &is);
     pa_grads_w1(k, 1, (float)rows, scale, dscale, dbias, alpha, beta, pC, pS, flags, &su, &sv, &is);
     if (flags & F_DX) {

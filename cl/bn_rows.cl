@@ -40,22 +40,10 @@ __kernel void bn_stats_finalize(__global const stype *x, ulong xoff, ulong S, __
                                 __global float *sinvstd, __global float *scoef, float factor, float eps, float unbias,
                                 uint flags) {
     acc_t a;
-    acc_init(&a);
-#if defined(STRATEGY_CPU)
-    ulong c = get_global_id(0);
-    if (c >= C)
+    ulong c;
+    GROUP_MERGE_SPACE;
+    if (!merge_group_parts(&a, &c, C, part, 2 * (ulong)G, 1, 2, G, N, ln, lm, lq))
         return;
-    acc_merge_parts(&a, part + c * G * 2, part + c * G * 2 + 1, 2, 0, G, G, N);
-#else
-    __local ulong ln[WG];
-    __local float lm[WG], lq[WG];
-    ulong c = get_group_id(0);
-    uint lid = get_local_id(0);
-    acc_merge_parts(&a, part + c * G * 2, part + c * G * 2 + 1, 2, lid * G / WG, (lid + 1) * G / WG, G, N);
-    acc_reduce_local(&a, ln, lm, lq);
-    if (lid != 0)
-        return;
-#endif
     coef_t k;
     finalize_stats(&k, &a, map_shift(x + xoff, S, c), N, c, scale, bias, rmean, rvar, smean, sinvstd, factor, eps,
                    unbias, flags);
@@ -210,20 +198,10 @@ __kernel void bn_bwd_finalize(__global const float *part, uint G, ulong N, ulong
                               __global const float *scale, __global float *dscale, __global float *dbias,
                               __global float *coef, float alpha, float beta, uint flags) {
     float u, v, K, m, is;
-#if defined(STRATEGY_CPU)
-    ulong c = get_global_id(0);
-    if (c >= C)
+    ulong c;
+    GROUP_SUM_SPACE;
+    if (!sum_group_parts(&u, &v, &c, C, part, 2 * (ulong)G, 1, 2, G, lu, lv))
         return;
-    sum_parts(&u, &v, part + c * G * 2, part + c * G * 2 + 1, 2, 0, G);
-#else
-    __local float lu[WG], lv[WG];
-    ulong c = get_group_id(0);
-    uint lid = get_local_id(0);
-    sum_parts(&u, &v, part + c * G * 2, part + c * G * 2 + 1, 2, lid * G / WG, (lid + 1) * G / WG);
-    sum2_reduce_local(&u, &v, lu, lv);
-    if (lid != 0)
-        return;
-#endif
     group_stats(c, smean, sinvstd, scoef, flags, &K, &m, &is);
     coef_t k;
     bwd_coef(&k, u, v, K, m, is, N, c, scale, dscale, dbias, alpha, beta, flags);

@@ -15,22 +15,10 @@ __kernel void bn_split_stats(__global const stype *x, ulong xoff, __global const
                              ulong groups, ulong gs, ulong vo, ulong ps, ulong shs, ulong pC, ulong pS, uint flags,
                              __global float *stats) {
     acc_t a;
-    acc_init(&a);
-#if defined(STRATEGY_CPU)
-    ulong j = get_global_id(0);
-    if (j >= groups)
+    ulong j;
+    GROUP_MERGE_SPACE;
+    if (!merge_group_parts(&a, &j, groups, part, gs, vo, ps, P, N, ln, lm, lq))
         return;
-    acc_merge_parts(&a, part + j * gs, part + j * gs + vo, ps, 0, P, P, N);
-#else
-    __local ulong ln[WG];
-    __local float lm[WG], lq[WG];
-    ulong j = get_group_id(0);
-    uint lid = get_local_id(0);
-    acc_merge_parts(&a, part + j * gs, part + j * gs + vo, ps, lid * P / WG, (lid + 1) * P / WG, P, N);
-    acc_reduce_local(&a, ln, lm, lq);
-    if (lid != 0)
-        return;
-#endif
     ulong p = param_index(j, pC, pS, flags);
     stats[3 * p] = (float)N;
     stats[3 * p + 1] = LOAD1(x + xoff, j * shs) + acc_mean(&a);
@@ -89,20 +77,10 @@ __kernel void bn_split_coef(__global const float *stats, ulong K, __global const
 __kernel void bn_split_sums(__global const float *part, uint P, ulong groups, ulong gs, ulong vo, ulong ps,
                             __global const float *sinvstd, ulong pC, ulong pS, uint flags, __global float *sums) {
     float u, v;
-#if defined(STRATEGY_CPU)
-    ulong j = get_global_id(0);
-    if (j >= groups)
+    ulong j;
+    GROUP_SUM_SPACE;
+    if (!sum_group_parts(&u, &v, &j, groups, part, gs, vo, ps, P, lu, lv))
         return;
-    sum_parts(&u, &v, part + j * gs, part + j * gs + vo, ps, 0, P);
-#else
-    __local float lu[WG], lv[WG];
-    ulong j = get_group_id(0);
-    uint lid = get_local_id(0);
-    sum_parts(&u, &v, part + j * gs, part + j * gs + vo, ps, lid * P / WG, (lid + 1) * P / WG);
-    sum2_reduce_local(&u, &v, lu, lv);
-    if (lid != 0)
-        return;
-#endif
     ulong p = param_index(j, pC, pS, flags);
     sums[2 * p] = u;
     sums[2 * p + 1] = v * sinvstd[p];

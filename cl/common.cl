@@ -317,6 +317,36 @@ static inline void acc_merge_parts(acc_t *a, __global const float *m, __global c
         acc_merge(a, slice_begin(N, g + 1, G) - slice_begin(N, g, G), m[g * stride], q[g * stride]);
 }
 
+/* Group j's statistics from its P partials (means at m0[i * ps], M2 at m0[vo + i * ps] with m0 = part + j * gs;
+ * partial i counts slice i of N), the one merge of every finalize: CPU, the calling work-item is group j (its
+ * global id) and merges them alone; GPU, the work-group is group j (its group id): each item merges a contiguous
+ * run, then the tree in local memory (ln, lm, lq of GROUP_MERGE_SPACE). Returns 0 for the items with nothing more
+ * to do (CPU: past the last group; GPU: all but item 0, whose a then holds the group's statistics). */
+static inline int merge_group_parts(acc_t *a, ulong *j, ulong groups, __global const float *part, ulong gs, ulong vo,
+                                    ulong ps, uint P, ulong N, __local ulong *ln, __local float *lm,
+                                    __local float *lq) {
+    acc_init(a);
+#if defined(STRATEGY_CPU)
+    *j = get_global_id(0);
+    if (*j >= groups)
+        return 0;
+    acc_merge_parts(a, part + *j * gs, part + *j * gs + vo, ps, 0, P, P, N);
+    return 1;
+#else
+    uint lid = get_local_id(0);
+    *j = get_group_id(0);
+    acc_merge_parts(a, part + *j * gs, part + *j * gs + vo, ps, lid * P / WG, (lid + 1) * P / WG, P, N);
+    acc_reduce_local(a, ln, lm, lq);
+    return lid == 0;
+#endif
+}
+/* merge_group_parts' local memory, declared at the kernel's scope (a CPU item needs none) */
+#if defined(STRATEGY_CPU)
+#define GROUP_MERGE_SPACE __local ulong *ln = NULL; __local float *lm = NULL, *lq = NULL
+#else
+#define GROUP_MERGE_SPACE __local ulong ln[WG]; __local float lm[WG], lq[WG]
+#endif
+
 /* Compensated sums of partials g0 <= g < g1: u of pu[g * stride], v of pv[g * stride]. */
 static inline void sum_parts(float *u, float *v, __global const float *pu, __global const float *pv, ulong stride, uint g0,
                       uint g1) {
@@ -328,6 +358,31 @@ static inline void sum_parts(float *u, float *v, __global const float *pu, __glo
     *u = su - suc;
     *v = sv - svc;
 }
+
+/* Group j's two sums from its P partials (u at u0[i * ps], v at u0[vo + i * ps] with u0 = part + j * gs), the one
+ * reduction of every backward finalize, split over the items as merge_group_parts (local memory: lu, lv of
+ * GROUP_SUM_SPACE); the same return. */
+static inline int sum_group_parts(float *u, float *v, ulong *j, ulong groups, __global const float *part, ulong gs,
+                                  ulong vo, ulong ps, uint P, __local float *lu, __local float *lv) {
+#if defined(STRATEGY_CPU)
+    *j = get_global_id(0);
+    if (*j >= groups)
+        return 0;
+    sum_parts(u, v, part + *j * gs, part + *j * gs + vo, ps, 0, P);
+    return 1;
+#else
+    uint lid = get_local_id(0);
+    *j = get_group_id(0);
+    sum_parts(u, v, part + *j * gs, part + *j * gs + vo, ps, lid * P / WG, (lid + 1) * P / WG);
+    sum2_reduce_local(u, v, lu, lv);
+    return lid == 0;
+#endif
+}
+#if defined(STRATEGY_CPU)
+#define GROUP_SUM_SPACE __local float *lu = NULL, *lv = NULL
+#else
+#define GROUP_SUM_SPACE __local float lu[WG], lv[WG]
+#endif
 
 /* Merge the values of map c in the slice [start, end) of its flattened (batch, spatial) extent, shifted by K,
  * into a. CPU strategy: each work-item a contiguous piece, walked one row run at a time (blocks of BLK,
