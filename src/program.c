@@ -318,7 +318,7 @@ static int strip_kernels(char *s, size_t n, group_id g) {
 /* Releases p; a program built in this context goes to the disk cache first. Storing asks the driver for the
  * program's binary, which POCL compiles then for every kernel of the program (~0.3 s for the inference program on
  * a 2-core Xeon), so it waits until the context no longer needs the program: a process's first call does not pay
- * for it on top of its own build (cold first inference 1.25 -> 0.96 s there). */
+ * for it on top of its own build (cold first inference 1.22-1.28 -> 0.98-1.02 s there). */
 static void program_free(clnorm_context *ctx, cn_program *p) {
     if (!p)
         return;
