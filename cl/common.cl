@@ -326,27 +326,42 @@ static inline void acc_merge_parts(acc_t *a, __global const float *m, __global c
         acc_merge(a, slice_begin(N, g + 1, G) - slice_begin(N, g, G), m[g * stride], q[g * stride]);
 }
 
+/* The share of a finalize's reduction over a group's P partials that the calling item takes: CPU, the item is
+ * group j (its global id) and takes every partial, and 0 is returned past the last group; GPU, the work-group is
+ * group j (its group id) and each item a contiguous run of partials [g0, g1). */
+static inline int group_share(ulong *j, ulong groups, uint P, uint *g0, uint *g1) {
+#if defined(STRATEGY_CPU)
+    *j = get_global_id(0);
+    *g0 = 0;
+    *g1 = P;
+    return *j < groups;
+#else
+    uint lid = get_local_id(0);
+    (void)groups;
+    *j = get_group_id(0);
+    *g0 = lid * P / WG;
+    *g1 = (lid + 1) * P / WG;
+    return 1;
+#endif
+}
+
 /* Group j's statistics from its P partials (means at m0[i * ps], M2 at m0[vo + i * ps] with m0 = part + j * gs;
- * partial i counts slice i of N), the one merge of every finalize: CPU, the calling work-item is group j (its
- * global id) and merges them alone; GPU, the work-group is group j (its group id): each item merges a contiguous
- * run, then the tree in local memory (ln, lm, lq of GROUP_MERGE_SPACE). Returns 0 for the items with nothing more
- * to do (CPU: past the last group; GPU: all but item 0, whose a then holds the group's statistics). */
+ * partial i counts slice i of N), the one merge of every finalize, shared out by group_share (GPU: then the tree
+ * in local memory, ln, lm, lq of GROUP_MERGE_SPACE). Returns 0 for the items with nothing more to do (CPU: past the
+ * last group; GPU: all but item 0, whose a then holds the group's statistics). */
 static inline int merge_group_parts(acc_t *a, ulong *j, ulong groups, __global const float *part, ulong gs, ulong vo,
                                     ulong ps, uint P, ulong N, __local ulong *ln, __local float *lm,
                                     __local float *lq) {
+    uint g0, g1;
     acc_init(a);
-#if defined(STRATEGY_CPU)
-    *j = get_global_id(0);
-    if (*j >= groups)
+    if (!group_share(j, groups, P, &g0, &g1))
         return 0;
-    acc_merge_parts(a, part + *j * gs, part + *j * gs + vo, ps, 0, P, P, N);
+    acc_merge_parts(a, part + *j * gs, part + *j * gs + vo, ps, g0, g1, P, N);
+#if defined(STRATEGY_CPU)
     return 1;
 #else
-    uint lid = get_local_id(0);
-    *j = get_group_id(0);
-    acc_merge_parts(a, part + *j * gs, part + *j * gs + vo, ps, lid * P / WG, (lid + 1) * P / WG, P, N);
     acc_reduce_local(a, ln, lm, lq);
-    return lid == 0;
+    return get_local_id(0) == 0;
 #endif
 }
 /* merge_group_parts' local memory, declared at the kernel's scope (a CPU item needs none) */
@@ -373,18 +388,15 @@ static inline void sum_parts(float *u, float *v, __global const float *pu, __glo
  * GROUP_SUM_SPACE); the same return. */
 static inline int sum_group_parts(float *u, float *v, ulong *j, ulong groups, __global const float *part, ulong gs,
                                   ulong vo, ulong ps, uint P, __local float *lu, __local float *lv) {
-#if defined(STRATEGY_CPU)
-    *j = get_global_id(0);
-    if (*j >= groups)
+    uint g0, g1;
+    if (!group_share(j, groups, P, &g0, &g1))
         return 0;
-    sum_parts(u, v, part + *j * gs, part + *j * gs + vo, ps, 0, P);
+    sum_parts(u, v, part + *j * gs, part + *j * gs + vo, ps, g0, g1);
+#if defined(STRATEGY_CPU)
     return 1;
 #else
-    uint lid = get_local_id(0);
-    *j = get_group_id(0);
-    sum_parts(u, v, part + *j * gs, part + *j * gs + vo, ps, lid * P / WG, (lid + 1) * P / WG);
     sum2_reduce_local(u, v, lu, lv);
-    return lid == 0;
+    return get_local_id(0) == 0;
 #endif
 }
 #if defined(STRATEGY_CPU)
