@@ -21,7 +21,7 @@ __kernel void bn_split_stats(__global const stype *x, ulong xoff, __global const
         return;
     ulong p = param_index(j, pC, pS, flags);
     stats[3 * p] = (float)N;
-    stats[3 * p + 1] = LOAD1(x + xoff, j * shs) + acc_mean(&a);
+    stats[3 * p + 1] = acc_mean_at(&a, LOAD1(x + xoff, j * shs));
     stats[3 * p + 2] = acc_m2(&a);
 }
 
@@ -45,7 +45,7 @@ __kernel void bn_split_merge(__global const float *blocks, uint parts, ulong gro
         acc_merge(&a, (ulong)n, b[1] - K, b[2]);
     }
     merged[3 * j] = (float)a.n;
-    merged[3 * j + 1] = a.n ? K + acc_mean(&a) : 0.0f;
+    merged[3 * j + 1] = a.n ? acc_mean_at(&a, K) : 0.0f;
     merged[3 * j + 2] = a.n ? acc_m2(&a) : 0.0f;
 }
 

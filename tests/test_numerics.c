@@ -366,12 +366,72 @@ static void test_long_reduction(void **state) {
     }
 }
 
+/* ---- the shift far from the mean ---------------------------------------------------------------------
+ * Each map is accumulated about a shift K taken from its first value x[0, c, 0]. Here that value lies sqrt(M)
+ * standard deviations from the rest (it then carries about half the map's variance), or the rows' means drift
+ * far apart (row b ~ N(40 b, 1)): sums of squares about a fixed K would cancel to ~eps * M * (mean - K)^2, far
+ * beyond 1e-5 of the variance. Rows of 65536 (blocks of 1024), 784 (blocks of 256) and 4096 values. */
+static void test_shift_far_from_mean(void **state) {
+    (void)state;
+    static const struct {
+        tu_shape s;
+        double outlier; /* the first value of each map, in units of sqrt(M); 0: rows drift instead */
+    } cases[] = {
+        {{4, {4, 2, 256, 256}}, 1.0},
+        {{4, {64, 3, 28, 28}}, -1.0},
+        {{3, {8, 2, 4096}}, 0.0},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const tu_shape *s = &cases[k].s;
+        size_t B, C, S;
+        tu_bcs(s, &B, &C, &S);
+        size_t n = tu_numel(s->ndim, s->shape), M = B * S;
+        tu_case("shift far from the mean %s, %s", tu_shape_str(s->ndim, s->shape),
+                cases[k].outlier != 0.0 ? "outlying first value" : "drifting row means");
+        float *x = tu_floats(n), *scale = tu_floats(C), *bias = tu_floats(C);
+        tu_fill_normal(x, n, 0.0, 1.0);
+        tu_fill_normal(scale, C, 1.0, 0.5);
+        tu_fill_normal(bias, C, 0.0, 1.0);
+        for (size_t b = 0; b < B; b++)
+            for (size_t c = 0; c < C; c++) {
+                float *row = x + (b * C + c) * S;
+                if (cases[k].outlier == 0.0)
+                    for (size_t i = 0; i < S; i++)
+                        row[i] += 40.0f * (float)b;
+                else if (b == 0)
+                    row[0] = (float)(cases[k].outlier * sqrt((double)M) * (1.0 + 0.1 * (double)c));
+            }
+        train_out o = run_train(CLNORM_BN_SPATIAL, s, x, scale, bias, 1e-5);
+        /* The mean comes back as K + (mean - K): known to about an ulp of the distance, i.e. of K when K is the
+         * outlier (6e-5 at 512, the GPU strategy's partial means are floats); y moves with it (|scale| * invstd
+         * < 2 here). The variance, the point of this test, is held to the usual 1e-5. */
+        double uk = 0.0;
+        for (size_t c = 0; c < C; c++)
+            uk = fmax(uk, tu_ulp(CLNORM_F32, fabs((double)x[c * S])));
+        size_t G = C;
+        double *mean = tu_doubles(G), *var = tu_doubles(G), *uvar = tu_doubles(G), *inv = tu_doubles(G),
+               *yr = tu_doubles(n);
+        ref_bn_forward_training(CLNORM_BN_SPATIAL, s->ndim, s->shape, x, scale, bias, 1.0, 1e-5, NULL, NULL, yr, mean,
+                                var, inv, NULL, NULL);
+        for (size_t g = 0; g < G; g++)
+            uvar[g] = var[g] * (double)M / (double)(M - 1);
+        TU_TRUE(tu_compare("mean", o.sm, mean, G, fmax(TU_STAT_ATOL, uk), TU_STAT_RTOL));
+        TU_TRUE(tu_compare("running mean", o.rm, mean, G, fmax(TU_STAT_ATOL, uk), TU_STAT_RTOL));
+        TU_TRUE(tu_compare("unbiased variance", o.rv, uvar, G, 0.0, TU_STAT_RTOL));
+        TU_TRUE(tu_compare("invstd", o.si, inv, G, 0.0, TU_STAT_RTOL));
+        TU_TRUE(tu_compare("y", o.y, yr, n, fmax(TU_FWD_ATOL, 4.0 * uk), TU_FWD_RTOL));
+        free(mean), free(var), free(uvar), free(inv), free(yr);
+        free_out(&o);
+        free(x), free(scale), free(bias);
+    }
+}
+
 int main(void) {
     tu_main_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_large_mean),       cmocka_unit_test(test_constant_groups),
         cmocka_unit_test(test_nan_inf_training), cmocka_unit_test(test_nan_inf_inference),
-        cmocka_unit_test(test_long_reduction),
+        cmocka_unit_test(test_long_reduction),   cmocka_unit_test(test_shift_far_from_mean),
     };
     return cmocka_run_group_tests_name("numerics", tests, tu_group_setup, tu_group_teardown);
 }
