@@ -219,7 +219,7 @@ static inline float acc_m2(const acc_t *a) {
         acc_merge((a), (ulong)(len), bm_, bq_);                                                                        \
     } while (0)
 
-/* merge the statistics of the n values at p (n a multiple of 16, a constant at each call), shifted by K, into a.
+/* merge the statistics of the n values at p (n a multiple of 16, at most 4 * BLK), shifted by K, into a.
  * The first block of an accumulation (a empty): the corrected two-pass over the block (the second pass re-reads it
  * from L1), then Chan's merge. Every later block: one pass of sums of v - m, shifted once more by the mean m of
  * what a holds already. With m that close to the block's values the sums lose nothing to cancellation (the
@@ -253,16 +253,17 @@ static inline void acc_block(acc_t *a, __global const stype *p, uint n, float K)
     acc_merge(a, n, bm, bq);
 }
 
-/* merge the statistics of len contiguous values at p, shifted by K, into a: blocks of 4 * BLK while they fit (the
- * merge after each block stalls the stream of loads: on 4 MB maps the training forward's statistics pass went
- * from ~0.8 to ~0.9 of the bench's minimal fused kernel with blocks of 1024 instead of 256), then of BLK (shorter
- * rows, e.g. 28 x 28), vectorised, then the tail */
+/* merge the statistics of len contiguous values at p, shifted by K, into a: blocks of up to 4 * BLK values, a
+ * multiple of 16 (the merge after each block stalls the stream of loads: on 4 MB maps the training forward's
+ * statistics pass went from ~0.8 to ~0.9 of the bench's minimal fused kernel with blocks of 1024 instead of 256;
+ * a 28 x 28 row is one block of 784), vectorised, then a scalar tail of under 16 */
 static inline void acc_contig(acc_t *a, __global const stype *p, ulong len, float K) {
     ulong i = 0;
-    for (; i + 4 * BLK <= len; i += 4 * BLK)
-        acc_block(a, p + i, 4 * BLK, K);
-    for (; i + BLK <= len; i += BLK)
-        acc_block(a, p + i, BLK, K);
+    while (i + 16 <= len) {
+        uint n = (uint)min(len - i, (ulong)(4 * BLK)) & ~15u;
+        acc_block(a, p + i, n, K);
+        i += n;
+    }
     if (i < len) {
         __global const stype *q = p + i;
         uint tail = (uint)(len - i); /* the macro's loop variable is i: VALUE below indexes q with it */
