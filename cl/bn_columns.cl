@@ -148,7 +148,11 @@ __kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const s
 #if defined(STRATEGY_CPU)
     for (ulong t0 = get_global_id(0) * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
         uint width = (uint)min((ulong)CN_TILE_COLS, K - t0), ng = width / 16;
-        float cK[CN_TILE_COLS], cm[CN_TILE_COLS], c1[CN_TILE_COLS], c2[CN_TILE_COLS], c3[CN_TILE_COLS];
+        /* the tile's coefficients as float16 arrays (aligned whole-vector reads in the row loop: read through
+         * vload16 from float arrays, they were assembled from 8-byte pieces, as were the x loads beside them) */
+        float16 vK[CN_TILE_COLS / 16], vm[CN_TILE_COLS / 16], v1[CN_TILE_COLS / 16], v2[CN_TILE_COLS / 16],
+            v3[CN_TILE_COLS / 16];
+        float *cK = (float *)vK, *cm = (float *)vm, *c1 = (float *)v1, *c2 = (float *)v2, *c3 = (float *)v3;
         for (uint j = 0; j < width; ++j) {
             coef_t c;
             col_coef(&c, t0 + j, scale, bias, mean, var, coef, eps, pC, pS, flags);
@@ -161,10 +165,9 @@ __kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const s
         for (ulong b = b0; b < b1; ++b) {
             ulong base = b * K + t0;
             for (uint g = 0; g < ng; ++g) {
-                float16 v = fma((LOAD16(xp, base + g * 16) - vload16(g, cK)) - vload16(g, cm), vload16(g, c2),
-                                vload16(g, c3));
+                float16 v = fma((LOAD16(xp, base + g * 16) - vK[g]) - vm[g], v2[g], v3[g]);
                 if (gp)
-                    v = fma(vload16(g, c1), grad16(gp, ep, base + g * 16, flags), v);
+                    v = fma(v1[g], grad16(gp, ep, base + g * 16, flags), v);
                 else
                     v = act16(v, ep, base + g * 16, flags);
                 store16_stream_any(v, op + base + g * 16);
