@@ -396,6 +396,68 @@ static void test_store_rounding(void **state) {
     }
 }
 
+/* ---- the rows path's stores round exactly as the host does ---------------------------------------------------
+ * Inference with var = 1 - eps (invstd exactly 1): y = fma(x - mean, scale, bias) in float, which the host
+ * reproduces bit for bit (fmaf), then rounds to the storage type. Rows of 100 and 1000 values at element offsets 0,
+ * 1 and 17 (the BF16 pass takes 32 values at a time where x and y allow it, 16 or 1 elsewhere), out of place and in
+ * place; the values include ties (x * scale half-way between two storage values), overflow to Inf and NaN. */
+static void test_store_rounding_rows(void **state) {
+    (void)state;
+    static const tu_shape shapes[] = {{3, {4, 3, 100}}, {4, {2, 2, 10, 100}}};
+    static const size_t offs[] = {0, 1, 17};
+    for (int k = 0; k < 2; k++)
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (size_t oi = 0; oi < sizeof offs / sizeof offs[0]; oi++) {
+                clnorm_dtype dt = k ? CLNORM_BF16 : CLNORM_F16;
+                const tu_shape *s = &shapes[si];
+                int inplace = oi == 1;
+                tu_case("rows store rounding %s %s offset %zu%s", tu_dtype_name(dt), tu_shape_str(s->ndim, s->shape),
+                        offs[oi], inplace ? " in place" : "");
+                size_t n = tu_numel(s->ndim, s->shape), B, C, S;
+                tu_bcs(s, &B, &C, &S);
+                float *x = tu_floats(n), *y = tu_floats(n), *scale = tu_floats(C), *bias = tu_floats(C),
+                      *mean = tu_floats(C), *var = tu_floats(C);
+                float eps = (float)EPS;
+                for (size_t c = 0; c < C; c++) {
+                    /* scale 1 + j / 2^8 (j odd: x * scale lands half-way between storage values for many x) */
+                    scale[c] = 1.0f + (float)(2 * (int)tu_rand_index(64) + 1) * 0x1p-8f;
+                    bias[c] = c % 2 ? 0.0f : (float)tu_normal() * 0x1p-6f;
+                    mean[c] = c % 3 ? 0.0f : (float)tu_normal();
+                    var[c] = 1.0f - eps;
+                    if (var[c] + eps != 1.0f)
+                        tu_fail_at(__FILE__, __LINE__, "var + eps is not 1 in float");
+                }
+                for (size_t i = 0; i < n; i++)
+                    x[i] = tu_round_storage(dt, (float)(tu_normal() * 8.0));
+                x[tu_rand_index(n)] = NAN;
+                x[tu_rand_index(n)] = dt == CLNORM_BF16 ? 0x1.fcp127f : 65504.0f; /* the largest: * scale is Inf */
+                dten dx = dten_make(s, dt, CLNORM_NCHW, offs[oi], x);
+                dten dy = inplace ? dx : dten_make(s, dt, CLNORM_NCHW, offs[oi] + 3 * oi, NULL);
+                cl_mem bs = tu_buffer_from(scale, C), bb = tu_buffer_from(bias, C), bm = tu_buffer_from(mean, C),
+                       bv = tu_buffer_from(var, C);
+                TU_OK(clnorm_bn_forward_inference(tu_ctx, CLNORM_BN_SPATIAL, &dx.t, &dy.t, bs, bb, bm, bv, EPS));
+                tu_finish();
+                TU_TRUE(dten_read(&dy, y, "rows store rounding y"));
+                size_t bad = 0, first = 0;
+                float want_first = 0.0f;
+                for (size_t i = 0; i < n; i++) {
+                    size_t c = (i / S) % C;
+                    float want = tu_round_storage(dt, fmaf(x[i] - mean[c], scale[c], bias[c]));
+                    int same = isnan(want) ? isnan(y[i]) : (y[i] == want && signbit(y[i]) == signbit(want));
+                    if (!same && bad++ == 0)
+                        first = i, want_first = want;
+                }
+                if (bad)
+                    tu_fail_at(__FILE__, __LINE__, "%zu of %zu values differ from the host's rounding; first at %zu: "
+                               "got %a, want %a (x %a)", bad, n, first, y[first], want_first, x[first]);
+                dten_free(&dx);
+                if (!inplace)
+                    dten_free(&dy);
+                tu_release(&bs), tu_release(&bb), tu_release(&bm), tu_release(&bv);
+                free(x), free(y), free(scale), free(bias), free(mean), free(var);
+            }
+}
+
 /* ---- the layer with cfg.dtype F16 / BF16 and cfg.layout NHWC -------------------------------------------- */
 static void run_layer(int nd, clnorm_dtype dt, clnorm_layout lay) {
     tu_shape s = nd == 0 ? (tu_shape){2, {6, 13}} : nd == 1 ? (tu_shape){3, {3, 5, 17}} : (tu_shape){4, {2, 5, 3, 7}};
@@ -498,7 +560,7 @@ static void test_layer_dtypes_layouts(void **state) {
 int main(void) {
     tu_main_init();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_host_conversions),   cmocka_unit_test(test_store_rounding),
+        cmocka_unit_test(test_host_conversions),   cmocka_unit_test(test_store_rounding), cmocka_unit_test(test_store_rounding_rows),
         cmocka_unit_test(test_f32_spatial),        cmocka_unit_test(test_f32_per_activation),
         cmocka_unit_test(test_f16_spatial),        cmocka_unit_test(test_f16_per_activation),
         cmocka_unit_test(test_bf16_spatial),       cmocka_unit_test(test_bf16_per_activation),
