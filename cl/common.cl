@@ -64,8 +64,15 @@ static inline uint16 bf16_high(float16 f) { /* f rounded to nearest even in the 
     uint16 r = u + (uint16)(0x7fffu) + ((u >> 16) & (uint16)(1u));
     return select(r, u | (uint16)(0x00400000u), isnan(f));
 }
-static inline void bf16_store32(float16 even, float16 odd, __global ushort *p) { /* p 64-byte aligned */
-    *(__global uint16 *)p = (bf16_high(odd) & (uint16)(0xffff0000u)) | (bf16_high(even) >> 16);
+static inline void bf16_store32(float16 even, float16 odd, __global ushort *p) { /* p 64-byte aligned; streamed */
+    uint16 w = (bf16_high(odd) & (uint16)(0xffff0000u)) | (bf16_high(even) >> 16);
+#if defined(__has_builtin) && !defined(CLNORM_NO_NT_STORES)
+#if __has_builtin(__builtin_nontemporal_store)
+    __builtin_nontemporal_store(w, (__global uint16 *)p);
+    return;
+#endif
+#endif
+    *(__global uint16 *)p = w;
 }
 #else
 #error "clnorm: unsupported storage type"
