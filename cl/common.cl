@@ -662,6 +662,28 @@ static inline void apply_run(__global const stype *x, __global const stype *g, _
     if (g) {
         for (; i < peel; ++i)
             STORE1(fma(k.k1, grad1(g, e, i, flags), fma(k.k2, (LOAD1(x, i) - k.K) - k.m, k.k3)), o, i);
+#if defined(HAVE_BF16_PAIRS)
+        /* as the forward below: one run of 16 to 64 bytes, then pairs while x, dy (and y) allow 4-byte loads */
+        if ((((ulong)(o + i)) & 63) != 0 && i + 16 <= n) {
+            store16_stream(fma(k.k1, grad16(g, e, i, flags), fma(k.k2, (LOAD16(x, i) - k.K) - k.m, k.k3)), o + i);
+            i += 16;
+        }
+        if ((((ulong)(x + i) | (ulong)(g + i) | ((flags & F_RELU) ? (ulong)(e + i) : 0)) & 3) == 0 &&
+            (((ulong)(o + i)) & 63) == 0)
+            for (; i + 32 <= n; i += 32) {
+                float16 a, b, ga, gb;
+                bf16_load32(x + i, &a, &b);
+                bf16_load32(g + i, &ga, &gb);
+                if (flags & F_RELU) {
+                    float16 ya, yb;
+                    bf16_load32(e + i, &ya, &yb);
+                    ga = select((float16)(0.0f), ga, ya > 0.0f);
+                    gb = select((float16)(0.0f), gb, yb > 0.0f);
+                }
+                bf16_store32(fma(k.k1, ga, fma(k.k2, (a - k.K) - k.m, k.k3)),
+                             fma(k.k1, gb, fma(k.k2, (b - k.K) - k.m, k.k3)), o + i);
+            }
+#endif
         for (; i + 16 <= n; i += 16)
             store16_stream(fma(k.k1, grad16(g, e, i, flags), fma(k.k2, (LOAD16(x, i) - k.K) - k.m, k.k3)), o + i);
         for (; i < n; ++i)
