@@ -2,6 +2,14 @@
  * The host prepends a #define block: DTYPE_F32 (storage), STRATEGY_CPU or STRATEGY_GPU, WG (work-group
  * size used by the reduction kernels, a power of two). No host includes. */
 
+/* Non-temporal stores for outputs that are not read back soon: POCL's clang has the builtin; other compilers fall back
+ * to plain stores; -DCLNORM_NO_NT_STORES in CLNORM_BUILD_OPTIONS turns them off. */
+#if defined(__has_builtin) && !defined(CLNORM_NO_NT_STORES)
+#if __has_builtin(__builtin_nontemporal_store)
+#define CN_NT_BUILTIN 1
+#endif
+#endif
+
 #if defined(DTYPE_F32)
 typedef float stype;
 #define ESIZE 4
@@ -66,13 +74,11 @@ static inline uint16 bf16_high(float16 f) { /* f rounded to nearest even in the 
 }
 static inline void bf16_store32(float16 even, float16 odd, __global ushort *p) { /* p 64-byte aligned; streamed */
     uint16 w = (bf16_high(odd) & (uint16)(0xffff0000u)) | (bf16_high(even) >> 16);
-#if defined(__has_builtin) && !defined(CLNORM_NO_NT_STORES)
-#if __has_builtin(__builtin_nontemporal_store)
+#if defined(CN_NT_BUILTIN)
     __builtin_nontemporal_store(w, (__global uint16 *)p);
-    return;
-#endif
-#endif
+#else
     *(__global uint16 *)p = w;
+#endif
 }
 #else
 #error "clnorm: unsupported storage type"
@@ -98,13 +104,10 @@ static inline void bf16_store32(float16 even, float16 odd, __global ushort *p) {
 
 #define BLK 256 /* elements of one contiguous two-pass block (16 float16 vectors) */
 
-/* Non-temporal stores for outputs that are not read back soon (POCL's clang has the builtin; other compilers
- * fall back to plain stores; -DCLNORM_NO_NT_STORES in CLNORM_BUILD_OPTIONS turns them off). They need the natural
- * alignment of float16: callers peel to 64 bytes first. */
-#if defined(__has_builtin) && !defined(CLNORM_NO_NT_STORES)
-#if __has_builtin(__builtin_nontemporal_store) && defined(DTYPE_F32)
+/* float16 streaming stores (CN_NT_BUILTIN) for F32 outputs; they need the natural alignment of float16: callers
+ * peel to 64 bytes first. (BF16 streams through bf16_store32; F16 stores plainly.) */
+#if defined(CN_NT_BUILTIN) && defined(DTYPE_F32)
 #define HAVE_NT_STORE 1
-#endif
 #endif
 static inline void store16_stream(float16 v, __global stype *p) {
 #if defined(HAVE_NT_STORE)
@@ -121,12 +124,13 @@ static inline float act1(float v, __global const stype *z, ulong i, uint flags) 
         v += LOAD1(z, i);
     return ((flags & F_RELU) && v < 0.0f) ? 0.0f : v;
 }
+static inline float16 relu16(float16 v, uint flags) {
+    return (flags & F_RELU) ? select(v, (float16)(0.0f), v < 0.0f) : v;
+}
 static inline float16 act16(float16 v, __global const stype *z, ulong i, uint flags) {
     if (flags & F_Z)
         v += LOAD16(z, i);
-    if (flags & F_RELU)
-        v = select(v, (float16)(0.0f), v < 0.0f);
-    return v;
+    return relu16(v, flags);
 }
 /* The backward's gradient at element i: dy, where y > 0 only with F_RELU (the stored y decides; y <= 0 or NaN
  * gives 0, whatever dy holds) */
@@ -134,12 +138,34 @@ static inline float grad1(__global const stype *dy, __global const stype *y, ulo
     float g = LOAD1(dy, i);
     return ((flags & F_RELU) && !(LOAD1(y, i) > 0.0f)) ? 0.0f : g;
 }
+static inline float16 mask16(float16 g, float16 y) { return select((float16)(0.0f), g, y > 0.0f); }
 static inline float16 grad16(__global const stype *dy, __global const stype *y, ulong i, uint flags) {
     float16 g = LOAD16(dy, i);
-    if (flags & F_RELU)
-        g = select((float16)(0.0f), g, LOAD16(y, i) > 0.0f);
-    return g;
+    return (flags & F_RELU) ? mask16(g, LOAD16(y, i)) : g;
 }
+#if defined(HAVE_BF16_PAIRS)
+/* act16 and grad16 on 32 bfloat16 values at once, as even / odd halves (bf16_load32) */
+static inline void act_pair(float16 *a, float16 *b, __global const stype *z, ulong i, uint flags) {
+    if (flags & F_Z) {
+        float16 za, zb;
+        bf16_load32(z + i, &za, &zb);
+        *a += za;
+        *b += zb;
+    }
+    *a = relu16(*a, flags);
+    *b = relu16(*b, flags);
+}
+static inline void grad_pair(float16 *ga, float16 *gb, __global const stype *dy, __global const stype *y, ulong i,
+                             uint flags) {
+    bf16_load32(dy + i, ga, gb);
+    if (flags & F_RELU) {
+        float16 ya, yb;
+        bf16_load32(y + i, &ya, &yb);
+        *ga = mask16(*ga, ya);
+        *gb = mask16(*gb, yb);
+    }
+}
+#endif
 
 /* the same where p happens to be 64-byte aligned, else a plain store (outputs written in runs of any alignment) */
 static inline void store16_stream_any(float16 v, __global stype *p) {
@@ -253,29 +279,24 @@ static inline float acc_m2(const acc_t *a) {
  * the second pass, a tenth of the training forward on 4 MB maps, is gone. K + m is one float: the values are
  * shifted by it exactly (Sterbenz: they are near it), and (K + m) - K is exact too. */
 static inline void acc_block(acc_t *a, __global const stype *p, uint n, float K) {
-    float inv = 1.0f / (float)n, bm, bq;
-    if (a->n == 0) {
+    float inv = 1.0f / (float)n, shift, m, bm, bq;
+    if (a->n == 0) { /* first pass: the block's own mean, the second one's shift after K */
         float16 s = (float16)(0.0f);
         for (uint k = 0; k < n; k += 16)
             s += LOAD16(p, k) - K;
-        float mb = hsum16(s) * inv;
-        float16 d1 = (float16)(0.0f), d2 = (float16)(0.0f);
-        for (uint k = 0; k < n; k += 16) {
-            float16 d = (LOAD16(p, k) - K) - mb;
-            d1 += d;
-            d2 = fma(d, d, d2);
-        }
-        TWO_PASS_FINISH(float, mb, hsum16(d1), hsum16(d2), inv, bm, bq);
-    } else {
-        float Km = K + acc_mean(a), m = Km - K;
-        float16 d1 = (float16)(0.0f), d2 = (float16)(0.0f);
-        for (uint k = 0; k < n; k += 16) {
-            float16 d = LOAD16(p, k) - Km;
-            d1 += d;
-            d2 = fma(d, d, d2);
-        }
-        TWO_PASS_FINISH(float, m, hsum16(d1), hsum16(d2), inv, bm, bq);
+        shift = K;
+        m = hsum16(s) * inv;
+    } else { /* the running mean, folded into the one shift (v - Km, then - 0, which the compiler drops) */
+        shift = K + acc_mean(a);
+        m = 0.0f;
     }
+    float16 d1 = (float16)(0.0f), d2 = (float16)(0.0f);
+    for (uint k = 0; k < n; k += 16) {
+        float16 d = (LOAD16(p, k) - shift) - m;
+        d1 += d;
+        d2 = fma(d, d, d2);
+    }
+    TWO_PASS_FINISH(float, (shift - K) + m, hsum16(d1), hsum16(d2), inv, bm, bq);
     acc_merge(a, n, bm, bq);
 }
 
@@ -673,13 +694,7 @@ static inline void apply_run(__global const stype *x, __global const stype *g, _
             for (; i + 32 <= n; i += 32) {
                 float16 a, b, ga, gb;
                 bf16_load32(x + i, &a, &b);
-                bf16_load32(g + i, &ga, &gb);
-                if (flags & F_RELU) {
-                    float16 ya, yb;
-                    bf16_load32(e + i, &ya, &yb);
-                    ga = select((float16)(0.0f), ga, ya > 0.0f);
-                    gb = select((float16)(0.0f), gb, yb > 0.0f);
-                }
+                grad_pair(&ga, &gb, g, e, i, flags);
                 bf16_store32(fma(k.k1, ga, fma(k.k2, (a - k.K) - k.m, k.k3)),
                              fma(k.k1, gb, fma(k.k2, (b - k.K) - k.m, k.k3)), o + i);
             }
@@ -703,16 +718,7 @@ static inline void apply_run(__global const stype *x, __global const stype *g, _
                 bf16_load32(x + i, &a, &b);
                 a = fma((a - k.K) - k.m, k.k2, k.k3);
                 b = fma((b - k.K) - k.m, k.k2, k.k3);
-                if (flags & F_Z) {
-                    float16 za, zb;
-                    bf16_load32(e + i, &za, &zb);
-                    a += za;
-                    b += zb;
-                }
-                if (flags & F_RELU) {
-                    a = select(a, (float16)(0.0f), a < 0.0f);
-                    b = select(b, (float16)(0.0f), b < 0.0f);
-                }
+                act_pair(&a, &b, e, i, flags);
                 bf16_store32(a, b, o + i);
             }
 #endif
