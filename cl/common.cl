@@ -25,6 +25,24 @@ typedef half stype;
 #define STORE1(v, p, i) vstore_half_rte((v), (i), (p))
 #define LOAD16(p, i) vload_half16(0, (p) + (i))
 #define STORE16(v, p, i) vstore_half16_rte((v), 0, (p) + (i))
+/* 32 values at once (see the bfloat16 pairs below): the first and the second 16, put back as one 64-byte store,
+ * streamed (stored as two 32-byte halves, POCL's x86 code wrote each half as two 16-byte streaming stores) */
+#define HAVE_PAIRS 1
+static inline void load32(__global const half *p, float16 *a, float16 *b) {
+    *a = vload_half16(0, p);
+    *b = vload_half16(1, p);
+}
+static inline void store32_stream(float16 a, float16 b, __global half *p) { /* p 64-byte aligned */
+    ushort16 wa, wb;
+    vstore_half16_rte(a, 0, (__private half *)&wa);
+    vstore_half16_rte(b, 0, (__private half *)&wb);
+    ulong8 w = (ulong8)(as_ulong4(wa), as_ulong4(wb));
+#if defined(CN_NT_BUILTIN)
+    __builtin_nontemporal_store(w, (__global ulong8 *)p);
+#else
+    *(__global ulong8 *)p = w;
+#endif
+}
 #elif defined(DTYPE_BF16)
 /* bfloat16 storage: the high 16 bits of a float; stores round to nearest even, NaN stays a (quiet) NaN */
 typedef ushort stype;
@@ -61,8 +79,8 @@ static inline void bf16_store16(float16 v, __global ushort *p) {
  * and) as two float16; the results, rounded in place (the bfloat16 in the high half), go back together with one
  * and / shift / or. About a third fewer vector operations per value than widening and narrowing 16 at a time,
  * and a bfloat16 pass is bound by those, not by memory. The bits are those of STORE16. */
-#define HAVE_BF16_PAIRS 1
-static inline void bf16_load32(__global const ushort *p, float16 *even, float16 *odd) { /* p 4-byte aligned */
+#define HAVE_PAIRS 1
+static inline void load32(__global const ushort *p, float16 *even, float16 *odd) { /* p 4-byte aligned */
     uint16 w = vload16(0, (__global const uint *)p);
     *even = as_float16(w << 16);
     *odd = as_float16(w & (uint16)(0xffff0000u));
@@ -72,7 +90,7 @@ static inline uint16 bf16_high(float16 f) { /* f rounded to nearest even in the 
     uint16 r = u + (uint16)(0x7fffu) + ((u >> 16) & (uint16)(1u));
     return select(r, u | (uint16)(0x00400000u), isnan(f));
 }
-static inline void bf16_store32(float16 even, float16 odd, __global ushort *p) { /* p 64-byte aligned; streamed */
+static inline void store32_stream(float16 even, float16 odd, __global ushort *p) { /* p 64-byte aligned; streamed */
     uint16 w = (bf16_high(odd) & (uint16)(0xffff0000u)) | (bf16_high(even) >> 16);
 #if defined(CN_NT_BUILTIN)
     __builtin_nontemporal_store(w, (__global uint16 *)p);
@@ -105,13 +123,20 @@ static inline void bf16_store32(float16 even, float16 odd, __global ushort *p) {
 #define BLK 256 /* elements of one contiguous two-pass block (16 float16 vectors) */
 
 /* float16 streaming stores (CN_NT_BUILTIN) for F32 outputs; they need the natural alignment of float16: callers
- * peel to 64 bytes first. (BF16 streams through bf16_store32; F16 stores plainly.) */
+ * peel to 64 bytes first; F16 streams 32 bytes (16 halves), BF16 stores plainly here (both stream 32-value runs
+ * through store32_stream). */
 #if defined(CN_NT_BUILTIN) && defined(DTYPE_F32)
 #define HAVE_NT_STORE 1
+#elif defined(CN_NT_BUILTIN) && defined(DTYPE_F16)
+#define HAVE_NT_STORE_F16 1
 #endif
 static inline void store16_stream(float16 v, __global stype *p) {
 #if defined(HAVE_NT_STORE)
     __builtin_nontemporal_store(v, (__global float16 *)p);
+#elif defined(HAVE_NT_STORE_F16)
+    ushort16 w;
+    vstore_half16_rte(v, 0, (__private half *)&w);
+    __builtin_nontemporal_store(w, (__global ushort16 *)p);
 #else
     STORE16(v, p, 0);
 #endif
@@ -143,12 +168,13 @@ static inline float16 grad16(__global const stype *dy, __global const stype *y, 
     float16 g = LOAD16(dy, i);
     return (flags & F_RELU) ? mask16(g, LOAD16(y, i)) : g;
 }
-#if defined(HAVE_BF16_PAIRS)
-/* act16 and grad16 on 32 bfloat16 values at once, as even / odd halves (bf16_load32) */
+#if defined(HAVE_PAIRS)
+/* act16 and grad16 on a 32-value run at once, as the two float16 of load32 (bfloat16: even / odd values; half:
+ * first / second 16) */
 static inline void act_pair(float16 *a, float16 *b, __global const stype *z, ulong i, uint flags) {
     if (flags & F_Z) {
         float16 za, zb;
-        bf16_load32(z + i, &za, &zb);
+        load32(z + i, &za, &zb);
         *a += za;
         *b += zb;
     }
@@ -157,10 +183,10 @@ static inline void act_pair(float16 *a, float16 *b, __global const stype *z, ulo
 }
 static inline void grad_pair(float16 *ga, float16 *gb, __global const stype *dy, __global const stype *y, ulong i,
                              uint flags) {
-    bf16_load32(dy + i, ga, gb);
+    load32(dy + i, ga, gb);
     if (flags & F_RELU) {
         float16 ya, yb;
-        bf16_load32(y + i, &ya, &yb);
+        load32(y + i, &ya, &yb);
         *ga = mask16(*ga, ya);
         *gb = mask16(*gb, yb);
     }
@@ -683,7 +709,7 @@ static inline void apply_run(__global const stype *x, __global const stype *g, _
     if (g) {
         for (; i < peel; ++i)
             STORE1(fma(k.k1, grad1(g, e, i, flags), fma(k.k2, (LOAD1(x, i) - k.K) - k.m, k.k3)), o, i);
-#if defined(HAVE_BF16_PAIRS)
+#if defined(HAVE_PAIRS)
         /* as the forward below: one run of 16 to 64 bytes, then pairs while x, dy (and y) allow 4-byte loads */
         if ((((ulong)(o + i)) & 63) != 0 && i + 16 <= n) {
             store16_stream(fma(k.k1, grad16(g, e, i, flags), fma(k.k2, (LOAD16(x, i) - k.K) - k.m, k.k3)), o + i);
@@ -693,9 +719,9 @@ static inline void apply_run(__global const stype *x, __global const stype *g, _
             (((ulong)(o + i)) & 63) == 0)
             for (; i + 32 <= n; i += 32) {
                 float16 a, b, ga, gb;
-                bf16_load32(x + i, &a, &b);
+                load32(x + i, &a, &b);
                 grad_pair(&ga, &gb, g, e, i, flags);
-                bf16_store32(fma(k.k1, ga, fma(k.k2, (a - k.K) - k.m, k.k3)),
+                store32_stream(fma(k.k1, ga, fma(k.k2, (a - k.K) - k.m, k.k3)),
                              fma(k.k1, gb, fma(k.k2, (b - k.K) - k.m, k.k3)), o + i);
             }
 #endif
@@ -706,7 +732,7 @@ static inline void apply_run(__global const stype *x, __global const stype *g, _
     } else {
         for (; i < peel; ++i)
             STORE1(act1(fma((LOAD1(x, i) - k.K) - k.m, k.k2, k.k3), e, i, flags), o, i);
-#if defined(HAVE_BF16_PAIRS)
+#if defined(HAVE_PAIRS)
         /* o is 32-byte aligned here: one run of 16 to 64 bytes, then pairs while x (and z) allow 4-byte loads */
         if ((((ulong)(o + i)) & 63) != 0 && i + 16 <= n) {
             store16_stream(act16(fma((LOAD16(x, i) - k.K) - k.m, k.k2, k.k3), e, i, flags), o + i);
@@ -715,11 +741,11 @@ static inline void apply_run(__global const stype *x, __global const stype *g, _
         if ((((ulong)(x + i) | ((flags & F_Z) ? (ulong)(e + i) : 0)) & 3) == 0 && (((ulong)(o + i)) & 63) == 0)
             for (; i + 32 <= n; i += 32) {
                 float16 a, b;
-                bf16_load32(x + i, &a, &b);
+                load32(x + i, &a, &b);
                 a = fma((a - k.K) - k.m, k.k2, k.k3);
                 b = fma((b - k.K) - k.m, k.k2, k.k3);
                 act_pair(&a, &b, e, i, flags);
-                bf16_store32(a, b, o + i);
+                store32_stream(a, b, o + i);
             }
 #endif
         for (; i + 16 <= n; i += 16)
