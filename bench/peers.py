@@ -28,7 +28,7 @@ card through its OpenCL driver (--device nvidia).
 torch.channels_last_3d (5-d) tensors (2-d shapes: no channels-last form, rows skipped); --dtype f16 / bf16
 runs both on 16-bit tensors (PyTorch: torch.float16 / torch.bfloat16 inputs with float32 weight, bias and
 running statistics; GB/s on the 16-bit byte counts). A row PyTorch cannot run (PyTorch 1.13 has no CPU
-float16 batch_norm) says so and shows clnorm alone.
+float16 batch_norm; 2.x runs it) says so and shows clnorm alone.
 
 Each row also shows clnorm's synchronous latency (one call + clFinish, median) beside its back-to-back time:
 PyTorch's CPU call returns when done, so its time is both.
