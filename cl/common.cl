@@ -722,7 +722,7 @@ static inline void apply_run(__global const stype *x, __global const stype *g, _
                 load32(x + i, &a, &b);
                 grad_pair(&ga, &gb, g, e, i, flags);
                 store32_stream(fma(k.k1, ga, fma(k.k2, (a - k.K) - k.m, k.k3)),
-                             fma(k.k1, gb, fma(k.k2, (b - k.K) - k.m, k.k3)), o + i);
+                               fma(k.k1, gb, fma(k.k2, (b - k.K) - k.m, k.k3)), o + i);
             }
 #endif
         for (; i + 16 <= n; i += 16)
