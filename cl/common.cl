@@ -9,6 +9,12 @@
 #define CN_NT_BUILTIN 1
 #endif
 #endif
+/* one store of vector v (type T) at p, which has T's natural alignment: streamed where CN_NT_BUILTIN, else plain */
+#if defined(CN_NT_BUILTIN)
+#define NT_STORE(v, T, p) __builtin_nontemporal_store((v), (__global T *)(p))
+#else
+#define NT_STORE(v, T, p) (*(__global T *)(p) = (v))
+#endif
 
 #if defined(DTYPE_F32)
 typedef float stype;
@@ -25,23 +31,21 @@ typedef half stype;
 #define STORE1(v, p, i) vstore_half_rte((v), (i), (p))
 #define LOAD16(p, i) vload_half16(0, (p) + (i))
 #define STORE16(v, p, i) vstore_half16_rte((v), 0, (p) + (i))
-/* 32 values at once (see the bfloat16 pairs below): the first and the second 16, put back as one 64-byte store,
- * streamed (stored as two 32-byte halves, POCL's x86 code wrote each half as two 16-byte streaming stores) */
+/* the bits of 16 halves rounded to nearest even, in a register (for whole-vector stores: store16_stream) */
+static inline ushort16 half_bits16(float16 v) {
+    ushort16 w;
+    vstore_half16_rte(v, 0, (__private half *)&w);
+    return w;
+}
+/* 32 values at once (see the bfloat16 pairs below): the first and the second 16, put back as one 64-byte store
+ * (two 32-byte ones: POCL's x86 code split each into two 16-byte streaming stores) */
 #define HAVE_PAIRS 1
 static inline void load32(__global const half *p, float16 *a, float16 *b) {
     *a = vload_half16(0, p);
     *b = vload_half16(1, p);
 }
 static inline void store32_stream(float16 a, float16 b, __global half *p) { /* p 64-byte aligned */
-    ushort16 wa, wb;
-    vstore_half16_rte(a, 0, (__private half *)&wa);
-    vstore_half16_rte(b, 0, (__private half *)&wb);
-    ulong8 w = (ulong8)(as_ulong4(wa), as_ulong4(wb));
-#if defined(CN_NT_BUILTIN)
-    __builtin_nontemporal_store(w, (__global ulong8 *)p);
-#else
-    *(__global ulong8 *)p = w;
-#endif
+    NT_STORE((ulong8)(as_ulong4(half_bits16(a)), as_ulong4(half_bits16(b))), ulong8, p);
 }
 #elif defined(DTYPE_BF16)
 /* bfloat16 storage: the high 16 bits of a float; stores round to nearest even, NaN stays a (quiet) NaN */
@@ -91,12 +95,7 @@ static inline uint16 bf16_high(float16 f) { /* f rounded to nearest even in the 
     return select(r, u | (uint16)(0x00400000u), isnan(f));
 }
 static inline void store32_stream(float16 even, float16 odd, __global ushort *p) { /* p 64-byte aligned; streamed */
-    uint16 w = (bf16_high(odd) & (uint16)(0xffff0000u)) | (bf16_high(even) >> 16);
-#if defined(CN_NT_BUILTIN)
-    __builtin_nontemporal_store(w, (__global uint16 *)p);
-#else
-    *(__global uint16 *)p = w;
-#endif
+    NT_STORE((bf16_high(odd) & (uint16)(0xffff0000u)) | (bf16_high(even) >> 16), uint16, p);
 }
 #else
 #error "clnorm: unsupported storage type"
@@ -122,21 +121,16 @@ static inline void store32_stream(float16 even, float16 odd, __global ushort *p)
 
 #define BLK 256 /* elements of one contiguous two-pass block (16 float16 vectors) */
 
-/* float16 streaming stores (CN_NT_BUILTIN) for F32 outputs; they need the natural alignment of float16: callers
- * peel to 64 bytes first; F16 streams 32 bytes (16 halves), BF16 stores plainly here (both stream 32-value runs
- * through store32_stream). */
+/* 16 values as one streaming store (NT_STORE): F32 64 bytes, F16 32 bytes, so callers first peel p to the
+ * vector's alignment; BF16 stores them plainly (its 32-value runs stream through store32_stream). */
 #if defined(CN_NT_BUILTIN) && defined(DTYPE_F32)
-#define HAVE_NT_STORE 1
-#elif defined(CN_NT_BUILTIN) && defined(DTYPE_F16)
-#define HAVE_NT_STORE_F16 1
+#define HAVE_NT_STORE 1 /* F32 outputs of any alignment: store16_stream_any */
 #endif
 static inline void store16_stream(float16 v, __global stype *p) {
-#if defined(HAVE_NT_STORE)
-    __builtin_nontemporal_store(v, (__global float16 *)p);
-#elif defined(HAVE_NT_STORE_F16)
-    ushort16 w;
-    vstore_half16_rte(v, 0, (__private half *)&w);
-    __builtin_nontemporal_store(w, (__global ushort16 *)p);
+#if defined(DTYPE_F32)
+    NT_STORE(v, float16, p);
+#elif defined(DTYPE_F16)
+    NT_STORE(half_bits16(v), ushort16, p);
 #else
     STORE16(v, p, 0);
 #endif
@@ -193,11 +187,12 @@ static inline void grad_pair(float16 *ga, float16 *gb, __global const stype *dy,
 }
 #endif
 
-/* the same where p happens to be 64-byte aligned, else a plain store (outputs written in runs of any alignment) */
+/* the same where p happens to be 64-byte aligned (F32), else a plain store (outputs written in runs of any alignment;
+ * not F16: a plain half store beside a streamed one compiled to an aligned store at unaligned addresses on POCL) */
 static inline void store16_stream_any(float16 v, __global stype *p) {
 #if defined(HAVE_NT_STORE)
     if ((((ulong)p) & 63) == 0) {
-        __builtin_nontemporal_store(v, (__global float16 *)p);
+        store16_stream(v, p);
         return;
     }
 #endif
