@@ -207,11 +207,14 @@ static inline void FN(pa_backward)(__global const stype *xp, __global const styp
             is[g] = rsqrt(is[g] / (float)B + eps);
     FN(pa_sums)(xp, dyp, yp, dzp, 0, B, K, ng, shift, m, su, sv, flags);
     FN(pa_grads)(k0, ng, (float)B, scale, dscale, dbias, alpha, beta, pC, pS, flags, su, sv, is);
+    /* g again for dx: from dz when the tile's rows no longer stay in cache (see BWD_REREAD_BYTES), else from dy
+     * masked by y, still in cache (dz over dy is fine: masking the stored g again gives g) */
+    int from_dz = (flags & F_DZ) && B * ng * PA_W * ESIZE > BWD_REREAD_BYTES;
     if (flags & F_DX)
         for (ulong b = 0; b < B; ++b)
             for (uint g = 0; g < ng; ++g) {
                 ulong i = b * K + g * PA_W;
-                XST(fma(su[g], (flags & F_DZ) ? XLD(dzp + i) : GRADV(dyp + i, yp ? yp + i : yp), fma(sv[g], (XLD(xp + i) - shift[g]) - m[g], is[g])), dxp + i);
+                XST(fma(su[g], from_dz ? XLD(dzp + i) : GRADV(dyp + i, yp ? yp + i : yp), fma(sv[g], (XLD(xp + i) - shift[g]) - m[g], is[g])), dxp + i);
             }
 }
 

@@ -209,12 +209,6 @@ __kernel void bn_bwd_finalize(__global const float *part, uint G, ulong N, ulong
         coef_store(k, coef, c);
 }
 
-/* bytes of one tensor's map above which the fused backward's dx pass reads g from dz rather than dy and y (x, dy
- * and y of the map no longer all stay in a core's cache) */
-#if !defined(BWD_REREAD_BYTES)
-#define BWD_REREAD_BYTES (2048ul * 1024ul)
-#endif
-
 /* Backward in one launch, one work-group per map: (F_STATS: statistics of x first), the two sums, the gradients,
  * then dx while x and dy are still in cache. */
 __kernel void bn_fused_backward(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,

@@ -108,6 +108,14 @@ static inline void store32_stream(float16 even, float16 odd, __global ushort *p)
 #error "clnorm: the build options must carry src/kernel_abi.h's defines"
 #endif
 
+/* Bytes of one tensor's part that a one-launch backward walks twice (a map: bn_fused_backward; a column tile over
+ * all rows: pa_backward) above which its dx pass reads g from dz rather than from dy and y: x, dy and y of that part
+ * no longer all stay in a core's cache, so they come back from memory anyway and one stream beats two. Below it,
+ * dz (stored with streaming stores) would come back from DRAM while dy and y are still in cache. */
+#if !defined(BWD_REREAD_BYTES)
+#define BWD_REREAD_BYTES (2048ul * 1024ul)
+#endif
+
 /* ---- formulas written once (type-generic: float or floatN; each argument is evaluated at most once, `old` only
  * when it is used, so an unwritten buffer behind it is never read) ---------------------------------------------- */
 /* running = (1 - factor) * running + factor * batch; factor == 1 does not read the old value */
