@@ -74,7 +74,7 @@ SANITIZE   ?= address,undefined
 check-memory: check-asan check-valgrind
 
 check-asan: deps
-	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCLNORM_SANITIZE=$(SANITIZE) -DCLNORM_BUILD_BENCH=OFF -DCLNORM_TEST_TIMEOUT=900 $(CMAKE_ARGS)
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCLNORM_SANITIZE=$(SANITIZE) -DCLNORM_BUILD_BENCH=OFF -DCLNORM_TEST_TIMEOUT=900 -DCLNORM_TEST_CPU_STREAMING=OFF $(CMAKE_ARGS)
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \

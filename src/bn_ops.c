@@ -237,12 +237,12 @@ cl_uint slices_per_map(const clnorm_context *ctx, const plan *p) {
  * CL_DEVICE_LOCAL_MEM_SIZE; when a kernel does not take it, the context falls back to half of it, for good (the
  * programs are rebuilt for the smaller WG on the next fetch, their cache key includes it). Every launch size derived
  * from ctx->wg is computed after this call. */
-clnorm_status kernels(clnorm_context *ctx, clnorm_dtype dt, const cn_kernel_id *ids, cl_kernel *out, int n) {
+clnorm_status kernels(clnorm_context *ctx, int variant, const cn_kernel_id *ids, cl_kernel *out, int n) {
     for (;;) {
         const cn_kernel_info *misfit = NULL;
         for (int i = 0; i < n; ++i) {
             const cn_kernel_info *ki = NULL;
-            clnorm_status st = cn_get_kernel(ctx, dt, ids[i], &out[i]);
+            clnorm_status st = cn_get_kernel(ctx, variant, ids[i], &out[i]);
             if (st == CLNORM_SUCCESS)
                 st = kernel_info(ctx, out[i], &ki);
             if (st != CLNORM_SUCCESS)
@@ -553,7 +553,7 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
         cl_kernel k[3];
         static const cn_kernel_id ids[] = {K_COL_PARTIAL, K_COL_FINALIZE, K_COL_APPLY};
         cl_mem part, scoef;
-        if ((st = kernels(ctx, x->dtype, ids, k, 3)) != CLNORM_SUCCESS ||
+        if ((st = kernels(ctx, cn_variant(ctx, x->dtype, p.numel, 2 + (z != NULL)), ids, k, 3)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, R * p.groups * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * CN_COEF_STRIDE * sizeof(float), &scoef)) !=
                 CLNORM_SUCCESS)
@@ -567,7 +567,7 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
     case PATH_COLUMNS: {
         cl_kernel k;
         static const cn_kernel_id ids[] = {K_PA_FORWARD};
-        if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
+        if ((st = kernels(ctx, cn_variant(ctx, x->dtype, p.numel, 2 + (z != NULL)), ids, &k, 1)) != CLNORM_SUCCESS)
             return st;
         double unbias = (double)p.M / (double)(p.M - 1);
         karg a[] = {A_MEM(x->buffer),      A_U64(elem_offset(x)), A_MEM(z ? z->buffer : NULL),
@@ -583,7 +583,7 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
     case PATH_FUSED_ROWS: {
         cl_kernel k;
         static const cn_kernel_id ids[] = {K_FUSED_FORWARD};
-        if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
+        if ((st = kernels(ctx, cn_variant(ctx, x->dtype, p.numel, 2 + (z != NULL)), ids, &k, 1)) != CLNORM_SUCCESS)
             return st;
         size_t global = p.C * ctx->wg, local = ctx->wg;
         double unbias = (double)p.M / (double)(p.M - 1);
@@ -614,7 +614,7 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
     cl_kernel k[3];
     static const cn_kernel_id ids[] = {K_STATS_PARTIAL, K_STATS_FINALIZE, K_APPLY};
     cl_mem part, scoef;
-    if ((st = kernels(ctx, x->dtype, ids, k, 3)) != CLNORM_SUCCESS ||
+    if ((st = kernels(ctx, cn_variant(ctx, x->dtype, p.numel, 2 + (z != NULL)), ids, k, 3)) != CLNORM_SUCCESS ||
         (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
         (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.C * CN_COEF_STRIDE * sizeof(float), &scoef)) != CLNORM_SUCCESS)
         return st;
@@ -676,7 +676,7 @@ clnorm_status clnorm_bn_forward_inference_ex(clnorm_context *ctx, clnorm_bn_mode
     choose_path(ctx, &p, OP_INFER);
     static const cn_kernel_id pa[] = {K_PA_FORWARD}, ap[] = {K_APPLY}, ca[] = {K_COL_APPLY};
     const cn_kernel_id *ids = p.path == PATH_SPLIT_COLUMNS ? ca : p.path == PATH_COLUMNS ? pa : ap;
-    if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
+    if ((st = kernels(ctx, cn_variant(ctx, x->dtype, p.numel, 2 + (z != NULL)), ids, &k, 1)) != CLNORM_SUCCESS)
         return st;
     unsigned flags = (affine ? F_AFFINE : 0) | act_flags(z, activation);
     switch (p.path) {
@@ -755,6 +755,8 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
     plan p;
     int grads, saved, same;
     clnorm_status st = make_plan(ctx, mode, x, "x", &p);
+    /* x and dy, then y, dx and dz where given */
+    int variant = st == CLNORM_SUCCESS ? cn_variant(ctx, x->dtype, p.numel, 2 + (y != NULL) + (dx != NULL) + (dz != NULL)) : 0;
     if (st == CLNORM_SUCCESS)
         st = check_like(ctx, x, dy, "dy");
     if (st == CLNORM_SUCCESS)
@@ -807,7 +809,7 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
         static const cn_kernel_id ids[] = {K_COL_PARTIAL, K_COL_FINALIZE, K_COL_BWD_PARTIAL, K_COL_BWD_FINALIZE,
                                            K_COL_APPLY};
         cl_mem part, coef = NULL, scoef = NULL;
-        if ((st = kernels(ctx, x->dtype, ids, k, 5)) != CLNORM_SUCCESS ||
+        if ((st = kernels(ctx, variant, ids, k, 5)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, R * p.groups * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
             (dx && (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.groups * CN_COEF_STRIDE * sizeof(float), &coef)) !=
                        CLNORM_SUCCESS) ||
@@ -853,7 +855,7 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
     case PATH_COLUMNS: {
         cl_kernel k;
         static const cn_kernel_id ids[] = {K_PA_BACKWARD};
-        if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
+        if ((st = kernels(ctx, variant, ids, &k, 1)) != CLNORM_SUCCESS)
             return st;
         karg a[] = {A_MEM(x->buffer),
                     A_U64(elem_offset(x)),
@@ -883,7 +885,7 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
     case PATH_FUSED_ROWS: {
         cl_kernel k;
         static const cn_kernel_id ids[] = {K_FUSED_BACKWARD};
-        if ((st = kernels(ctx, x->dtype, ids, &k, 1)) != CLNORM_SUCCESS)
+        if ((st = kernels(ctx, variant, ids, &k, 1)) != CLNORM_SUCCESS)
             return st;
         size_t global = p.C * ctx->wg, local = ctx->wg;
         karg a[] = {A_MEM(x->buffer),
@@ -916,7 +918,7 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
     cl_kernel k[5];
     static const cn_kernel_id ids[] = {K_STATS_PARTIAL, K_STATS_FINALIZE, K_BWD_PARTIAL, K_BWD_FINALIZE, K_APPLY};
     cl_mem part, coef = NULL, scoef = NULL;
-    if ((st = kernels(ctx, x->dtype, ids, k, 5)) != CLNORM_SUCCESS ||
+    if ((st = kernels(ctx, variant, ids, k, 5)) != CLNORM_SUCCESS ||
         (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
         (dx &&
          (st = cn_scratch(ctx, CN_SCRATCH_COEF, p.C * CN_COEF_STRIDE * sizeof(float), &coef)) != CLNORM_SUCCESS) ||

@@ -92,7 +92,8 @@ size_t round_up(size_t v, size_t m);
 clnorm_status launch_1d(clnorm_context *ctx, cl_kernel k, size_t items, size_t local, const karg *args, cl_uint nargs);
 size_t elem_offset(const clnorm_tensor *t);
 cl_uint slices_per_map(const clnorm_context *ctx, const plan *p);
-clnorm_status kernels(clnorm_context *ctx, clnorm_dtype dt, const cn_kernel_id *ids, cl_kernel *out, int n);
+/* the kernels of one call in a program variant (cn_variant: the dtype, streaming or plain stores by the tensor's size) */
+clnorm_status kernels(clnorm_context *ctx, int variant, const cn_kernel_id *ids, cl_kernel *out, int n);
 clnorm_status launch_finalize(clnorm_context *ctx, cl_kernel k, size_t C, const karg *args, cl_uint nargs);
 clnorm_status enqueue_apply(clnorm_context *ctx, const plan *p, cl_kernel k, const clnorm_tensor *x,
                             const clnorm_tensor *dy, const clnorm_tensor *out, cl_mem scale, cl_mem bias, cl_mem mean,

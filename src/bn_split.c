@@ -75,6 +75,11 @@ static clnorm_status bad_path(const plan *p, const char *call) {
                    (int)p->path);
 }
 
+/* The tensors counted for the program variant (cn_variant) of every split-phase call: those of the sequence's
+ * elementwise passes (x, dy, dx), whatever the call, so that its calls share one program (bn_split.cl's kernels are
+ * one program per variant). */
+#define SPLIT_TENSORS 3
+
 /* The kernels of a split-phase apply (op OP_SPLIT_APPLY or OP_SPLIT_DX) on the path choose_path gives p: the
  * coefficients kernel coef_kernel, then (n == 2) the elementwise pass of that path. An empty plan (batch 0, no
  * columns) takes PATH_SPLIT_ROWS and only fetches the coefficients kernel (n == 1). */
@@ -91,7 +96,7 @@ static clnorm_status apply_kernels(clnorm_context *ctx, plan *p, cn_op op, cn_ke
     default:
         return bad_path(p, call);
     }
-    return kernels(ctx, dt, ids, k, n);
+    return kernels(ctx, cn_variant(ctx, dt, p->numel, SPLIT_TENSORS), ids, k, n);
 }
 
 static clnorm_status fill_zero(clnorm_context *ctx, cl_mem m, size_t bytes) {
@@ -125,7 +130,7 @@ clnorm_status clnorm_bn_stats(clnorm_context *ctx, clnorm_bn_mode mode, const cl
     case PATH_SPLIT_COLUMNS: {
         static const cn_kernel_id ids[] = {K_COL_PARTIAL, K_SPLIT_STATS};
         const cl_uint R = p.R;
-        if ((st = kernels(ctx, x->dtype, ids, k, 2)) != CLNORM_SUCCESS ||
+        if ((st = kernels(ctx, cn_variant(ctx, x->dtype, p.numel, SPLIT_TENSORS), ids, k, 2)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, R * p.groups * 2 * sizeof(float), &part)) != CLNORM_SUCCESS)
             return st;
         karg a1[] = {A_MEM(x->buffer), A_U64(elem_offset(x)), A_U64(p.rows), A_U64(p.groups), A_U32(R), A_MEM(part)};
@@ -137,7 +142,7 @@ clnorm_status clnorm_bn_stats(clnorm_context *ctx, clnorm_bn_mode mode, const cl
     case PATH_SPLIT_ROWS: {
         static const cn_kernel_id ids[] = {K_STATS_PARTIAL, K_SPLIT_STATS};
         const cl_uint G = p.G;
-        if ((st = kernels(ctx, x->dtype, ids, k, 2)) != CLNORM_SUCCESS ||
+        if ((st = kernels(ctx, cn_variant(ctx, x->dtype, p.numel, SPLIT_TENSORS), ids, k, 2)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS)
             return st;
         size_t gp[2] = {G * ctx->wg, p.C}, lp[2] = {ctx->wg, 1};
@@ -178,7 +183,12 @@ clnorm_status clnorm_bn_stats_merge(clnorm_context *ctx, size_t parts, size_t gr
         return st;
     cl_kernel k;
     static const cn_kernel_id ids[] = {K_SPLIT_MERGE};
-    if ((st = kernels(ctx, CLNORM_F32, ids, &k, 1)) != CLNORM_SUCCESS)
+    /* no tensor written: either F32 split program will do, the plain-store one when it is built already */
+    int variant = CLNORM_F32;
+    for (int id = K_SPLIT_STATS; id <= K_SPLIT_BWD_COEF; ++id)
+        if (ctx->kernel_table[CN_PLAIN_VARIANT(CLNORM_F32)][id])
+            variant = CN_PLAIN_VARIANT(CLNORM_F32);
+    if ((st = kernels(ctx, variant, ids, &k, 1)) != CLNORM_SUCCESS)
         return st;
     karg a[] = {A_MEM(blocks), A_U32(parts), A_U64(groups), A_MEM(merged)};
     return launch_1d(ctx, k, groups, 64, a, NARGS(a));
@@ -359,7 +369,7 @@ clnorm_status clnorm_bn_backward_reduce(clnorm_context *ctx, clnorm_bn_mode mode
     case PATH_SPLIT_COLUMNS: {
         static const cn_kernel_id ids[] = {K_COL_BWD_PARTIAL, K_SPLIT_SUMS};
         const cl_uint R = p.R;
-        if ((st = kernels(ctx, x->dtype, ids, k, 2)) != CLNORM_SUCCESS ||
+        if ((st = kernels(ctx, cn_variant(ctx, x->dtype, p.numel, SPLIT_TENSORS), ids, k, 2)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, R * p.groups * 2 * sizeof(float), &part)) != CLNORM_SUCCESS)
             return st;
         karg a1[] = {A_MEM(x->buffer),   A_U64(elem_offset(x)),
@@ -379,7 +389,7 @@ clnorm_status clnorm_bn_backward_reduce(clnorm_context *ctx, clnorm_bn_mode mode
     case PATH_SPLIT_ROWS: {
         static const cn_kernel_id ids[] = {K_BWD_PARTIAL, K_SPLIT_SUMS};
         const cl_uint G = p.G;
-        if ((st = kernels(ctx, x->dtype, ids, k, 2)) != CLNORM_SUCCESS ||
+        if ((st = kernels(ctx, cn_variant(ctx, x->dtype, p.numel, SPLIT_TENSORS), ids, k, 2)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS)
             return st;
         size_t gp[2] = {G * ctx->wg, p.C}, lp[2] = {ctx->wg, 1};

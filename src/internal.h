@@ -52,6 +52,11 @@ typedef enum cn_kernel_id {
 } cn_kernel_id;
 
 #define CN_DTYPE_COUNT 3 /* clnorm_dtype values 0..2 */
+/* A program variant: the dtype, and how its kernels write tensors: variants 0..2 stream their vector stores past the
+ * caches (the dtype's value), 3..5 store plainly (CN_PLAIN_VARIANT: the dtype's value + 3; built with
+ * -DCLNORM_NO_NT_STORES). cn_variant picks one per call from the tensor's size (see ctx->stream_min_bytes). */
+#define CN_VARIANT_COUNT (2 * CN_DTYPE_COUNT)
+#define CN_PLAIN_VARIANT(dtype) ((int)(dtype) + CN_DTYPE_COUNT)
 
 typedef enum cn_strategy { CN_STRATEGY_CPU = 0, CN_STRATEGY_GPU = 1 } cn_strategy;
 
@@ -83,7 +88,11 @@ struct clnorm_context {
     /* program.c: CLNORM_KERNEL_DIR (NULL when unset) and CLNORM_BUILD_OPTIONS ("" when unset), read at context
      * creation; the kernels made so far, per (dtype, kernel id), borrowed from programs: the hot path's look-up */
     char *kernel_dir, *build_options;
-    cl_kernel kernel_table[CN_DTYPE_COUNT][K_COUNT];
+    cl_kernel kernel_table[CN_VARIANT_COUNT][K_COUNT];
+    /* context.c: a call whose tensors take at least this many bytes together writes them with streaming stores,
+     * else plainly (CLNORM_STREAM_MIN_BYTES; default the smaller of 8 MiB and a quarter of
+     * CL_DEVICE_GLOBAL_MEM_CACHE_SIZE); see cn_variant */
+    cl_ulong stream_min_bytes;
     cl_mem scratch[CN_SCRATCH_COUNT];
     size_t scratch_size[CN_SCRATCH_COUNT];
     /* disk_cache.c: the on-disk cache folder, checked and opened at context creation (cache_fd valid when
@@ -118,16 +127,16 @@ clnorm_status cn_programs_init(clnorm_context *ctx);
 void cn_programs_release(clnorm_context *ctx);
 /* Test hook: the number of programs of ctx if each holds exactly its kernel group's kernels, else -1 and why. */
 int cn_programs_check(const clnorm_context *ctx, char *why, size_t n);
-/* Test hook: builds dtype's fallback program (every kernel, nothing stripped). */
-clnorm_status cn_build_whole_set(clnorm_context *ctx, clnorm_dtype dtype);
-/* The kernel id for dtype, its program built on first use (only the kernels of its group are compiled). */
-clnorm_status cn_get_kernel_slow(clnorm_context *ctx, clnorm_dtype dtype, cn_kernel_id id, cl_kernel *out);
-static inline clnorm_status cn_get_kernel(clnorm_context *ctx, clnorm_dtype dtype, cn_kernel_id id, cl_kernel *out) {
-    if ((unsigned)dtype < CN_DTYPE_COUNT && (unsigned)id < K_COUNT && ctx->kernel_table[dtype][id]) {
-        *out = ctx->kernel_table[dtype][id];
+/* Test hook: builds a variant's fallback program (every kernel, nothing stripped). */
+clnorm_status cn_build_whole_set(clnorm_context *ctx, int variant);
+/* The kernel id of a program variant, its program built on first use (only the kernels of its group are compiled). */
+clnorm_status cn_get_kernel_slow(clnorm_context *ctx, int variant, cn_kernel_id id, cl_kernel *out);
+static inline clnorm_status cn_get_kernel(clnorm_context *ctx, int variant, cn_kernel_id id, cl_kernel *out) {
+    if ((unsigned)variant < CN_VARIANT_COUNT && (unsigned)id < K_COUNT && ctx->kernel_table[variant][id]) {
+        *out = ctx->kernel_table[variant][id];
         return CLNORM_SUCCESS;
     }
-    return cn_get_kernel_slow(ctx, dtype, id, out);
+    return cn_get_kernel_slow(ctx, variant, id, out);
 }
 
 /* ---- disk_cache.c: compiled binaries on disk (silently absent when unusable) ------------------- */
@@ -160,6 +169,13 @@ clnorm_status cn_scratch(clnorm_context *ctx, int slot, size_t bytes, cl_mem *ou
 
 /* ---- tensor.c ---------------------------------------------------------------------------------- */
 size_t cn_dtype_size(clnorm_dtype d);
+/* The program variant of a call that reads or writes `tensors` tensors of numel values of dtype: streaming stores
+ * when they take ctx->stream_min_bytes or more together, plain stores below (tensors that small stay in the cache,
+ * where the next call or the next layer reads them again). */
+static inline int cn_variant(const clnorm_context *ctx, clnorm_dtype dtype, size_t numel, int tensors) {
+    cl_ulong bytes = (cl_ulong)numel * cn_dtype_size(dtype) * (cl_ulong)tensors;
+    return bytes < ctx->stream_min_bytes ? CN_PLAIN_VARIANT(dtype) : (int)dtype;
+}
 /* Validates a tensor view against ctx: buffer, ndim 2..5, non-zero dims, product without overflow, dtype and
  * layout enums, offset alignment, buffer context and size. what names it in messages ("x", "dy"...). */
 clnorm_status cn_check_tensor(const clnorm_context *ctx, const clnorm_tensor *t, const char *what, size_t *numel);

@@ -16,7 +16,10 @@
  * (trusted developer input: only from a folder and files owned by the effective user and not writable by group or
  * others). Both variables are read once, at context creation (cn_programs_init).
  *
- * The hot path, cn_get_kernel, is a table look-up: ctx->kernel_table[dtype][id], filled when the kernel is first
+ * A program is built per (variant, group): the variant is the dtype and whether the kernels' vector stores stream
+ * past the caches or are plain (-DCLNORM_NO_NT_STORES), picked per call by the tensor's size (cn_variant).
+ *
+ * The hot path, cn_get_kernel, is a table look-up: ctx->kernel_table[variant][id], filled when the kernel is first
  * created. No environment read, option string or hash per call. */
 #define _POSIX_C_SOURCE 200809L /* strtok_r */
 #include "internal.h"
@@ -396,27 +399,29 @@ static unsigned long long group_layout(group_id g) {
     return (unsigned long long)h;
 }
 
-/* the options of group g's program for dtype; 0 when they do not fit */
-static int format_options(const clnorm_context *ctx, clnorm_dtype dtype, group_id g, const char *hash, char *out,
+/* the options of group g's program for a variant; 0 when they do not fit */
+static int format_options(const clnorm_context *ctx, int variant, group_id g, const char *hash, char *out,
                           size_t n) {
     int len = snprintf(out, n,
                        "-cl-std=CL1.2 -D%s -D%s -DWG=%zu -DCLNORM_SOURCE_HASH=0x%s -DCLNORM_PROGRAM_%s "
-                       "-DCLNORM_LAYOUT=0x%016llx" CN_KERNEL_ABI_DEFINES " %s",
-                       dtype_define(dtype), ctx->strategy == CN_STRATEGY_CPU ? "STRATEGY_CPU" : "STRATEGY_GPU", ctx->wg,
-                       hash, groups[g].name, group_layout(g), ctx->build_options);
+                       "-DCLNORM_LAYOUT=0x%016llx" CN_KERNEL_ABI_DEFINES "%s %s",
+                       dtype_define((clnorm_dtype)(variant % CN_DTYPE_COUNT)),
+                       ctx->strategy == CN_STRATEGY_CPU ? "STRATEGY_CPU" : "STRATEGY_GPU", ctx->wg, hash,
+                       groups[g].name, group_layout(g), variant >= CN_DTYPE_COUNT ? " -DCLNORM_NO_NT_STORES" : "",
+                       ctx->build_options);
     return len >= 0 && (size_t)len < n;
 }
 
-/* the program of (dtype, group g), from memory, the disk cache or a build; stripped builds fall back to G_ALL's
+/* the program of (variant, group g), from memory, the disk cache or a build; stripped builds fall back to G_ALL's
  * sources (same options but the group name) when they fail */
-static clnorm_status get_program(clnorm_context *ctx, clnorm_dtype dtype, group_id g, cn_program **out) {
+static clnorm_status get_program(clnorm_context *ctx, int variant, group_id g, cn_program **out) {
     const char *texts[N_PIECES], *used[N_PIECES];
     size_t sizes[N_PIECES], used_sizes[N_PIECES];
     char *owned[N_PIECES], *stripped[N_PIECES] = {NULL};
     char hash[17], options[4096];
     cn_program *p = NULL;
     clnorm_status st = load_sources(ctx, groups[g].pieces, texts, sizes, owned, hash);
-    if (st == CLNORM_SUCCESS && !format_options(ctx, dtype, g, hash, options, sizeof options))
+    if (st == CLNORM_SUCCESS && !format_options(ctx, variant, g, hash, options, sizeof options))
         st = cn_fail(CLNORM_ERROR_BUILD,
                      "CLNORM_BUILD_OPTIONS is too long (the build options may take %zu "
                      "characters)",
@@ -489,11 +494,11 @@ static clnorm_status get_program(clnorm_context *ctx, clnorm_dtype dtype, group_
 }
 
 /* the slow path of cn_get_kernel: build (or find) the program, create the kernel, enter it in the table */
-clnorm_status cn_get_kernel_slow(clnorm_context *ctx, clnorm_dtype dtype, cn_kernel_id id, cl_kernel *out) {
+clnorm_status cn_get_kernel_slow(clnorm_context *ctx, int variant, cn_kernel_id id, cl_kernel *out) {
     cn_program *p = NULL;
-    if ((unsigned)dtype >= CN_DTYPE_COUNT || (unsigned)id >= K_COUNT)
-        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "no kernel %d for dtype %d", (int)id, (int)dtype);
-    clnorm_status st = get_program(ctx, dtype, kernel_group(id), &p);
+    if ((unsigned)variant >= CN_VARIANT_COUNT || (unsigned)id >= K_COUNT)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "no kernel %d for program variant %d", (int)id, variant);
+    clnorm_status st = get_program(ctx, variant, kernel_group(id), &p);
     if (st != CLNORM_SUCCESS)
         return st;
     if (!p->kernels[id]) {
@@ -504,16 +509,18 @@ clnorm_status cn_get_kernel_slow(clnorm_context *ctx, clnorm_dtype dtype, cn_ker
             return cn_cl_fail(err, "clCreateKernel");
         }
     }
-    ctx->kernel_table[dtype][id] = p->kernels[id];
+    ctx->kernel_table[variant][id] = p->kernels[id];
     *out = p->kernels[id];
     return CLNORM_SUCCESS;
 }
 
-/* Test hook (tests/dump_programs.c): builds the fallback program of dtype, the whole kernel set unstripped (what a
- * failed stripped build falls back to), so that it is compiled and checked like every other program. */
-clnorm_status cn_build_whole_set(clnorm_context *ctx, clnorm_dtype dtype) {
+/* Test hook (tests/dump_programs.c): builds the fallback program of a variant, the whole kernel set unstripped (what
+ * a failed stripped build falls back to), so that it is compiled and checked like every other program. */
+clnorm_status cn_build_whole_set(clnorm_context *ctx, int variant) {
     cn_program *p = NULL;
-    return get_program(ctx, dtype, G_ALL, &p);
+    if ((unsigned)variant >= CN_VARIANT_COUNT)
+        return cn_fail(CLNORM_ERROR_INVALID_ARGUMENT, "no program variant %d", variant);
+    return get_program(ctx, variant, G_ALL, &p);
 }
 
 /* Test hook (tests/test_programs.c): every program of ctx holds exactly its group's kernels (G_ALL: anything),

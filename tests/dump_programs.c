@@ -5,7 +5,8 @@
  * Usage: CLNORM_STRATEGY=cpu|gpu dump_programs DIR [DEVICE]   (DEVICE: default "pocl")
  *
  * It builds the fallback program (the whole kernel set, unstripped) and fetches every kernel (cn_get_kernel, each
- * storage dtype x each kernel id), which builds every program the library can build for this strategy and
+ * program variant -- storage dtype x streaming or plain stores -- x each kernel id), which builds every program the
+ * library can build for this strategy and
  * work-group size (CLNORM_MAX_WORK_GROUP_SIZE picks another). The link wraps clCreateProgramWithSource and clBuildProgram
  * (-Wl,--wrap, see tests/CMakeLists.txt): the first records the program's source, the second writes it with its
  * options to DIR/program-<n>.cl and DIR/program-<n>.options. The disk cache is turned off (CLNORM_CACHE=0) so that
@@ -93,22 +94,21 @@ int main(int argc, char **argv) {
                 clnorm_last_error());
         return 1;
     }
-    static const clnorm_dtype dtypes[] = {CLNORM_F32, CLNORM_F16, CLNORM_BF16};
     int failed = 0;
-    for (int d = 0; d < 3; ++d) {
+    for (int v = 0; v < CN_VARIANT_COUNT; ++v) {
         /* the fallback program too: the whole kernel set unstripped */
-        st = cn_build_whole_set(ctx, dtypes[d]);
+        st = cn_build_whole_set(ctx, v);
         if (st != CLNORM_SUCCESS) {
-            fprintf(stderr, "dump_programs: the whole set, dtype %d: %s: %s\n", (int)dtypes[d], clnorm_status_string(st),
+            fprintf(stderr, "dump_programs: the whole set, variant %d: %s: %s\n", v, clnorm_status_string(st),
                     clnorm_last_error());
             failed = 1;
         }
         for (int id = 0; id < K_COUNT; ++id) {
             cl_kernel k = NULL;
-            st = cn_get_kernel(ctx, dtypes[d], (cn_kernel_id)id, &k);
+            st = cn_get_kernel(ctx, v, (cn_kernel_id)id, &k);
             if (st != CLNORM_SUCCESS) {
-                fprintf(stderr, "dump_programs: kernel %d, dtype %d: %s: %s\n", id, (int)dtypes[d],
-                        clnorm_status_string(st), clnorm_last_error());
+                fprintf(stderr, "dump_programs: kernel %d, variant %d: %s: %s\n", id, v, clnorm_status_string(st),
+                        clnorm_last_error());
                 failed = 1;
             }
         }

@@ -2,7 +2,8 @@
  * The C API keeps its word (what the header promises, tried as a new user would):
  * - in place: training y == x, backward dx == x and dx == dy give the reference's results (NCHW and NHWC, both
  *   modes, shapes that take the single-pass and the split paths);
- * - the strategy in use is queryable; an unknown CLNORM_STRATEGY or a bad CLNORM_MAX_WORK_GROUP_SIZE fails context
+ * - the strategy in use is queryable; an unknown CLNORM_STRATEGY, a bad CLNORM_MAX_WORK_GROUP_SIZE or a bad
+ *   CLNORM_STREAM_MIN_BYTES fails context
  *   creation with a message naming the value; small work-groups (64, 32, 1) give the reference's results;
  * - the layer: its dtype/layout refusal names what it got and what it expected, writing a negative or NaN running
  *   variance is refused with nothing written, a subnormal float epsilon is refused at create;
@@ -325,6 +326,18 @@ static void test_work_group_knob(void **state) {
         TU_ERR(CLNORM_ERROR_INVALID_ARGUMENT, st);
         TU_TRUE(c == NULL);
         TU_TRUE(strstr(clnorm_last_error(), "CLNORM_MAX_WORK_GROUP_SIZE") != NULL);
+    }
+    static const char *const bad_stream[] = {"abc", "-1", "8M", " 1", "1e6", "99999999999999999999999"};
+    for (size_t i = 0; i < TU_COUNT(bad_stream); i++) {
+        tu_case("CLNORM_STREAM_MIN_BYTES=\"%s\"", bad_stream[i]);
+        char *saved = swap_env("CLNORM_STREAM_MIN_BYTES", bad_stream[i]);
+        clnorm_context *c = NULL;
+        clnorm_status st = tu_context_create(&c);
+        restore_env("CLNORM_STREAM_MIN_BYTES", saved);
+        TU_ERR(CLNORM_ERROR_INVALID_ARGUMENT, st);
+        TU_TRUE(c == NULL);
+        TU_TRUE(strstr(clnorm_last_error(), "CLNORM_STREAM_MIN_BYTES") != NULL);
+        TU_TRUE(strstr(clnorm_last_error(), bad_stream[i]) != NULL);
     }
     static const char *const caps[] = {"32", "1"}; /* 64: the whole suite runs at 64 in CI */
     static const tu_shape shapes[] = {{4, {4, 3, 40, 41}}, {2, {50, 7}}, {3, {5, 4, 1000}}};
