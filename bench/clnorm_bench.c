@@ -1134,12 +1134,14 @@ static void print_header(clnorm_context *ctx, const options *o, FILE *f, const c
         clGetPlatformInfo(plat, CL_PLATFORM_VERSION, sizeof pver, pver, NULL);
     driver[sizeof driver - 1] = pver[sizeof pver - 1] = '\0';
     unsigned v = clnorm_version();
-    const char *opts = getenv("CLNORM_BUILD_OPTIONS"), *strat = getenv("CLNORM_STRATEGY");
+    const char *opts = getenv("CLNORM_BUILD_OPTIONS"), *strat = getenv("CLNORM_STRATEGY"),
+               *stream = getenv("CLNORM_STREAM_MIN_BYTES");
     fprintf(f,
             "%sclnorm %u.%u.%u | device: %s | type %s, %u compute units | driver %s | platform %s | "
-            "CLNORM_BUILD_OPTIONS=%s | CLNORM_STRATEGY=%s\n",
+            "CLNORM_BUILD_OPTIONS=%s | CLNORM_STRATEGY=%s | CLNORM_STREAM_MIN_BYTES=%s\n",
             prefix, v / 10000, v / 100 % 100, v % 100, clnorm_context_device_name(ctx), device_type_name(type), units,
-            driver, pver, opts && opts[0] ? opts : "(default)", strat && strat[0] ? strat : "(default)");
+            driver, pver, opts && opts[0] ? opts : "(default)", strat && strat[0] ? strat : "(default)",
+            stream && stream[0] ? stream : "(default: min(8 MiB, cache / 4))");
     FILE *la = fopen("/proc/loadavg", "r"); /* other processes on the cores skew every figure */
     double load = -1;
     if (la) {
