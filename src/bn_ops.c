@@ -511,6 +511,7 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
     plan p;
     int affine, running, save, same;
     clnorm_status st = make_plan(ctx, mode, x, "x", &p);
+    int variant = st == CLNORM_SUCCESS ? cn_variant(ctx, x->dtype, p.numel, 2 + (z != NULL)) : 0; /* x, y (and z) */
     if (st == CLNORM_SUCCESS)
         st = check_like(ctx, x, y, "y");
     if (st == CLNORM_SUCCESS)
@@ -553,7 +554,7 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
         cl_kernel k[3];
         static const cn_kernel_id ids[] = {K_COL_PARTIAL, K_COL_FINALIZE, K_COL_APPLY};
         cl_mem part, scoef;
-        if ((st = kernels(ctx, cn_variant(ctx, x->dtype, p.numel, 2 + (z != NULL)), ids, k, 3)) != CLNORM_SUCCESS ||
+        if ((st = kernels(ctx, variant, ids, k, 3)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, R * p.groups * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
             (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.groups * CN_COEF_STRIDE * sizeof(float), &scoef)) !=
                 CLNORM_SUCCESS)
@@ -567,7 +568,7 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
     case PATH_COLUMNS: {
         cl_kernel k;
         static const cn_kernel_id ids[] = {K_PA_FORWARD};
-        if ((st = kernels(ctx, cn_variant(ctx, x->dtype, p.numel, 2 + (z != NULL)), ids, &k, 1)) != CLNORM_SUCCESS)
+        if ((st = kernels(ctx, variant, ids, &k, 1)) != CLNORM_SUCCESS)
             return st;
         double unbias = (double)p.M / (double)(p.M - 1);
         karg a[] = {A_MEM(x->buffer),      A_U64(elem_offset(x)), A_MEM(z ? z->buffer : NULL),
@@ -583,7 +584,7 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
     case PATH_FUSED_ROWS: {
         cl_kernel k;
         static const cn_kernel_id ids[] = {K_FUSED_FORWARD};
-        if ((st = kernels(ctx, cn_variant(ctx, x->dtype, p.numel, 2 + (z != NULL)), ids, &k, 1)) != CLNORM_SUCCESS)
+        if ((st = kernels(ctx, variant, ids, &k, 1)) != CLNORM_SUCCESS)
             return st;
         size_t global = p.C * ctx->wg, local = ctx->wg;
         double unbias = (double)p.M / (double)(p.M - 1);
@@ -614,7 +615,7 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
     cl_kernel k[3];
     static const cn_kernel_id ids[] = {K_STATS_PARTIAL, K_STATS_FINALIZE, K_APPLY};
     cl_mem part, scoef;
-    if ((st = kernels(ctx, cn_variant(ctx, x->dtype, p.numel, 2 + (z != NULL)), ids, k, 3)) != CLNORM_SUCCESS ||
+    if ((st = kernels(ctx, variant, ids, k, 3)) != CLNORM_SUCCESS ||
         (st = cn_scratch(ctx, CN_SCRATCH_PARTIAL, p.C * G * 2 * sizeof(float), &part)) != CLNORM_SUCCESS ||
         (st = cn_scratch(ctx, CN_SCRATCH_STATS, p.C * CN_COEF_STRIDE * sizeof(float), &scoef)) != CLNORM_SUCCESS)
         return st;
@@ -646,6 +647,7 @@ clnorm_status clnorm_bn_forward_inference_ex(clnorm_context *ctx, clnorm_bn_mode
     plan p;
     int affine, stats, same;
     clnorm_status st = make_plan(ctx, mode, x, "x", &p);
+    int variant = st == CLNORM_SUCCESS ? cn_variant(ctx, x->dtype, p.numel, 2 + (z != NULL)) : 0; /* x, y (and z) */
     if (st == CLNORM_SUCCESS)
         st = check_like(ctx, x, y, "y");
     if (st == CLNORM_SUCCESS)
@@ -676,7 +678,7 @@ clnorm_status clnorm_bn_forward_inference_ex(clnorm_context *ctx, clnorm_bn_mode
     choose_path(ctx, &p, OP_INFER);
     static const cn_kernel_id pa[] = {K_PA_FORWARD}, ap[] = {K_APPLY}, ca[] = {K_COL_APPLY};
     const cn_kernel_id *ids = p.path == PATH_SPLIT_COLUMNS ? ca : p.path == PATH_COLUMNS ? pa : ap;
-    if ((st = kernels(ctx, cn_variant(ctx, x->dtype, p.numel, 2 + (z != NULL)), ids, &k, 1)) != CLNORM_SUCCESS)
+    if ((st = kernels(ctx, variant, ids, &k, 1)) != CLNORM_SUCCESS)
         return st;
     unsigned flags = (affine ? F_AFFINE : 0) | act_flags(z, activation);
     switch (p.path) {
@@ -755,8 +757,9 @@ clnorm_status cn_backward_ex(clnorm_context *ctx, clnorm_bn_mode mode, const cln
     plan p;
     int grads, saved, same;
     clnorm_status st = make_plan(ctx, mode, x, "x", &p);
-    /* x and dy, then y, dx and dz where given */
-    int variant = st == CLNORM_SUCCESS ? cn_variant(ctx, x->dtype, p.numel, 2 + (y != NULL) + (dx != NULL) + (dz != NULL)) : 0;
+    int variant = st == CLNORM_SUCCESS /* x and dy, then y, dx and dz where given */
+                      ? cn_variant(ctx, x->dtype, p.numel, 2 + (y != NULL) + (dx != NULL) + (dz != NULL))
+                      : 0;
     if (st == CLNORM_SUCCESS)
         st = check_like(ctx, x, dy, "dy");
     if (st == CLNORM_SUCCESS)

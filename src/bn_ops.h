@@ -92,7 +92,8 @@ size_t round_up(size_t v, size_t m);
 clnorm_status launch_1d(clnorm_context *ctx, cl_kernel k, size_t items, size_t local, const karg *args, cl_uint nargs);
 size_t elem_offset(const clnorm_tensor *t);
 cl_uint slices_per_map(const clnorm_context *ctx, const plan *p);
-/* the kernels of one call in a program variant (cn_variant: the dtype, streaming or plain stores by the tensor's size) */
+/* the kernels of one call in a program variant (cn_variant: the dtype; streaming or plain stores by the bytes of the
+ * call's tensors) */
 clnorm_status kernels(clnorm_context *ctx, int variant, const cn_kernel_id *ids, cl_kernel *out, int n);
 clnorm_status launch_finalize(clnorm_context *ctx, cl_kernel k, size_t C, const karg *args, cl_uint nargs);
 clnorm_status enqueue_apply(clnorm_context *ctx, const plan *p, cl_kernel k, const clnorm_tensor *x,

@@ -54,7 +54,7 @@ typedef enum cn_kernel_id {
 #define CN_DTYPE_COUNT 3 /* clnorm_dtype values 0..2 */
 /* A program variant: the dtype, and how its kernels write tensors: variants 0..2 stream their vector stores past the
  * caches (the dtype's value), 3..5 store plainly (CN_PLAIN_VARIANT: the dtype's value + 3; built with
- * -DCLNORM_NO_NT_STORES). cn_variant picks one per call from the tensor's size (see ctx->stream_min_bytes). */
+ * -DCLNORM_NO_NT_STORES). cn_variant picks one per call from the bytes of its tensors (see ctx->stream_min_bytes). */
 #define CN_VARIANT_COUNT (2 * CN_DTYPE_COUNT)
 #define CN_PLAIN_VARIANT(dtype) ((int)(dtype) + CN_DTYPE_COUNT)
 

@@ -119,7 +119,9 @@ static void test_programs_hold_their_group(void **state) {
  * variant its tensors' bytes ask for against the default threshold (the smaller of 8 MiB and a quarter of the
  * device's CL_DEVICE_GLOBAL_MEM_CACHE_SIZE): on a (768, 1024) F32 per-activation tensor (3 MiB), the forward (x, y)
  * and the backward (x, dy, dx) are on either side of 8 MiB. The outputs of every context are checked as above. */
-static int program_streams(const cn_program *p) { return strstr(p->options, "-DCLNORM_NO_NT_STORES") == NULL; }
+static int program_streams(const cn_program *p) {
+    return strstr(p->options, "-DCLNORM_NO_NT_STORES") == NULL;
+}
 
 static void test_store_variants(void **state) {
     (void)state;
@@ -183,7 +185,8 @@ static void test_store_variants(void **state) {
                 n_bwd[program_streams(p)] += strstr(p->options, "-DCLNORM_PROGRAM_PA_BACKWARD ") != NULL;
             }
             tu_case("default, threshold %llu: per-activation programs plain / streaming: forward %d / %d, backward "
-                    "%d / %d", (unsigned long long)c->stream_min_bytes, n_fwd[0], n_fwd[1], n_bwd[0], n_bwd[1]);
+                    "%d / %d",
+                    (unsigned long long)c->stream_min_bytes, n_fwd[0], n_fwd[1], n_bwd[0], n_bwd[1]);
             TU_TRUE(n_fwd[0] == 1 && n_fwd[1] == fwd_streams && n_bwd[0] == 1 && n_bwd[1] == bwd_streams);
         }
         tu_ctx = group_ctx;
