@@ -208,24 +208,6 @@ static void test_constant_groups_exact(void **state) {
 
 /* ---- strategy and work-group knobs --------------------------------------------------------------------------------
  */
-/* sets (value != NULL) or unsets name, returning a copy of the previous value (or NULL) */
-static char *swap_env(const char *name, const char *value) {
-    const char *old = getenv(name);
-    char *saved = old ? strdup(old) : NULL;
-    if (value)
-        setenv(name, value, 1);
-    else
-        unsetenv(name);
-    return saved;
-}
-static void restore_env(const char *name, char *saved) {
-    if (saved)
-        setenv(name, saved, 1);
-    else
-        unsetenv(name);
-    free(saved);
-}
-
 static void test_strategy_query(void **state) {
     (void)state;
     tu_case("strategy query");
@@ -238,10 +220,8 @@ static void test_strategy_query(void **state) {
 
     static const char *const good[][2] = {{"GPU", "gpu"}, {"cpu", "cpu"}, {"Gpu", "gpu"}, {"CPU", "cpu"}};
     for (size_t i = 0; i < TU_COUNT(good); i++) {
-        char *saved = swap_env("CLNORM_STRATEGY", good[i][0]);
         clnorm_context *c = NULL;
-        clnorm_status st = tu_context_create(&c);
-        restore_env("CLNORM_STRATEGY", saved);
+        clnorm_status st = tu_context_create_env("CLNORM_STRATEGY", good[i][0], &c);
         TU_OK(st);
         TU_TRUE(strcmp(clnorm_context_strategy(c), good[i][1]) == 0);
         clnorm_context_destroy(c);
@@ -249,20 +229,18 @@ static void test_strategy_query(void **state) {
     static const char *const bad[] = {"bogus", "gpu ", "cpus", "1", "g"};
     for (size_t i = 0; i < TU_COUNT(bad); i++) {
         tu_case("CLNORM_STRATEGY=\"%s\"", bad[i]);
-        char *saved = swap_env("CLNORM_STRATEGY", bad[i]);
         clnorm_context *c = (clnorm_context *)&c; /* must be set to NULL */
-        clnorm_status st = tu_context_create(&c);
-        restore_env("CLNORM_STRATEGY", saved);
+        clnorm_status st = tu_context_create_env("CLNORM_STRATEGY", bad[i], &c);
         TU_ERR(CLNORM_ERROR_INVALID_ARGUMENT, st);
         TU_TRUE(c == NULL);
         TU_TRUE(strstr(clnorm_last_error(), "CLNORM_STRATEGY") != NULL);
         TU_TRUE(strstr(clnorm_last_error(), bad[i]) != NULL);
     }
     /* the same for a context on the application's queue */
-    char *saved = swap_env("CLNORM_STRATEGY", "bogus");
+    char *saved = tu_swap_env("CLNORM_STRATEGY", "bogus");
     clnorm_context *c = NULL;
     clnorm_status st = clnorm_context_create_from_queue(clnorm_context_queue(tu_ctx), &c);
-    restore_env("CLNORM_STRATEGY", saved);
+    tu_restore_env("CLNORM_STRATEGY", saved);
     TU_ERR(CLNORM_ERROR_INVALID_ARGUMENT, st);
     TU_TRUE(c == NULL);
 }
@@ -316,10 +294,8 @@ static void run_small_wg(clnorm_context *c, clnorm_bn_mode mode, const tu_shape 
  * the value */
 static void check_knob_refused(const char *knob, const char *value) {
     tu_case("%s=\"%s\"", knob, value);
-    char *saved = swap_env(knob, value);
     clnorm_context *c = NULL;
-    clnorm_status st = tu_context_create(&c);
-    restore_env(knob, saved);
+    clnorm_status st = tu_context_create_env(knob, value, &c);
     TU_ERR(CLNORM_ERROR_INVALID_ARGUMENT, st);
     TU_TRUE(c == NULL);
     TU_TRUE(strstr(clnorm_last_error(), knob) != NULL);
@@ -337,10 +313,8 @@ static void test_work_group_knob(void **state) {
     static const char *const caps[] = {"32", "1"}; /* 64: the whole suite runs at 64 in CI */
     static const tu_shape shapes[] = {{4, {4, 3, 40, 41}}, {2, {50, 7}}, {3, {5, 4, 1000}}};
     for (size_t i = 0; i < TU_COUNT(caps); i++) {
-        char *saved = swap_env("CLNORM_MAX_WORK_GROUP_SIZE", caps[i]);
         clnorm_context *c = NULL;
-        clnorm_status st = tu_context_create(&c);
-        restore_env("CLNORM_MAX_WORK_GROUP_SIZE", saved);
+        clnorm_status st = tu_context_create_env("CLNORM_MAX_WORK_GROUP_SIZE", caps[i], &c);
         TU_OK(st);
         for (size_t k = 0; k < TU_COUNT(shapes); k++)
             for (int m = 0; m < 2; m++)

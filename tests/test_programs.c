@@ -131,23 +131,12 @@ static void test_store_variants(void **state) {
         {4, {2, 5, 3, 3}, CLNORM_BN_SPATIAL, CLNORM_NHWC},
     };
     static const spec tall = {2, {768, 1024, 0, 0}, CLNORM_BN_PER_ACTIVATION, CLNORM_NCHW};
+    const cl_ulong tall_bytes = 768ull * 1024 * 4, small_bytes = 3ull * 2 * 4 * 8 * 8 * 4; /* 3 tensors, largest */
     static const char *const knob[] = {"0", "1099511627776", NULL};
     clnorm_context *group_ctx = tu_ctx;
     for (size_t v = 0; v < TU_COUNT(knob); ++v) {
-        const char *old = getenv("CLNORM_STREAM_MIN_BYTES");
-        char *saved = old ? strdup(old) : NULL;
-        if (knob[v])
-            setenv("CLNORM_STREAM_MIN_BYTES", knob[v], 1);
-        else
-            unsetenv("CLNORM_STREAM_MIN_BYTES");
         clnorm_context *c = NULL;
-        clnorm_status st = tu_context_create(&c);
-        if (saved)
-            setenv("CLNORM_STREAM_MIN_BYTES", saved, 1);
-        else
-            unsetenv("CLNORM_STREAM_MIN_BYTES");
-        free(saved);
-        TU_OK(st);
+        TU_OK(tu_context_create_env("CLNORM_STREAM_MIN_BYTES", knob[v], &c));
         tu_ctx = c; /* run_spec's calls and buffers on c */
         for (size_t i = 0; i < TU_COUNT(small); ++i)
             run_spec(&small[i], CLNORM_F32);
@@ -155,40 +144,34 @@ static void test_store_variants(void **state) {
             cl_ulong llc = 0, cap = (cl_ulong)8 << 20;
             TU_TRUE(clGetDeviceInfo(clnorm_context_device(c), CL_DEVICE_GLOBAL_MEM_CACHE_SIZE, sizeof llc, &llc,
                                     NULL) == CL_SUCCESS);
-            cl_ulong want = llc && llc / 4 < cap ? llc / 4 : cap;
             tu_case("default threshold: %llu bytes (device cache %llu)", (unsigned long long)c->stream_min_bytes,
                     (unsigned long long)llc);
-            TU_TRUE(c->stream_min_bytes == want);
+            TU_TRUE(c->stream_min_bytes == (llc && llc / 4 < cap ? llc / 4 : cap));
+            TU_TRUE(c->stream_min_bytes > small_bytes);
             run_spec(&tall, CLNORM_F32);
         }
-        /* default: the small specs' tensors (a few KiB) store plainly; the tall tensor's forward streams iff x and y
-         * take the threshold, its backward iff x, dy and dx do (a second program of that group beside the plain one) */
-        cl_ulong tall = 768ull * 1024 * 4;
-        int fwd_streams = 2 * tall >= c->stream_min_bytes, bwd_streams = 3 * tall >= c->stream_min_bytes;
-        if (!knob[v])
-            TU_TRUE(c->stream_min_bytes > 3 * 2 * 4 * 8 * 8 * 4);
+        /* default: the small specs' programs store plainly; the tall tensor's forward streams iff x and y take the
+         * threshold, its backward iff x, dy and dx do (then a second program of that group beside the plain one) */
+        int n_fwd[2] = {0, 0}, n_bwd[2] = {0, 0}, n_other[2] = {0, 0}; /* [streams] */
         for (const cn_program *p = c->programs; p; p = p->next) {
-            int streams = program_streams(p), pa_fwd = strstr(p->options, "-DCLNORM_PROGRAM_PA_FORWARD ") != NULL,
-                pa_bwd = strstr(p->options, "-DCLNORM_PROGRAM_PA_BACKWARD ") != NULL;
-            tu_case("CLNORM_STREAM_MIN_BYTES=%s: program %s", knob[v] ? knob[v] : "(default)", p->options);
-            if (v == 0)
-                TU_TRUE(streams);
-            else if (v == 1 || !(pa_fwd || pa_bwd))
-                TU_TRUE(!streams);
+            int streams = program_streams(p);
+            if (strstr(p->options, "-DCLNORM_PROGRAM_PA_FORWARD "))
+                n_fwd[streams]++;
+            else if (strstr(p->options, "-DCLNORM_PROGRAM_PA_BACKWARD "))
+                n_bwd[streams]++;
             else
-                TU_TRUE(!streams || (pa_fwd ? fwd_streams : bwd_streams));
+                n_other[streams]++;
         }
-        if (!knob[v]) {
-            int n_fwd[2] = {0, 0}, n_bwd[2] = {0, 0}; /* [streams] */
-            for (const cn_program *p = c->programs; p; p = p->next) {
-                n_fwd[program_streams(p)] += strstr(p->options, "-DCLNORM_PROGRAM_PA_FORWARD ") != NULL;
-                n_bwd[program_streams(p)] += strstr(p->options, "-DCLNORM_PROGRAM_PA_BACKWARD ") != NULL;
-            }
-            tu_case("default, threshold %llu: per-activation programs plain / streaming: forward %d / %d, backward "
-                    "%d / %d",
-                    (unsigned long long)c->stream_min_bytes, n_fwd[0], n_fwd[1], n_bwd[0], n_bwd[1]);
-            TU_TRUE(n_fwd[0] == 1 && n_fwd[1] == fwd_streams && n_bwd[0] == 1 && n_bwd[1] == bwd_streams);
-        }
+        tu_case("CLNORM_STREAM_MIN_BYTES=%s: programs plain / streaming: per-activation forward %d / %d, backward "
+                "%d / %d, others %d / %d",
+                knob[v] ? knob[v] : "(default)", n_fwd[0], n_fwd[1], n_bwd[0], n_bwd[1], n_other[0], n_other[1]);
+        if (v == 0)
+            TU_TRUE(n_fwd[0] + n_bwd[0] + n_other[0] == 0 && n_other[1] > 0);
+        else if (v == 1)
+            TU_TRUE(n_fwd[1] + n_bwd[1] + n_other[1] == 0 && n_other[0] > 0);
+        else
+            TU_TRUE(n_other[1] == 0 && n_fwd[0] == 1 && n_fwd[1] == (2 * tall_bytes >= c->stream_min_bytes) &&
+                    n_bwd[0] == 1 && n_bwd[1] == (3 * tall_bytes >= c->stream_min_bytes));
         tu_ctx = group_ctx;
         clnorm_context_destroy(c);
     }

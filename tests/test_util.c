@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L /* setenv, strdup */
 #include "test_util.h"
 
 #include <math.h>
@@ -17,6 +18,31 @@ const char *tu_device_selector(void) {
 clnorm_status tu_context_create(clnorm_context **out) {
     *out = NULL;
     return clnorm_context_create(tu_device_selector(), out);
+}
+
+char *tu_swap_env(const char *name, const char *value) {
+    const char *old = getenv(name);
+    char *saved = old ? strdup(old) : NULL;
+    if (value)
+        setenv(name, value, 1);
+    else
+        unsetenv(name);
+    return saved;
+}
+
+void tu_restore_env(const char *name, char *saved) {
+    if (saved)
+        setenv(name, saved, 1);
+    else
+        unsetenv(name);
+    free(saved);
+}
+
+clnorm_status tu_context_create_env(const char *name, const char *value, clnorm_context **out) {
+    char *saved = tu_swap_env(name, value);
+    clnorm_status st = tu_context_create(out);
+    tu_restore_env(name, saved);
+    return st;
 }
 
 void tu_main_init(void) {

@@ -31,6 +31,13 @@ int tu_group_teardown(void **state);  /* destroys tu_ctx */
 const char *tu_device_selector(void); /* $CLNORM_TEST_DEVICE or "pocl" */
 /* clnorm_context_create with the test selector; returns the status (no skip logic). */
 clnorm_status tu_context_create(clnorm_context **out);
+/* sets (value != NULL) or unsets an environment variable, returning a copy of its previous value (or NULL) for
+ * tu_restore_env, which puts it back and frees the copy */
+char *tu_swap_env(const char *name, const char *value);
+void tu_restore_env(const char *name, char *saved);
+/* tu_context_create with name=value in the environment (NULL: unset) for the call only: the knobs read at context
+ * creation */
+clnorm_status tu_context_create_env(const char *name, const char *value, clnorm_context **out);
 
 /* ---- cases and random numbers -------------------------------------------------------- */
 /* Start a case: derives the case seed from the base seed and the label, seeds the RNG. */
