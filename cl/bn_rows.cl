@@ -50,13 +50,64 @@ __kernel void bn_stats_finalize(__global const stype *x, ulong xoff, ulong S, __
     coef_store(k, scoef, c);
 }
 
-/* Training forward in one launch, one work-group per map: statistics, then the normalisation while the map is
- * still in cache (the second read of x comes from L2/L3), outputs streamed out. */
+#if defined(STRATEGY_CPU)
+/* Pieces of a row that the CPU's pipelined training forward interleaves: a multiple of 4 * BLK (acc_contig's
+ * blocks), so a row's statistics gathered piece by piece have the bits of the row gathered whole. */
+#define PIPE_PIECE (4 * BLK)
+
+/* The CPU training forward's map loop: work-item g takes maps [g * C / n, (g + 1) * C / n) of the
+ * n = get_num_groups(0) the host launches (a few per core; or one per map, which is the unpipelined kernel). Each
+ * map's normalisation (x from cache, y streamed out) walks beside the statistics pass of the next map (x from
+ * memory), piece by piece: loads stream in while stores stream out, instead of a read-only then a write-only phase
+ * per map. AMD EPYC (Zen 3) VM, training forward on (32,256,28,28): 1.64-1.83 -> 1.27-1.43 ms (copy 1.16 ms).
+ * Not taken (measured slower there, one item per map instead): with a residual z, and in the backward, whose
+ * passes from memory read two or three streams. */
+static inline int pipe_maps(ulong C, ulong *c0, ulong *c1) {
+    ulong g = get_group_id(0), n = get_num_groups(0);
+    *c0 = g * C / n;
+    *c1 = (g + 1) * C / n;
+    return *c0 < *c1;
+}
+#endif
+
+/* Training forward in one launch: statistics, then the normalisation while the map is still in cache (the second
+ * read of x comes from L2/L3), outputs streamed out. GPU: one work-group per map. CPU: a run of maps per
+ * work-item (pipe_maps), the statistics of map c + 1 gathered while map c is written. */
 __kernel void bn_fused_forward(__global const stype *x, ulong xoff, __global const stype *z, ulong zoff,
                                __global stype *y, ulong yoff, ulong B, ulong C,
                                ulong S, __global const float *scale, __global const float *bias,
                                __global float *rmean, __global float *rvar, __global float *smean,
                                __global float *sinvstd, float factor, float eps, float unbias, uint flags) {
+#if defined(STRATEGY_CPU)
+    ulong c, c1, N = B * S;
+    if (!pipe_maps(C, &c, &c1))
+        return;
+    __global const stype *xp = x + xoff;
+    __global const stype *zp = (flags & F_Z) ? z + zoff : NULL;
+    __global stype *yp = y + yoff;
+    float K = map_shift(xp, S, c);
+    acc_t a;
+    acc_init(&a);
+    acc_range(&a, xp, C, S, c, 0, N, K);
+    for (;; ++c) {
+        coef_t k;
+        finalize_stats(&k, &a, K, N, c, scale, bias, rmean, rvar, smean, sinvstd, factor, eps, unbias, flags);
+        if (c + 1 == c1) {
+            apply_map(xp, NULL, zp, yp, B, C, S, c, k, flags);
+            return;
+        }
+        K = map_shift(xp, S, c + 1);
+        acc_init(&a);
+        for (ulong b = 0; b < B; ++b) {
+            ulong row = (b * C + c) * S, next = row + S;
+            for (ulong s = 0; s < S; s += PIPE_PIECE) {
+                ulong n = min(S - s, (ulong)PIPE_PIECE);
+                acc_contig(&a, xp + next + s, n, K);
+                apply_run(xp + row + s, NULL, zp ? zp + row + s : zp, yp + row + s, n, k, flags);
+            }
+        }
+    }
+#else
     __local ulong ln[WG];
     __local float lm[WG], lq[WG];
     __local float lk[CN_COEF_STRIDE];
@@ -79,6 +130,7 @@ __kernel void bn_fused_forward(__global const stype *x, ulong xoff, __global con
     barrier(CLK_LOCAL_MEM_FENCE);
     coef_t k = {lk[0], lk[1], lk[2], lk[3], lk[4]};
     apply_map(xp, NULL, (flags & F_Z) ? z + zoff : NULL, y + yoff, B, C, S, c, k, flags);
+#endif
 }
 
 /* ==== elementwise ================================================================================================= */

@@ -349,6 +349,17 @@ static int fused(const clnorm_context *ctx, const plan *p) {
     return p->B * p->S <= 16 * ctx->wg * 16;
 }
 
+/* The training forward's one-launch rows kernel's work-groups: GPU one per map; CPU, when pipelined (bn_rows.cl,
+ * pipe_maps: without a residual z), a run of maps per work-item, CLNORM_PIPE_ITEMS per core (fewer when there are
+ * fewer maps): longer runs overlap more, several runs per core keep the cores evenly loaded; else one per map. */
+#define CLNORM_PIPE_ITEMS 4
+static size_t fused_groups(const clnorm_context *ctx, const plan *p, int pipelined) {
+    if (ctx->strategy != CN_STRATEGY_CPU || !pipelined)
+        return p->C;
+    size_t u = ctx->units, per = p->C / u;
+    return u * (per < CLNORM_PIPE_ITEMS ? per : CLNORM_PIPE_ITEMS);
+}
+
 /* column kernels: CPU a few work-items (one per group) taking tiles of 256 columns, strided; GPU one column per
  * work-item */
 static clnorm_status launch_columns(clnorm_context *ctx, cl_kernel k, const plan *p, const karg *args,
@@ -586,7 +597,7 @@ clnorm_status clnorm_bn_forward_training_ex(clnorm_context *ctx, clnorm_bn_mode 
         static const cn_kernel_id ids[] = {K_FUSED_FORWARD};
         if ((st = kernels(ctx, variant, ids, &k, 1)) != CLNORM_SUCCESS)
             return st;
-        size_t global = p.C * ctx->wg, local = ctx->wg;
+        size_t global = fused_groups(ctx, &p, z == NULL) * ctx->wg, local = ctx->wg;
         double unbias = (double)p.M / (double)(p.M - 1);
         karg a[] = {A_MEM(x->buffer),
                     A_U64(elem_offset(x)),

@@ -370,12 +370,15 @@ static void run_matrix(const fcase *cases, size_t nc) {
         }
 }
 
-/* With 2 compute units: rows fused (CPU: maps a multiple of the units; GPU: B*S <= 65536), rows split (CPU: 3
- * maps; GPU: B*S > 65536), columns in one launch (few rows), split columns (>= 2048 rows, few columns). */
+/* With 2 compute units: rows fused (CPU: maps a multiple of the units, more than 4 per unit in pipelined runs of
+ * maps per work-item, rows over PIPE_PIECE values walked in pieces; GPU: B*S <= 65536), rows split (CPU: 3 maps;
+ * GPU: B*S > 65536), columns in one launch (few rows), split columns (>= 2048 rows, few columns). */
 static void test_rows(void **state) {
     (void)state;
     static const fcase cases[] = {
         {CLNORM_BN_SPATIAL, CLNORM_NCHW, 4, {3, 4, 5, 7}, "rows fused", 0},
+        {CLNORM_BN_SPATIAL, CLNORM_NCHW, 4, {3, 21, 5, 7}, "rows fused, cpu: runs of 2 or 3 maps (pipelined without z)", 0},
+        {CLNORM_BN_SPATIAL, CLNORM_NCHW, 4, {2, 18, 33, 40}, "rows fused, cpu: rows of 2 pieces (pipelined without z)", 0},
         {CLNORM_BN_SPATIAL, CLNORM_NCHW, 4, {3, 3, 5, 7}, "rows split on cpu, fused on gpu", 0},
         {CLNORM_BN_SPATIAL, CLNORM_NCHW, 5, {2, 3, 3, 4, 5}, "rows, 5-d", 0},
         {CLNORM_BN_SPATIAL, CLNORM_NCHW, 4, {2, 3, 130, 260}, "rows split on both", 1},
@@ -659,6 +662,7 @@ static void test_in_place(void **state) {
     (void)state;
     static const fcase cases[] = {
         {CLNORM_BN_SPATIAL, CLNORM_NCHW, 4, {3, 4, 5, 7}, "rows fused", 0},
+        {CLNORM_BN_SPATIAL, CLNORM_NCHW, 4, {3, 21, 5, 7}, "rows fused, pipelined (cpu)", 0},
         {CLNORM_BN_SPATIAL, CLNORM_NCHW, 4, {3, 3, 5, 7}, "rows split (cpu)", 0},
         {CLNORM_BN_PER_ACTIVATION, CLNORM_NCHW, 2, {16, 300}, "columns", 0},
         {CLNORM_BN_SPATIAL, CLNORM_NHWC, 4, {8, 3, 16, 16}, "split columns", 0},
