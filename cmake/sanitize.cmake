@@ -14,10 +14,10 @@ if(CLNORM_SANITIZE)
   message(STATUS "clnorm: building with -fsanitize=${CLNORM_SANITIZE}")
 endif()
 
-# CLNORM_BUILD_FUZZ: the libFuzzer target fuzz/fuzz_api.c (clang only). Everything is compiled with
+# CLNORM_BUILD_FUZZ: the libFuzzer targets fuzz/fuzz_api.c and fuzz/fuzz_cache.c (clang only). Everything is compiled with
 # -fsanitize=fuzzer-no-link,address,undefined (coverage for the fuzzer, ASan + UBSan on library and target);
-# `make fuzz FUZZ_SECONDS=60` builds it in build-fuzz/ and runs it.
-option(CLNORM_BUILD_FUZZ "Build the libFuzzer target fuzz_api (needs clang)" OFF)
+# `make fuzz FUZZ_SECONDS=60` builds them in build-fuzz/ and runs them (a quarter of the time fuzz_cache, the rest fuzz_api).
+option(CLNORM_BUILD_FUZZ "Build the libFuzzer targets fuzz_api and fuzz_cache (needs clang)" OFF)
 if(CLNORM_BUILD_FUZZ)
   if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
     message(FATAL_ERROR "CLNORM_BUILD_FUZZ needs clang (configure with CC=clang)")

@@ -66,7 +66,8 @@ typedef enum clnorm_status {
     CLNORM_ERROR_SHAPE,            /**< wrong ndim, maps mismatch, shapes differ, zero-sized dim, < 2 values
                                         per statistic in training */
     CLNORM_ERROR_BUFFER_TOO_SMALL, /**< a cl_mem is smaller than offset + bytes the call touches */
-    CLNORM_ERROR_UNSUPPORTED,      /**< dtype / layout / mode the device or this build cannot do */
+    CLNORM_ERROR_UNSUPPORTED,      /**< mixed dtypes or layouts in one call; a kernel the device cannot run even
+                                        with work-groups of one item */
     CLNORM_ERROR_INVALID_STATE,    /**< inplace in training, backward before a training forward, empty layer
                                         field used before written */
     CLNORM_ERROR_BUILD,            /**< kernel compilation failed: clnorm_last_error() holds the build log */

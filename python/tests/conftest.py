@@ -1,10 +1,54 @@
-"""Shared pieces of the Python suite: a float64 numpy reference of SEMANTICS.md, seeded data fresh per case,
-tolerances (SEMANTICS.md "Precision")."""
+"""Shared pieces of the Python suite: the test device, a float64 numpy reference of SEMANTICS.md, seeded data fresh
+per case, tolerances (SEMANTICS.md "Precision").
+
+As the C suites: the device is $CLNORM_TEST_DEVICE (a clnorm selector, default "pocl"); with no such device every
+test is skipped, unless CLNORM_TEST_REQUIRE_DEVICE=1 makes it a failure. The base seed is $CLNORM_TEST_SEED, else
+drawn from the clock; it is printed at the end of the run (and in the header without -q)."""
 import os
+import time
 import zlib
 
 import numpy as np
 import pytest
+
+
+def _base_seed():
+    s = os.environ.get("CLNORM_TEST_SEED", "")
+    return int(s, 0) if s else (time.time_ns() ^ os.getpid()) % 1000000000
+
+
+BASE_SEED = _base_seed()
+
+
+def device_selector():
+    return os.environ.get("CLNORM_TEST_DEVICE") or "pocl"
+
+
+def _describe():
+    return "clnorm tests: device selector CLNORM_TEST_DEVICE=%r, base seed CLNORM_TEST_SEED=%d" % (
+        device_selector(), BASE_SEED)
+
+
+def pytest_report_header(config):
+    return _describe()
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(_describe())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def clnorm_test_device():
+    """The default device of the whole run (clnorm.set_device), before any test makes an array or a module."""
+    import clnorm
+    try:
+        return clnorm.set_device(device_selector())
+    except clnorm.ModuleError as e:
+        required = os.environ.get("CLNORM_TEST_REQUIRE_DEVICE", "") not in ("", "0")
+        if e.status_name == "CLNORM_ERROR_NO_DEVICE" and not required:
+            pytest.skip("no device for CLNORM_TEST_DEVICE=%r (set CLNORM_TEST_REQUIRE_DEVICE=1 to fail instead): %s"
+                        % (device_selector(), e))
+        raise
 
 
 FWD = dict(atol=1e-5, rtol=1e-4)
@@ -15,9 +59,8 @@ F16 = dict(atol=2e-2, rtol=2e-2)
 
 @pytest.fixture
 def rng(request):
-    """A generator seeded from the test's id (and $CLNORM_TEST_SEED), so each case gets its own fresh data."""
-    base = int(os.environ.get("CLNORM_TEST_SEED", "20261201"))
-    return np.random.default_rng([base, zlib.crc32(request.node.nodeid.encode())])
+    """A generator seeded from the run's base seed and the test's id, so each case gets its own fresh data."""
+    return np.random.default_rng([BASE_SEED, zlib.crc32(request.node.nodeid.encode())])
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import pytest
 
 from clnorm import _lib, gpuarray
 from clnorm.modules import BatchNorm, BatchNorm2D, BatchNorm3D, ModuleError, Variable
-from conftest import BWD, FWD, STAT, close, ref_backward, ref_infer, ref_train
+from conftest import BASE_SEED, BWD, FWD, STAT, close, ref_backward, ref_infer, ref_train
 
 UNDER_MPIRUN = os.environ.get("CLNORM_MPI_TEST") == "1"
 needs_mpirun = pytest.mark.skipif(not UNDER_MPIRUN, reason="run by `make test` under mpirun (CLNORM_MPI_TEST=1)")
@@ -58,9 +58,11 @@ def batches(size, total_min=4):
 
 
 def shared_rng(request, salt=0):
-    """The same generator on every rank (the global batch is drawn identically everywhere)."""
+    """The same generator on every rank (the global batch is drawn identically everywhere): rank 0's base seed,
+    broadcast (collective: every rank runs every test, in the same order)."""
     import zlib
-    base = int(os.environ.get("CLNORM_TEST_SEED", "20261201"))
+    from mpi4py import MPI
+    base = MPI.COMM_WORLD.bcast(BASE_SEED, root=0)
     return np.random.default_rng([base, zlib.crc32(request.node.nodeid.encode()), salt])
 
 
