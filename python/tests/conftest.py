@@ -3,7 +3,8 @@ per case, tolerances (SEMANTICS.md "Precision").
 
 As the C suites: the device is $CLNORM_TEST_DEVICE (a clnorm selector, default "pocl"); with no such device every
 test is skipped, unless CLNORM_TEST_REQUIRE_DEVICE=1 makes it a failure. The base seed is $CLNORM_TEST_SEED, else
-drawn from the clock; it is printed at the end of the run (and in the header without -q)."""
+drawn from the clock (under mpirun, rank 0's on every rank); it is printed at the end of the run (and in the header
+without -q)."""
 import os
 import time
 import zlib
@@ -14,7 +15,14 @@ import pytest
 
 def _base_seed():
     s = os.environ.get("CLNORM_TEST_SEED", "")
-    return int(s, 0) if s else (time.time_ns() ^ os.getpid()) % 1000000000
+    seed = int(s, 0) if s else (time.time_ns() ^ os.getpid()) % 1000000000
+    if os.environ.get("CLNORM_MPI_TEST") == "1":  # under mpirun (test_mpi.py): every rank takes rank 0's
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            return seed
+        seed = MPI.COMM_WORLD.bcast(seed, root=0)
+    return seed
 
 
 BASE_SEED = _base_seed()

@@ -58,12 +58,10 @@ def batches(size, total_min=4):
 
 
 def shared_rng(request, salt=0):
-    """The same generator on every rank (the global batch is drawn identically everywhere): rank 0's base seed,
-    broadcast (collective: every rank runs every test, in the same order)."""
+    """The same generator on every rank (the global batch is drawn identically everywhere): BASE_SEED is rank 0's
+    on every rank under mpirun (conftest)."""
     import zlib
-    from mpi4py import MPI
-    base = MPI.COMM_WORLD.bcast(BASE_SEED, root=0)
-    return np.random.default_rng([base, zlib.crc32(request.node.nodeid.encode()), salt])
+    return np.random.default_rng([BASE_SEED, zlib.crc32(request.node.nodeid.encode()), salt])
 
 
 def identical_on_all_ranks(comm, ary, what):
