@@ -106,11 +106,13 @@ fuzz: deps
 # large (beyond its buffers), MPI and Python, both strategies, on the Oclgrind device with --data-races --check-api,
 # in $(OCLGRIND_BUILD)/ where tests/oclgrind.sh wraps every ctest command and fails on any Oclgrind message.
 # OCLGRIND_CTEST_ARGS narrows it (e.g. -R 'functional|errors'). Needs oclgrind.
+# Each suite may take up to 1200 s on the simulator (fused.gpu took 287 s and then 300+ s, over the default 300 s
+# timeout, on a 2-core AMD EPYC VM).
 OCLGRIND_BUILD ?= build-oclgrind
 OCLGRIND_CTEST_ARGS ?=
 check-oclgrind: deps
 	@command -v oclgrind >/dev/null 2>&1 || { echo "make check-oclgrind needs oclgrind: sudo apt-get install -y oclgrind"; exit 1; }
-	cmake -S . -B $(OCLGRIND_BUILD) -DCMAKE_BUILD_TYPE=$(TYPE) -DCLNORM_WERROR=$(WERROR) -DCLNORM_BUILD_BENCH=OFF -DCLNORM_BUILD_EXAMPLES=OFF \
+	cmake -S . -B $(OCLGRIND_BUILD) -DCMAKE_BUILD_TYPE=$(TYPE) -DCLNORM_WERROR=$(WERROR) -DCLNORM_BUILD_BENCH=OFF -DCLNORM_BUILD_EXAMPLES=OFF -DCLNORM_TEST_TIMEOUT=1200 \
 	  -DCMAKE_CROSSCOMPILING_EMULATOR=$(CURDIR)/tests/oclgrind.sh $(CMAKE_ARGS)
 	cmake --build $(OCLGRIND_BUILD) -j $(JOBS)
 	cd $(OCLGRIND_BUILD) && CLNORM_TEST_DEVICE=oclgrind CLNORM_TEST_REQUIRE_DEVICE=1 \
