@@ -17,10 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "clnorm_mpi.h"
 #include "ref_bn.h"
+#include "test_seed.h"
 
 static int rank, nranks, failures;
 static clnorm_context *ctx;
@@ -46,10 +46,8 @@ static uint64_t rng;
  * the same batch; printed by rank 0. Each case seeds rng with seed_of(its own number). */
 static uint64_t base_seed;
 static uint64_t seed_of(uint64_t v) {
-    uint64_t z = base_seed ^ (v * 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    uint64_t x = base_seed ^ (v << 32);
+    return ts_splitmix64(&x);
 }
 static double uniform(void) {
     rng = rng * 6364136223846793005ull + 1442695040888963407ull;
@@ -519,8 +517,7 @@ int main(int argc, char **argv) {
         return req && *req && strcmp(req, "0") != 0 ? 1 : 77;
     }
     if (rank == 0) {
-        const char *s = getenv("CLNORM_TEST_SEED");
-        base_seed = s && *s ? strtoull(s, NULL, 0) : ((uint64_t)time(NULL) ^ ((uint64_t)clock() << 32)) % 1000000000ull;
+        base_seed = ts_seed_from_env();
         fprintf(stderr, "test_mpi: %d ranks, base seed CLNORM_TEST_SEED=%llu\n", nranks, (unsigned long long)base_seed);
     }
     MPI_Bcast(&base_seed, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);

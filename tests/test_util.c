@@ -1,11 +1,11 @@
 #define _POSIX_C_SOURCE 200809L /* setenv, strdup */
 #include "test_util.h"
+#include "test_seed.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 clnorm_context *tu_ctx = NULL;
 
@@ -91,22 +91,9 @@ static uint64_t g_s[4];
 static int g_have_spare;
 static double g_spare;
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 uint64_t tu_base_seed(void) {
     if (!g_base_seed_set) {
-        const char *s = getenv("CLNORM_TEST_SEED");
-        if (s && *s) {
-            g_base_seed = strtoull(s, NULL, 0);
-        } else {
-            uint64_t t = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
-            g_base_seed = splitmix64(&t) % 1000000000ull;
-        }
+        g_base_seed = ts_seed_from_env();
         g_base_seed_set = 1;
     }
     return g_base_seed;
@@ -115,7 +102,7 @@ uint64_t tu_base_seed(void) {
 static void rng_seed(uint64_t seed) {
     uint64_t x = seed;
     for (int i = 0; i < 4; i++)
-        g_s[i] = splitmix64(&x);
+        g_s[i] = ts_splitmix64(&x);
     g_have_spare = 0;
 }
 
@@ -128,7 +115,7 @@ void tu_case(const char *fmt, ...) {
     for (const char *p = g_case_label; *p; p++)
         h = (h ^ (unsigned char)*p) * 1099511628211ull;
     uint64_t x = tu_base_seed() ^ h;
-    g_case_seed = splitmix64(&x);
+    g_case_seed = ts_splitmix64(&x);
     rng_seed(g_case_seed);
     const char *v = getenv("CLNORM_TEST_VERBOSE");
     if (v && *v && strcmp(v, "0") != 0) {

@@ -72,9 +72,8 @@ def rng(request):
 
 
 @pytest.fixture(scope="session")
-def queue():
-    import clnorm
-    return clnorm.default_queue()
+def queue(clnorm_test_device):
+    return clnorm_test_device
 
 
 def axes(ndim, spatial):
