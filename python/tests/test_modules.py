@@ -81,9 +81,12 @@ def test_odd_shapes(shape, spatial, cls, rng):
     bn = factory(shape[1], sscale=0.3)
     x = rng.normal(0.5, 1.5, shape).astype(np.float32)
     dy = rng.normal(0.0, 1.0, shape).astype(np.float32)
-    _, mean, _, inv, _ = train_and_check(bn, x, spatial)
+    train_and_check(bn, x, spatial)
     bn.backward(gpuarray.to_gpu(dy))
-    dx, ds, db = ref_backward(x, dy, bn.scale.get(), mean, inv, spatial)
+    # the reference backward from the saved statistics the backward received (checked against the double ones
+    # above): with 2 values a group, dx is a near-total cancellation that amplifies their float rounding
+    # (from the double statistics, 43 of 300 seeds missed the tolerance on (2,1030,1,1); from these, none)
+    dx, ds, db = ref_backward(x, dy, bn.scale.get(), bn.savemean.get(), bn.saveinvvar.get(), spatial)
     close(bn.grad.get(), dx, **BWD, what="grad")
     close(bn.vars["scale"].grad.get(), ds.reshape(bn.scale.shape), **BWD, what="scale grad")
     # inference with 1 value per group
