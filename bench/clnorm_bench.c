@@ -1141,7 +1141,7 @@ static void print_header(clnorm_context *ctx, const options *o, FILE *f, const c
             "CLNORM_BUILD_OPTIONS=%s | CLNORM_STRATEGY=%s | CLNORM_STREAM_MIN_BYTES=%s\n",
             prefix, v / 10000, v / 100 % 100, v % 100, clnorm_context_device_name(ctx), device_type_name(type), units,
             driver, pver, opts && opts[0] ? opts : "(default)", strat && strat[0] ? strat : "(default)",
-            stream && stream[0] ? stream : "(default: min(8 MiB, cache / 4))");
+            stream && stream[0] ? stream : "(default: Intel CPU 1 MiB, else min(8 MiB, cache / 4))");
     FILE *la = fopen("/proc/loadavg", "r"); /* other processes on the cores skew every figure */
     double load = -1;
     if (la) {

@@ -90,8 +90,8 @@ struct clnorm_context {
     char *kernel_dir, *build_options;
     cl_kernel kernel_table[CN_VARIANT_COUNT][K_COUNT];
     /* context.c: a call whose tensors take at least this many bytes together writes them with streaming stores,
-     * else plainly (CLNORM_STREAM_MIN_BYTES; default the smaller of 8 MiB and a quarter of
-     * CL_DEVICE_GLOBAL_MEM_CACHE_SIZE); see cn_variant */
+     * else plainly (CLNORM_STREAM_MIN_BYTES; default 1 MiB on an Intel CPU device, elsewhere the smaller of 8 MiB
+     * and a quarter of CL_DEVICE_GLOBAL_MEM_CACHE_SIZE); see cn_variant */
     cl_ulong stream_min_bytes;
     cl_mem scratch[CN_SCRATCH_COUNT];
     size_t scratch_size[CN_SCRATCH_COUNT];
