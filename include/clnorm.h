@@ -102,13 +102,15 @@ typedef struct clnorm_context clnorm_context;
  * (`CLNORM_CACHE_DIR`, `CLNORM_CACHE`); programs compiled here are written to that cache by
  * clnorm_context_destroy. Blocking (device discovery).
  * @param device NULL or "": `$CLNORM_DEVICE` if set, else the first GPU, else the first accelerator, else the
- *        first CPU device of any platform. Otherwise "P:D" (platform and device index, as `clinfo -l` and
- *        `clnorm-info` number them) or a case-insensitive substring of "<platform name> <device name>" (also
+ *        first CPU device of any platform (with none of those, the first device of any type). Otherwise "P:D"
+ *        (platform and device index, as `clinfo -l` and `clnorm-info` number them) or a case-insensitive
+ *        substring of "<platform name> <device name>" (also
  *        matched against the platform vendor and version, so "pocl" finds POCL).
  * @param out receives the context (NULL on failure); the caller owns it and frees it with
  *        clnorm_context_destroy().
- * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (out NULL; `CLNORM_STRATEGY` or
- *         `CLNORM_MAX_WORK_GROUP_SIZE` set to a value it does not accept, see clnorm_context_strategy());
+ * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (out NULL; `CLNORM_STRATEGY`,
+ *         `CLNORM_MAX_WORK_GROUP_SIZE` or `CLNORM_STREAM_MIN_BYTES` set to a value it does not accept, see
+ *         clnorm_context_strategy());
  *         ::CLNORM_ERROR_NO_DEVICE (no platform,
  *         or nothing matches: clnorm_last_error() lists the devices that exist); ::CLNORM_ERROR_HOST_MEMORY;
  *         ::CLNORM_ERROR_DEVICE_MEMORY or ::CLNORM_ERROR_OPENCL (clCreateContext / clCreateCommandQueue).
@@ -120,7 +122,7 @@ CLNORM_API clnorm_status clnorm_context_create(const char *device, clnorm_contex
  *        clnorm is enqueued on it, interleaved with the application's own commands in queue order.
  * @param out receives the context (NULL on failure); free it with clnorm_context_destroy().
  * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (NULL, not a queue, an out-of-order queue, or a bad
- *         `CLNORM_STRATEGY` / `CLNORM_MAX_WORK_GROUP_SIZE`);
+ *         `CLNORM_STRATEGY` / `CLNORM_MAX_WORK_GROUP_SIZE` / `CLNORM_STREAM_MIN_BYTES`);
  *         ::CLNORM_ERROR_HOST_MEMORY; ::CLNORM_ERROR_OPENCL.
  */
 CLNORM_API clnorm_status clnorm_context_create_from_queue(cl_command_queue queue, clnorm_context **out);
@@ -199,7 +201,8 @@ CLNORM_API const char *clnorm_context_cache_status(const clnorm_context *ctx);
  * ("cpu" or "gpu", any case; any other non-empty value makes clnorm_context_create() and
  * clnorm_context_create_from_queue() fail with ::CLNORM_ERROR_INVALID_ARGUMENT). Creation also reads
  * `CLNORM_MAX_WORK_GROUP_SIZE` (a positive integer capping the work-group size of every kernel; anything else
- * is refused the same way).
+ * is refused the same way) and `CLNORM_STREAM_MIN_BYTES` (a non-negative integer of bytes: calls whose tensors
+ * take at least that much together use streaming stores; anything else is refused the same way).
  * @param ctx the context (NULL gives NULL).
  * @return static text "cpu" or "gpu", not to be freed.
  */
@@ -532,8 +535,9 @@ CLNORM_API clnorm_status clnorm_batchnorm_forward(clnorm_batchnorm *bn, int trai
  * A non-affine layer computes dx with its scale (1 unless written) and has no parameter gradients.
  * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_STATE (no training forward since create or reset);
  *         ::CLNORM_ERROR_SHAPE (also: x's shape is not that of the last training forward, whose statistics the
- *         backward uses; the message names both); ::CLNORM_ERROR_INVALID_ARGUMENT; and the statuses of
- *         clnorm_bn_backward().
+ *         backward uses — clnorm_batchnorm_forward(), _forward_ex() or _forward_from_stats(); the message names
+ *         both; no check when the saved statistics were last written by clnorm_batchnorm_write());
+ *         ::CLNORM_ERROR_INVALID_ARGUMENT; and the statuses of clnorm_bn_backward().
  */
 CLNORM_API clnorm_status clnorm_batchnorm_backward(clnorm_batchnorm *bn, const clnorm_tensor *x,
                                                    const clnorm_tensor *dy,
@@ -598,6 +602,8 @@ CLNORM_API clnorm_status clnorm_batchnorm_read(clnorm_batchnorm *bn, clnorm_fiel
  * @param f the field.
  * @param host count floats; may be reused when the call returns.
  * @param count must equal clnorm_batchnorm_param_count().
+ * Saved statistics written here (::CLNORM_SAVE_MEAN, ::CLNORM_SAVE_INVSTD) belong to no training forward: the
+ * backward takes them with an x of any shape (of the layer's ndim and maps) until the next training forward.
  * @return ::CLNORM_SUCCESS; ::CLNORM_ERROR_INVALID_ARGUMENT (also: a ::CLNORM_RUNNING_VAR value negative or NaN,
  *         the message naming the first; nothing is written); ::CLNORM_ERROR_SHAPE; ::CLNORM_ERROR_OPENCL.
  */

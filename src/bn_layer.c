@@ -18,7 +18,8 @@ struct clnorm_batchnorm {
     cl_mem buf[N_FIELDS];  /* NULL: the field is absent (non-affine: the two gradients) */
     int written[N_FIELDS]; /* holds meaningful values (an 'empty' layer starts with none) */
     uint64_t n;            /* training forwards since create / reset */
-    int last_ndim;         /* x shape of the last training forward (the saved statistics belong to it) */
+    int last_ndim;         /* x shape of the last training forward (the saved statistics belong to it); 0: none
+                              (no training forward, or the saved statistics last written by the host) */
     size_t last_shape[CLNORM_MAX_DIMS];
 };
 
@@ -94,6 +95,8 @@ static clnorm_status write_field(clnorm_batchnorm *bn, clnorm_field f, const flo
     if (err != CL_SUCCESS)
         return cn_cl_fail(err, "clEnqueueWriteBuffer");
     bn->written[f] = 1;
+    if (f == CLNORM_SAVE_MEAN || f == CLNORM_SAVE_INVSTD)
+        bn->last_ndim = 0; /* statistics of no forward the layer saw: any batch may use them */
     return CLNORM_SUCCESS;
 }
 
@@ -224,6 +227,32 @@ static clnorm_bn_mode layer_mode(const clnorm_batchnorm *bn) {
     return bn->cfg.nd == 0 ? CLNORM_BN_PER_ACTIVATION : CLNORM_BN_SPATIAL;
 }
 
+/* a successful training forward (plain, _ex or from_stats): its statistics are saved, for the batch x */
+static void saved_for(clnorm_batchnorm *bn, const clnorm_tensor *x) {
+    bn->n++;
+    bn->written[CLNORM_SAVE_MEAN] = bn->written[CLNORM_SAVE_INVSTD] = 1;
+    bn->last_ndim = x->ndim;
+    memcpy(bn->last_shape, x->shape, sizeof bn->last_shape);
+}
+
+/* every backward (plain, _ex, split-phase): x is the batch of the training forward whose statistics are saved */
+static clnorm_status check_backward_shape(const clnorm_batchnorm *bn, const clnorm_tensor *x) {
+    if (bn->last_ndim == 0)
+        return CLNORM_SUCCESS;
+    int same_shape = x->ndim == bn->last_ndim;
+    for (int i = 0; same_shape && i < x->ndim; ++i)
+        same_shape = x->shape[i] == bn->last_shape[i];
+    if (same_shape)
+        return CLNORM_SUCCESS;
+    char got[160], want[160];
+    dims_text(x->ndim, x->shape, got, sizeof got);
+    dims_text(bn->last_ndim, bn->last_shape, want, sizeof want);
+    return cn_fail(CLNORM_ERROR_SHAPE,
+                   "backward: x has shape %s but the last training forward's x had %s (the saved statistics "
+                   "belong to that batch)",
+                   got, want);
+}
+
 clnorm_status clnorm_batchnorm_forward(clnorm_batchnorm *bn, int train, const clnorm_tensor *x,
                                        const clnorm_tensor *y) {
     return clnorm_batchnorm_forward_ex(bn, train, x, NULL, y);
@@ -260,12 +289,8 @@ clnorm_status clnorm_batchnorm_forward_ex(clnorm_batchnorm *bn, int train, const
                                        factor, bn->cfg.epsilon, bn->buf[CLNORM_RUNNING_MEAN],
                                        bn->buf[CLNORM_RUNNING_VAR], bn->buf[CLNORM_SAVE_MEAN],
                                        bn->buf[CLNORM_SAVE_INVSTD], bn->cfg.activation);
-    if (st == CLNORM_SUCCESS) {
-        bn->n++;
-        bn->written[CLNORM_SAVE_MEAN] = bn->written[CLNORM_SAVE_INVSTD] = 1;
-        bn->last_ndim = x->ndim;
-        memcpy(bn->last_shape, x->shape, sizeof bn->last_shape);
-    }
+    if (st == CLNORM_SUCCESS)
+        saved_for(bn, x);
     return st;
 }
 
@@ -294,19 +319,8 @@ clnorm_status clnorm_batchnorm_backward_ex(clnorm_batchnorm *bn, const clnorm_te
     if (!bn->written[CLNORM_SAVE_MEAN] || !bn->written[CLNORM_SAVE_INVSTD])
         return cn_fail(CLNORM_ERROR_INVALID_STATE,
                        "backward before a training forward: no saved statistics (since create or reset)");
-    int same_shape = x->ndim == bn->last_ndim;
-    for (int i = 0; same_shape && i < x->ndim; ++i)
-        same_shape = x->shape[i] == bn->last_shape[i];
-    if (!same_shape) {
-        char got[160], want[160];
-        dims_text(x->ndim, x->shape, got, sizeof got);
-        dims_text(bn->last_ndim, bn->last_shape, want, sizeof want);
-        return cn_fail(CLNORM_ERROR_SHAPE,
-                       "backward: x has shape %s but the last training forward's x had %s (the saved statistics "
-                       "belong to that batch)",
-                       got, want);
-    }
-    if ((st = need(bn, CLNORM_SCALE, "backward")) != CLNORM_SUCCESS)
+    if ((st = check_backward_shape(bn, x)) != CLNORM_SUCCESS ||
+        (st = need(bn, CLNORM_SCALE, "backward")) != CLNORM_SUCCESS)
         return st;
     int affine = bn->cfg.affine != 0; /* non-affine: dx still uses the (never trained) scale */
     return cn_backward_ex(bn->ctx, layer_mode(bn), x, y, dy, dx, dz, bn->buf[CLNORM_SCALE], bn->buf[CLNORM_BIAS],
@@ -425,14 +439,12 @@ clnorm_status clnorm_batchnorm_forward_from_stats(clnorm_batchnorm *bn, const cl
                                                bn->buf[CLNORM_BIAS], factor, bn->cfg.epsilon,
                                                bn->buf[CLNORM_RUNNING_MEAN], bn->buf[CLNORM_RUNNING_VAR],
                                                bn->buf[CLNORM_SAVE_MEAN], bn->buf[CLNORM_SAVE_INVSTD]);
-    if (st == CLNORM_SUCCESS && stats) {
-        bn->n++;
-        bn->written[CLNORM_SAVE_MEAN] = bn->written[CLNORM_SAVE_INVSTD] = 1;
-    }
+    if (st == CLNORM_SUCCESS && stats)
+        saved_for(bn, x);
     return st;
 }
 
-/* the backward's common checks: data, saved statistics, scale written */
+/* the backward's common checks: data, saved statistics (of a forward of x's shape), scale written */
 static clnorm_status check_split_backward(clnorm_batchnorm *bn, const clnorm_tensor *x, const clnorm_tensor *dy,
                                           const clnorm_tensor *dx) {
     clnorm_status st;
@@ -444,6 +456,8 @@ static clnorm_status check_split_backward(clnorm_batchnorm *bn, const clnorm_ten
     if (!bn->written[CLNORM_SAVE_MEAN] || !bn->written[CLNORM_SAVE_INVSTD])
         return cn_fail(CLNORM_ERROR_INVALID_STATE,
                        "backward before a training forward: no saved statistics (since create or reset)");
+    if ((st = check_backward_shape(bn, x)) != CLNORM_SUCCESS)
+        return st;
     return need(bn, CLNORM_SCALE, "backward");
 }
 

@@ -1,5 +1,6 @@
 /* Platform/device discovery and the selector grammar:
- *   NULL or ""  -> $CLNORM_DEVICE if set, else the first GPU, accelerator, CPU (in that order of preference)
+ *   NULL or ""  -> $CLNORM_DEVICE if set, else the first GPU, accelerator, CPU (in that order of preference),
+ *                  else the first device of any type
  *   "P:D"       -> platform P, device D (indices as clinfo -l lists them)
  *   other text  -> the first device whose "<platform name> <device name>" contains it, case-insensitively */
 #include "internal.h"

@@ -95,7 +95,7 @@ static void run_schedule(int nd, size_t maps, float init_factor, float min_facto
                 step);
         /* batch and spatial extent change between steps, as PuzzleLib allows */
         tu_shape s = layer_shape(nd, (size_t)(2 + step % 4), maps, (size_t)(1 + step % 2), (size_t)(3 + step % 3),
-                                (size_t)(5 + step));
+                                 (size_t)(5 + step));
         size_t n = tu_numel(s.ndim, s.shape), M = ref_group_size(mode, s.ndim, s.shape);
         float *x = tu_floats(n), *y = tu_floats(n);
         double *yr = tu_doubles(n);
@@ -376,6 +376,80 @@ static void test_backward_shape(void **state) {
         release_tensor(&tx), release_tensor(&ty), release_tensor(&tx2), release_tensor(&tdy2), release_tensor(&tdx2);
         release_tensor(&ty2);
         free(x), free(x2), free(dy2), free(acc), free(sm), free(si), free(sc), free(dx), free(dxr), free(ds), free(db);
+        clnorm_batchnorm_destroy(bn);
+    }
+}
+
+/* The statistics a backward uses come from the last training forward of any kind: after
+ * clnorm_batchnorm_forward_from_stats, the plain and the split-phase backward take that forward's x and refuse
+ * another shape (writing nothing); saved statistics written by the host belong to no batch, so any x may use them. */
+static void test_backward_shape_after_split_and_write(void **state) {
+    (void)state;
+    for (int nd = 0; nd <= 3; nd += 2) {
+        const size_t maps = nd == 0 ? 6 : 3;
+        clnorm_batchnorm_config cfg;
+        clnorm_batchnorm_config_init(&cfg, nd, maps);
+        tu_case("backward shape after forward_from_stats / written statistics nd=%d", nd);
+        cfg.seed = tu_case_seed();
+        clnorm_batchnorm *bn = make_layer(&cfg);
+        tu_shape s = layer_shape(nd, 4, maps, 1, 3, 5), s2 = layer_shape(nd, 5, maps, 1, 3, 5);
+        size_t n = tu_numel(s.ndim, s.shape), n2 = tu_numel(s2.ndim, s2.shape);
+        float *x = tu_floats(n), *dy = tu_floats(n), *x2 = tu_floats(n2), *dy2 = tu_floats(n2);
+        tu_fill_normal(x, n, 1.0, 2.0);
+        tu_fill_normal(dy, n, 0.0, 1.0);
+        tu_fill_normal(x2, n2, -1.0, 0.5);
+        tu_fill_normal(dy2, n2, 0.0, 1.0);
+        clnorm_tensor tx = tensor_of(&s, x), tdy = tensor_of(&s, dy), tdx = tensor_of(&s, NULL),
+                      tx2 = tensor_of(&s2, x2), ty2 = tensor_of(&s2, NULL), tdy2 = tensor_of(&s2, dy2),
+                      tdx2 = tensor_of(&s2, NULL);
+        cl_mem stats = tu_buffer(maps * 3 * 4), sums = tu_buffer(maps * 2 * 4);
+        /* a plain training forward on s, then the split-phase one on s2: s2 is the batch of the saved statistics */
+        clnorm_tensor ty = tensor_of(&s, NULL);
+        TU_OK(clnorm_batchnorm_forward(bn, 1, &tx, &ty));
+        TU_OK(clnorm_batchnorm_stats(bn, &tx2, stats));
+        TU_OK(clnorm_batchnorm_forward_from_stats(bn, &tx2, &ty2, stats));
+        TU_TRUE(clnorm_batchnorm_batches(bn) == 2);
+        float *sm = read_field(bn, CLNORM_SAVE_MEAN), *si = read_field(bn, CLNORM_SAVE_INVSTD),
+              *sc = read_field(bn, CLNORM_SCALE), *dx2 = tu_floats(n2), *dx = tu_floats(n), *got = tu_floats(maps * 2);
+        double *dxr2 = tu_doubles(n2), *dxr = tu_doubles(n), *ds = tu_doubles(maps), *db = tu_doubles(maps);
+        TU_ERR(CLNORM_ERROR_SHAPE, clnorm_batchnorm_backward(bn, &tx, &tdy, &tdx, 1.0f, 0.0f));
+        TU_TRUE(tu_poison_intact(tdx.buffer, 0, n * 4, "dx of a refused backward after forward_from_stats"));
+        tu_poison(sums, 0, maps * 2 * 4);
+        TU_ERR(CLNORM_ERROR_SHAPE, clnorm_batchnorm_backward_reduce(bn, &tx, &tdy, sums));
+        TU_ERR(CLNORM_ERROR_SHAPE, clnorm_batchnorm_backward_from_sums(bn, &tx, &tdy, &tdx, sums, 8.0, 1.0f, 0.0f));
+        TU_TRUE(tu_poison_intact(sums, 0, maps * 2 * 4, "sums of a refused backward_reduce"));
+        TU_TRUE(tu_poison_intact(tdx.buffer, 0, n * 4, "dx of a refused backward_from_sums"));
+        /* the batch of forward_from_stats: the plain backward and the split sums against the reference */
+        ref_bn_backward(layer_mode(nd), s2.ndim, s2.shape, x2, dy2, sc, cfg.epsilon, sm, si, dxr2, ds, db);
+        TU_OK(clnorm_batchnorm_backward(bn, &tx2, &tdy2, &tdx2, 1.0f, 0.0f));
+        read_tensor(&tdx2, dx2);
+        TU_TRUE(tu_compare("dx after forward_from_stats", dx2, dxr2, n2, TU_BWD_ATOL, TU_BWD_RTOL));
+        TU_OK(clnorm_batchnorm_backward_reduce(bn, &tx2, &tdy2, sums));
+        tu_read(sums, 0, got, maps * 2 * 4);
+        double *want = tu_doubles(maps * 2);
+        for (size_t j = 0; j < maps; ++j)
+            want[2 * j] = db[j], want[2 * j + 1] = ds[j];
+        TU_TRUE(
+            tu_compare("backward_reduce sums after forward_from_stats", got, want, maps * 2, TU_BWD_ATOL, TU_BWD_RTOL));
+        /* saved statistics written by the host: any batch of the layer's maps may use them */
+        float *wm = tu_floats(maps), *wi = tu_floats(maps);
+        tu_fill_normal(wm, maps, 0.5, 1.0);
+        tu_fill_uniform(wi, maps, 0.3, 2.0);
+        TU_OK(clnorm_batchnorm_write(bn, CLNORM_SAVE_MEAN, wm, maps));
+        TU_OK(clnorm_batchnorm_write(bn, CLNORM_SAVE_INVSTD, wi, maps));
+        tu_poison(tdx.buffer, 0, n * 4);
+        TU_OK(clnorm_batchnorm_backward(bn, &tx, &tdy, &tdx, 1.0f, 0.0f));
+        ref_bn_backward(layer_mode(nd), s.ndim, s.shape, x, dy, sc, cfg.epsilon, wm, wi, dxr, ds, db);
+        read_tensor(&tdx, dx);
+        TU_TRUE(tu_compare("dx with written saved statistics", dx, dxr, n, TU_BWD_ATOL, TU_BWD_RTOL));
+        /* and the next training forward binds them to its batch again */
+        TU_OK(clnorm_batchnorm_forward(bn, 1, &tx, &ty));
+        TU_ERR(CLNORM_ERROR_SHAPE, clnorm_batchnorm_backward_reduce(bn, &tx2, &tdy2, sums));
+        release_tensor(&tx), release_tensor(&ty), release_tensor(&tdy), release_tensor(&tdx);
+        release_tensor(&tx2), release_tensor(&ty2), release_tensor(&tdy2), release_tensor(&tdx2);
+        tu_release(&stats), tu_release(&sums);
+        free(x), free(dy), free(x2), free(dy2), free(sm), free(si), free(sc), free(dx2), free(dx), free(got);
+        free(dxr2), free(dxr), free(ds), free(db), free(want), free(wm), free(wi);
         clnorm_batchnorm_destroy(bn);
     }
 }
@@ -889,7 +963,8 @@ int main(void) {
         cmocka_unit_test(test_reset),           cmocka_unit_test(test_before_training),
         cmocka_unit_test(test_name_and_count),  cmocka_unit_test(test_read_write),
         cmocka_unit_test(test_initial_params),  cmocka_unit_test(test_shape_messages),
-        cmocka_unit_test(test_backward_shape),  cmocka_unit_test(test_set_batches),
+        cmocka_unit_test(test_backward_shape),  cmocka_unit_test(test_backward_shape_after_split_and_write),
+        cmocka_unit_test(test_set_batches),
     };
     return cmocka_run_group_tests_name("layer", tests, tu_group_setup, tu_group_teardown);
 }
