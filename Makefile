@@ -87,7 +87,8 @@ check-valgrind: build
 
 # libFuzzer targets (clang, -fsanitize=fuzzer,address,undefined) in $(FUZZ_BUILD)/, FUZZ_SECONDS in all:
 # fuzz/fuzz_cache.c (the kernel cache's file parser, no device) a quarter of it, corpus $(FUZZ_BUILD)/corpus-cache;
-# then fuzz/fuzz_api.c (the public API on POCL) the rest, corpus $(FUZZ_BUILD)/corpus.
+# then fuzz/fuzz_api.c (the public API on POCL) the rest, corpus $(FUZZ_BUILD)/corpus, through tests/asan_run.sh
+# (one repeat when LeakSanitizer's tracer crashes at exit and nothing else failed).
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
 fuzz: deps
@@ -102,7 +103,7 @@ fuzz: deps
 	ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	  POCL_CACHE_DIR=$(CURDIR)/$(FUZZ_BUILD)/pocl-cache CLNORM_CACHE_DIR=$(CURDIR)/$(FUZZ_BUILD)/clnorm-cache \
-	  ./fuzz_api -max_total_time=$$api_s -timeout=300 -rss_limit_mb=6144 -max_len=64 -len_control=0 -print_final_stats=1 corpus
+	  $(CURDIR)/tests/asan_run.sh ./fuzz_api -max_total_time=$$api_s -timeout=300 -rss_limit_mb=6144 -max_len=64 -len_control=0 -print_final_stats=1 corpus
 
 # Oclgrind (strict OpenCL 1.2 simulator): the cmocka suites but threads (crashes inside Oclgrind 21.10's runtime),
 # large (beyond its buffers), MPI and Python, both strategies, on the Oclgrind device with --data-races --check-api,
