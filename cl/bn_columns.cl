@@ -12,7 +12,8 @@ __kernel void bn_pa_forward(__global const stype *x, ulong xoff, __global const 
                             __global float *smean, __global float *sinvstd, float factor, float eps, float unbias,
                             ulong pC, ulong pS, uint flags) {
     ulong j = get_global_id(0);
-    __global const stype *zp = (flags & F_Z) ? z + zoff : NULL; /* the residual, when given */
+    /* the residual, when given; else x, never read (NO_NULL_LOADS in common.cl) */
+    __global const stype *zp = (flags & F_Z) ? z + zoff : x + xoff;
 #if defined(STRATEGY_CPU)
     /* tiles of 256 columns (16 groups of 16), strided over the work-items; the last tile's odd columns one by one */
     for (ulong t0 = j * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
@@ -40,7 +41,7 @@ __kernel void bn_pa_backward(__global const stype *x, ulong xoff, __global const
                              __global float *dbias, float alpha, float beta, float eps, ulong pC, ulong pS,
                              uint flags) {
     ulong j = get_global_id(0);
-    __global const stype *yp = (flags & F_RELU) ? y + yoff : NULL;
+    __global const stype *yp = (flags & F_RELU) ? y + yoff : x + xoff; /* x: never read (NO_NULL_LOADS) */
     __global stype *dzp = (flags & F_DZ) ? dz + dzoff : NULL;
     __global stype *dxp = (flags & F_DX) ? dx + dxoff : NULL; /* no arithmetic on a NULL dx */
 #if defined(STRATEGY_CPU)
@@ -142,8 +143,9 @@ __kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const s
     ulong b0 = slice_begin(rows, r, R), b1 = slice_begin(rows, r + 1, R);
     __global const stype *xp = x + xoff;
     __global const stype *gp = (flags & F_DX) ? dy + dyoff : NULL;
-    /* aux: the residual z (forward, F_Z) or the forward's y whose sign masks dy (backward, F_RELU) */
-    __global const stype *ep = (flags & (F_Z | F_RELU)) ? aux + auxoff : NULL;
+    /* aux: the residual z (forward, F_Z) or the forward's y whose sign masks dy (backward, F_RELU); else x, never
+     * read (NO_NULL_LOADS in common.cl) */
+    __global const stype *ep = (flags & (gp ? F_RELU : F_Z)) ? aux + auxoff : xp;
     __global stype *op = out + ooff;
 #if defined(STRATEGY_CPU)
     for (ulong t0 = get_global_id(0) * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
@@ -221,7 +223,7 @@ __kernel void bn_col_bwd_partial(__global const stype *x, ulong xoff, __global c
     ulong b0 = slice_begin(rows, r, R), b1 = slice_begin(rows, r + 1, R);
     __global const stype *xp = x + xoff;
     __global const stype *gp = dy + dyoff;
-    __global const stype *yp = (flags & F_RELU) ? y + yoff : NULL;
+    __global const stype *yp = (flags & F_RELU) ? y + yoff : xp; /* xp: never read (NO_NULL_LOADS) */
     __global stype *dzp = (flags & F_DZ) ? dz + dzoff : NULL;
     __global float *pu = part + (ulong)r * 2 * K, *pv = pu + K;
     float sh1, m1, is1, u1, v1;
