@@ -16,6 +16,19 @@
 #define NT_STORE(v, T, p) (*(__global T *)(p) = (v))
 #endif
 
+/* A software prefetch of the line at p (clang's builtin; x86 and Arm prefetches never fault, so p may lie past the
+ * tensor) where the host allows it: -DCLNORM_PREFETCH, given on POCL's CPU device (the context's prefetch field;
+ * POCL's OpenCL prefetch() compiles to nothing, and Oclgrind cannot run llvm.prefetch); elsewhere nothing.
+ * -DCLNORM_NO_PREFETCH in CLNORM_BUILD_OPTIONS turns it off. */
+#if defined(__has_builtin) && defined(CLNORM_PREFETCH) && defined(STRATEGY_CPU) && !defined(CLNORM_NO_PREFETCH)
+#if __has_builtin(__builtin_prefetch)
+#define CN_PREFETCH(p) __builtin_prefetch((const __global void *)(p))
+#endif
+#endif
+#if !defined(CN_PREFETCH)
+#define CN_PREFETCH(p) ((void)0)
+#endif
+
 #if defined(DTYPE_F32)
 typedef float stype;
 #define ESIZE 4
@@ -163,10 +176,11 @@ static inline float16 act16(float16 v, __global const stype *z, ulong i, uint fl
  * must still point into a tensor (callers pass x), not be NULL. LLVM vectorises the scalar peel and tail loops
  * around these helpers with masked loads of y or z; with the flag clear every lane is masked off, and on x86 a
  * masked-off load at an address near NULL costs a fault-suppression microcode assist, each time. AMD EPYC (Zen 4)
- * VM, POCL 3.1: inference on (32,512,7,7) 1.10 -> 0.19 ms, backward 1.12 -> 0.32 ms; on (16,512,14,14)
- * 0.54 -> 0.25 ms and 0.75 -> 0.34 ms (rows of 49 and 196 values: a peel and a tail in every row). */
-/* The backward's gradient at element i: dy, where y > 0 only with F_RELU (the stored y decides; y <= 0 or NaN
- * gives 0, whatever dy holds) */
+ * VM, POCL 3.1 (the README's "Short rows" sitting): inference on (32,512,7,7) 1.13 -> 0.19 ms, backward 1.13 ->
+ * 0.33 ms; on (16,512,14,14) 0.56 -> 0.25 ms and 0.76 -> 0.35 ms (rows of 49 and 196 values: a peel and a tail in
+ * every row).
+ * grad1 itself: the backward's gradient at element i, dy, where y > 0 only with F_RELU (the stored y decides;
+ * y <= 0 or NaN gives 0, whatever dy holds). */
 static inline float grad1(__global const stype *dy, __global const stype *y, ulong i, uint flags) {
     float g = LOAD1(dy, i);
     return ((flags & F_RELU) && !(LOAD1(y, i) > 0.0f)) ? 0.0f : g;

@@ -93,6 +93,9 @@ struct clnorm_context {
      * else plainly (CLNORM_STREAM_MIN_BYTES; default 1 MiB on an Intel CPU device, elsewhere the smaller of 8 MiB
      * and a quarter of CL_DEVICE_GLOBAL_MEM_CACHE_SIZE); see cn_variant */
     cl_ulong stream_min_bytes;
+    /* context.c: kernels may issue software prefetches (-DCLNORM_PREFETCH, CN_PREFETCH in common.cl): on POCL's CPU
+     * device only, whose compiler lowers them; an interpreter such as Oclgrind cannot run llvm.prefetch at all */
+    int prefetch;
     cl_mem scratch[CN_SCRATCH_COUNT];
     size_t scratch_size[CN_SCRATCH_COUNT];
     /* disk_cache.c: the on-disk cache folder, checked and opened at context creation (cache_fd valid when

@@ -404,11 +404,11 @@ static int format_options(const clnorm_context *ctx, int variant, group_id g, co
                           size_t n) {
     int len = snprintf(out, n,
                        "-cl-std=CL1.2 -D%s -D%s -DWG=%zu -DCLNORM_SOURCE_HASH=0x%s -DCLNORM_PROGRAM_%s "
-                       "-DCLNORM_LAYOUT=0x%016llx" CN_KERNEL_ABI_DEFINES "%s %s",
+                       "-DCLNORM_LAYOUT=0x%016llx" CN_KERNEL_ABI_DEFINES "%s%s %s",
                        dtype_define((clnorm_dtype)(variant % CN_DTYPE_COUNT)),
                        ctx->strategy == CN_STRATEGY_CPU ? "STRATEGY_CPU" : "STRATEGY_GPU", ctx->wg, hash,
                        groups[g].name, group_layout(g), variant >= CN_DTYPE_COUNT ? " -DCLNORM_NO_NT_STORES" : "",
-                       ctx->build_options);
+                       ctx->prefetch ? " -DCLNORM_PREFETCH" : "", ctx->build_options);
     return len >= 0 && (size_t)len < n;
 }
 
