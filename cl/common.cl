@@ -523,9 +523,6 @@ static inline int sum_group_parts(float *u, float *v, ulong *j, ulong groups, __
 #define GROUP_SUM_SPACE __local float lu[WG], lv[WG]
 #endif
 
-/* Merge the values of map c in the slice [start, end) of its flattened (batch, spatial) extent, shifted by K,
- * into a. CPU strategy: each work-item a contiguous piece, walked one row run at a time (blocks of BLK,
- * vectorised). GPU strategy: neighbouring work-items on neighbouring elements, register blocks of 8 per item. */
 /* CPU walks of a map's rows (rows path): each row is its own short stream, C * S values after the last one, which the
  * hardware prefetchers do not pick up when rows are short. So a walk over rows of at most CN_PF_ROW_BYTES prefetches
  * the next row's run while it reads this one (CN_PREFETCH: POCL CPU only). AMD EPYC (Zen 4) VM, POCL 3.1, two
@@ -533,11 +530,15 @@ static inline int sum_group_parts(float *u, float *v, ulong *j, ulong groups, __
  * 0.40 / 0.40 -> 0.34 / 0.35 ms; backward (256,256,14,14) 6.83 / 7.11 -> 6.34 / 6.04 ms; backward_ex
  * (256,256,14,14) 10.90 / 10.91 -> 9.47 / 9.95 ms. */
 #define CN_PF_ROW_BYTES 1024
+/* the n values from p: one prefetch per 64-byte line */
 static inline void prefetch_run(__global const stype *p, ulong n) {
     for (ulong l = 0; l < n; l += 64 / ESIZE)
         CN_PREFETCH(p + l);
 }
 
+/* Merge the values of map c in the slice [start, end) of its flattened (batch, spatial) extent, shifted by K,
+ * into a. CPU strategy: each work-item a contiguous piece, walked one row run at a time (blocks of BLK,
+ * vectorised). GPU strategy: neighbouring work-items on neighbouring elements, register blocks of 8 per item. */
 static inline void acc_range(acc_t *a, __global const stype *xp, ulong C, ulong S, ulong c, ulong start, ulong end,
                       float K) {
     uint lid = get_local_id(0);
