@@ -403,13 +403,16 @@ static void test_shift_far_from_mean(void **state) {
             }
         train_out o = run_train(CLNORM_BN_SPATIAL, s, x, scale, bias, 1e-5);
         /* The mean comes back as K + (mean - K): known to about an ulp of the distance, i.e. of K when K is the
-         * outlier (6e-5 at 512, the GPU strategy's partial means are floats); y moves with it (|scale| * invstd
-         * < 2 here). The variance, the point of this test, is held to the usual 1e-5. */
+         * outlier (6e-5 at 512). The means the accumulator merges are floats relative to K (block means, and the
+         * GPU strategy's partial means), each rounded at that scale; blocks that share their mean round alike, so
+         * the roundings add up instead of averaging out: two half-ulps, and the merge a little more
+         * (CLNORM_TEST_SEED=743932324 gave 1.04 ulp on the GPU strategy). Held to 2 ulps of K; y moves with the
+         * mean (|scale| * invstd < 2 here). The variance, the point of this test, is held to the usual 1e-5. */
         double uk = 0.0;
         for (size_t c = 0; c < C; c++)
             uk = fmax(uk, tu_ulp(CLNORM_F32, fabs((double)x[c * S])));
-        check_all(CLNORM_BN_SPATIAL, s, x, scale, bias, 1e-5, &o, fmax(TU_STAT_ATOL, uk), fmax(TU_FWD_ATOL, 4.0 * uk),
-                  TU_FWD_RTOL);
+        check_all(CLNORM_BN_SPATIAL, s, x, scale, bias, 1e-5, &o, fmax(TU_STAT_ATOL, 2.0 * uk),
+                  fmax(TU_FWD_ATOL, 4.0 * uk), TU_FWD_RTOL);
         free_out(&o);
         free(x), free(scale), free(bias);
     }
