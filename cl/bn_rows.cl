@@ -100,8 +100,8 @@ __kernel void bn_fused_forward(__global const stype *x, ulong xoff, __global con
         acc_init(&a);
         for (ulong b = 0; b < B; ++b) {
             ulong row = (b * C + c) * S, next = row + S;
-            if (S * ESIZE <= CN_PF_ROW_BYTES && b + 1 < B) /* the next map's next row (prefetch_run) */
-                prefetch_run(xp + next + C * S, S);
+            if (b + 1 < B) /* the next map's next row (prefetch_run) */
+                prefetch_run(xp + next + C * S, S, S);
             for (ulong s = 0; s < S; s += PIPE_PIECE) {
                 ulong n = min(S - s, (ulong)PIPE_PIECE);
                 acc_contig(&a, xp + next + s, n, K);

@@ -530,8 +530,11 @@ static inline int sum_group_parts(float *u, float *v, ulong *j, ulong groups, __
  * 0.40 / 0.40 -> 0.34 / 0.35 ms; backward (256,256,14,14) 6.83 / 7.11 -> 6.34 / 6.04 ms; backward_ex
  * (256,256,14,14) 10.90 / 10.91 -> 9.47 / 9.95 ms. */
 #define CN_PF_ROW_BYTES 1024
-/* the n values from p: one prefetch per 64-byte line */
-static inline void prefetch_run(__global const stype *p, ulong n) {
+/* the n values from p, one prefetch per 64-byte line, when rows of S values are short (the callers pass the next
+ * row's run) */
+static inline void prefetch_run(__global const stype *p, ulong n, ulong S) {
+    if (S * ESIZE > CN_PF_ROW_BYTES)
+        return;
     for (ulong l = 0; l < n; l += 64 / ESIZE)
         CN_PREFETCH(p + l);
 }
@@ -548,8 +551,8 @@ static inline void acc_range(acc_t *a, __global const stype *xp, ulong C, ulong 
     while (e < e1) {
         ulong b = e / S, s = e - b * S;
         ulong run = min(S - s, e1 - e);
-        if (S * ESIZE <= CN_PF_ROW_BYTES && e + S < e1)
-            prefetch_run(xp + ((b + 1) * C + c) * S + s, run);
+        if (e + S < e1)
+            prefetch_run(xp + ((b + 1) * C + c) * S + s, run, S);
         acc_contig(a, xp + (b * C + c) * S + s, run, K);
         e += run;
     }
@@ -591,11 +594,11 @@ static inline void dsum_range(float *u, float *v, __global const stype *xp, __gl
         ulong b = e / S, s = e - b * S;
         ulong run = min(S - s, e1 - e);
         ulong base = (b * C + c) * S + s, i = 0;
-        if (S * ESIZE <= CN_PF_ROW_BYTES && e + S < e1) { /* the next row (prefetch_run) */
-            prefetch_run(xp + base + C * S, run);
-            prefetch_run(gp + base + C * S, run);
+        if (e + S < e1) { /* the next row (prefetch_run) */
+            prefetch_run(xp + base + C * S, run, S);
+            prefetch_run(gp + base + C * S, run, S);
             if (flags & F_RELU)
-                prefetch_run(yp + base + C * S, run);
+                prefetch_run(yp + base + C * S, run, S);
         }
         while (i + 16 <= run) { /* blocks of up to BLK, any multiple of 16: a 28 x 28 row leaves no tail */
             uint n = (uint)min(run - i, (ulong)BLK) & ~15u;

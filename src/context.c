@@ -132,7 +132,7 @@ static clnorm_status fill_device_info(clnorm_context *c, cl_platform_id platform
     clnorm_status st = read_knobs(c, max_wg, llc, vendor);
     if (st != CLNORM_SUCCESS)
         return st;
-    c->prefetch = c->strategy == CN_STRATEGY_CPU && (c->type & CL_DEVICE_TYPE_CPU) && strstr(pversion, "PoCL") != NULL;
+    c->prefetch = c->strategy == CN_STRATEGY_CPU && (c->type & CL_DEVICE_TYPE_CPU) && cn_contains_nocase(pversion, "pocl");
     return CLNORM_SUCCESS;
 }
 

@@ -64,7 +64,7 @@ static char *match_text(cl_platform_id platform, cl_device_id device) {
     return out;
 }
 
-static int contains_nocase(const char *hay, const char *needle) {
+int cn_contains_nocase(const char *hay, const char *needle) {
     size_t n = strlen(needle);
     for (; *hay; ++hay) {
         size_t i = 0;
@@ -176,7 +176,7 @@ clnorm_status cn_select_device(const char *selector, cl_platform_id *platform, c
         } else {
             for (size_t i = 0; i < n && !pick; ++i) {
                 char *name = match_text(list[i].platform, list[i].device);
-                if (name && contains_nocase(name, selector))
+                if (name && cn_contains_nocase(name, selector))
                     pick = &list[i];
                 free(name);
             }

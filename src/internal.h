@@ -123,6 +123,8 @@ typedef struct cn_kernel_info {
 clnorm_status cn_select_device(const char *selector, cl_platform_id *platform, cl_device_id *device);
 /* "<platform name> <device name>", malloc'ed */
 char *cn_device_full_name(cl_platform_id platform, cl_device_id device);
+/* device.c: whether needle occurs in hay, ASCII case ignored (the device selectors; "PoCL" in a platform version) */
+int cn_contains_nocase(const char *hay, const char *needle);
 
 /* ---- program.c ------------------------------------------------------------------------------ */
 /* Reads CLNORM_KERNEL_DIR and CLNORM_BUILD_OPTIONS into ctx (context creation); cn_programs_release frees all. */
