@@ -70,6 +70,55 @@ __kernel void bn_pa_backward(__global const stype *x, ulong xoff, __global const
  * Partials of chunk r: part[r*2K + k] and part[r*2K + K + k] (two values per column, see each kernel).
  * Per-column coefficients (coef_t, 5 floats) are indexed by column; parameter vectors through param_index. */
 
+#if defined(STRATEGY_CPU)
+/* Narrow rows, walked flat. A CPU tile walks its columns in groups of 16 and the rest one column at a time: where the
+ * whole row is one tile of K columns, K not a multiple of 16 (NHWC with C = 3, 24, 60, 72, ...), each odd column's
+ * walk re-reads every row of the chunk, and the elementwise pass stores those columns' values one by one beside
+ * streamed vectors. There a row chunk is walked flat instead, as super-rows of L = lcm(K, 16) values (P = L / K
+ * rows): L lanes of whole vectors, lane j holding column j % K, folded per column after the walk. flat_period gives
+ * L, or 0 where the flat walk does not apply (K a multiple of 16, K a tile or wider, L over CN_TILE_COLS). */
+static inline uint flat_period(ulong K) {
+    if (K >= CN_TILE_COLS || (K & 15) == 0)
+        return 0;
+    ulong L = K * (16 / (K & (~K + 1))); /* K & -K: the largest power of two dividing K, here below 16 */
+    return L <= CN_TILE_COLS ? (uint)L : 0;
+}
+
+/* bn_col_partial's chunk [b0, b1) walked flat: the lanes' statistics (shifted by their column's row-0 value, as the
+ * partials are), then per column the lanes and the rows left over after the last super-row merged (lanes of equal
+ * count: mean of the lane means; M2 = the lanes' M2 + their spread about that mean). */
+static void col_stats_flat(__global const stype *xp, ulong b0, ulong b1, ulong K, uint L, __global float *pm,
+                           __global float *pq) {
+    uint P = L / (uint)K;
+    ulong nsr = (b1 - b0) / P, r0 = b0 + nsr * P;
+    float16 sh[CN_TILE_COLS / 16], m[CN_TILE_COLS / 16], q[CN_TILE_COLS / 16];
+    float *shf = (float *)sh, *mf = (float *)m, *qf = (float *)q;
+    for (uint j = 0; j < L; ++j)
+        shf[j] = LOAD1(xp, j % K);
+    pa_stats_from_w16(xp + b0 * K, 0, nsr, L, L / 16, sh, m, q);
+    float n = (float)(b1 - b0), fs = (float)nsr;
+    for (uint k = 0; k < K; ++k) {
+        float sum = 0.0f, m2 = 0.0f;
+        for (uint p = 0; p < P; ++p)
+            sum += mf[k + p * K];
+        sum *= fs;
+        for (ulong r = r0; r < b1; ++r)
+            sum += LOAD1(xp, r * K + k) - shf[k];
+        float mean = b1 > b0 ? sum / n : 0.0f;
+        for (uint p = 0; p < P; ++p) {
+            float d = mf[k + p * K] - mean;
+            m2 += fma(fs * d, d, qf[k + p * K]);
+        }
+        for (ulong r = r0; r < b1; ++r) {
+            float d = (LOAD1(xp, r * K + k) - shf[k]) - mean;
+            m2 = fma(d, d, m2);
+        }
+        pm[k] = mean;
+        pq[k] = m2;
+    }
+}
+#endif
+
 /* CPU: tiles of 256 columns strided over dimension 0; GPU: one column per work-item. Dimension 1: the chunk. */
 __kernel void bn_col_partial(__global const stype *x, ulong xoff, ulong rows, ulong K, uint R,
                              __global float *part) {
@@ -79,6 +128,12 @@ __kernel void bn_col_partial(__global const stype *x, ulong xoff, ulong rows, ul
     __global float *pm = part + (ulong)r * 2 * K, *pq = pm + K;
     float sh1, m1, q1;
 #if defined(STRATEGY_CPU)
+    uint L = flat_period(K);
+    if (L) {
+        if (get_global_id(0) == 0)
+            col_stats_flat(xp, b0, b1, K, L, pm, pq);
+        return;
+    }
     for (ulong t0 = get_global_id(0) * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
         ulong width = min((ulong)CN_TILE_COLS, K - t0);
         uint ng = (uint)(width / 16);
@@ -135,6 +190,60 @@ static inline void col_coef(coef_t *out, ulong k, __global const float *scale, _
         map_coef(out, param_index(k, pC, pS, flags), scale, bias, mean, var, coef, eps, flags);
 }
 
+#if defined(STRATEGY_CPU)
+/* bn_col_apply at element e of the flat walk, with the coefficients of lane j */
+static inline void col_apply1(__global const stype *xp, __global const stype *gp, __global const stype *ep,
+                              __global stype *op, ulong e, uint j, const float *cK, const float *cm, const float *c1,
+                              const float *c2, const float *c3, uint flags) {
+    float v = fma((LOAD1(xp, e) - cK[j]) - cm[j], c2[j], c3[j]);
+    if (gp)
+        v = fma(c1[j], grad1(gp, ep, e, flags), v);
+    else
+        v = act1(v, ep, e, flags);
+    STORE1(v, op, e);
+}
+
+/* bn_col_apply's chunk walked flat (flat_period): elements [b0 K, b1 K) one by one up to the output's vector
+ * alignment, then whole vectors (streamed), then the last few. The coefficients are laid out over L lanes from
+ * the column of the first whole vector, c0: element e has lane (e % K - c0) mod K, and the vectors walk the lanes
+ * in turn. */
+static void col_apply_flat(__global const stype *xp, __global const stype *gp, __global const stype *ep,
+                           __global stype *op, ulong b0, ulong b1, ulong K, uint L, __global const float *scale,
+                           __global const float *bias, __global const float *mean, __global const float *var,
+                           __global const float *coef, float eps, ulong pC, ulong pS, uint flags) {
+    ulong e0 = b0 * K, e1 = b1 * K;
+    ulong mis = ((ulong)(op + e0) % (16 * ESIZE)) / ESIZE;
+    ulong ea = min(e1, e0 + ((16 - mis) & 15));
+    uint c0 = (uint)(ea % K), nv = L / 16;
+    float16 vK[CN_TILE_COLS / 16], vm[CN_TILE_COLS / 16], v1[CN_TILE_COLS / 16], v2[CN_TILE_COLS / 16],
+        v3[CN_TILE_COLS / 16];
+    float *cK = (float *)vK, *cm = (float *)vm, *c1 = (float *)v1, *c2 = (float *)v2, *c3 = (float *)v3;
+    for (uint j = 0; j < L; ++j) {
+        coef_t c;
+        col_coef(&c, (c0 + j) % K, scale, bias, mean, var, coef, eps, pC, pS, flags);
+        cK[j] = c.K;
+        cm[j] = c.m;
+        c1[j] = c.k1;
+        c2[j] = c.k2;
+        c3[j] = c.k3;
+    }
+    ulong e = e0;
+    for (; e < ea; ++e)
+        col_apply1(xp, gp, ep, op, e, (uint)((e % K + K - c0) % K), cK, cm, c1, c2, c3, flags);
+    for (uint g = 0; e + 16 <= e1; e += 16) {
+        float16 v = fma((LOAD16(xp, e) - vK[g]) - vm[g], v2[g], v3[g]);
+        if (gp)
+            v = fma(v1[g], grad16(gp, ep, e, flags), v);
+        else
+            v = act16(v, ep, e, flags);
+        store16_stream_any(v, op + e);
+        g = g + 1 == nv ? 0 : g + 1;
+    }
+    for (; e < e1; ++e)
+        col_apply1(xp, gp, ep, op, e, (uint)((e % K + K - c0) % K), cK, cm, c1, c2, c3, flags);
+}
+#endif
+
 __kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
                            __global const stype *aux, ulong auxoff, __global stype *out, ulong ooff, ulong rows, ulong K, uint R, __global const float *scale,
                            __global const float *bias, __global const float *mean, __global const float *var,
@@ -148,6 +257,12 @@ __kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const s
     __global const stype *ep = (flags & (gp ? F_RELU : F_Z)) ? aux + auxoff : xp;
     __global stype *op = out + ooff;
 #if defined(STRATEGY_CPU)
+    uint L = flat_period(K);
+    if (L) {
+        if (get_global_id(0) == 0)
+            col_apply_flat(xp, gp, ep, op, b0, b1, K, L, scale, bias, mean, var, coef, eps, pC, pS, flags);
+        return;
+    }
     for (ulong t0 = get_global_id(0) * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
         uint width = (uint)min((ulong)CN_TILE_COLS, K - t0), ng = width / 16;
         /* the tile's coefficients as float16 arrays (aligned whole-vector reads in the row loop: read through
@@ -213,6 +328,46 @@ __kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const s
 #endif
 }
 
+#if defined(STRATEGY_CPU)
+/* bn_col_bwd_partial's chunk [b0, b1) walked flat (flat_period): each column's statistics laid out over its lanes,
+ * the lanes' sums, then per column the sum of its lanes and of the rows left over after the last super-row */
+static void col_sums_flat(__global const stype *xp, __global const stype *gp, __global const stype *yp,
+                          __global stype *dzp, ulong b0, ulong b1, ulong rows, ulong K, uint L,
+                          __global const float *smean, __global const float *sinvstd, __global const float *scoef,
+                          ulong pC, ulong pS, uint flags, __global float *pu, __global float *pv) {
+    uint P = L / (uint)K;
+    ulong nsr = (b1 - b0) / P, r0 = b0 + nsr * P, o = b0 * K;
+    float16 sh[CN_TILE_COLS / 16], m[CN_TILE_COLS / 16], u[CN_TILE_COLS / 16], v[CN_TILE_COLS / 16];
+    float *shf = (float *)sh, *mf = (float *)m, *uf = (float *)u, *vf = (float *)v;
+    for (uint k = 0; k < K; ++k) {
+        float is;
+        pa_group_stats_w1(xp + k, rows, K, k, 1, smean, sinvstd, scoef, pC, pS, flags, shf + k, mf + k, &is);
+    }
+    for (uint j = K; j < L; ++j) {
+        shf[j] = shf[j - K];
+        mf[j] = mf[j - K];
+    }
+    pa_sums_w16(xp + o, gp + o, yp + o, dzp ? dzp + o : dzp, 0, nsr, L, L / 16, sh, m, u, v, flags);
+    for (uint k = 0; k < K; ++k) {
+        float su = 0.0f, sv = 0.0f;
+        for (uint p = 0; p < P; ++p) {
+            su += uf[k + p * K];
+            sv += vf[k + p * K];
+        }
+        for (ulong r = r0; r < b1; ++r) {
+            ulong i = r * K + k;
+            float g = grad1(gp, yp, i, flags);
+            if (flags & F_DZ)
+                STORE1(g, dzp, i);
+            su += g;
+            sv = fma(g, (LOAD1(xp, i) - shf[k]) - mf[k], sv);
+        }
+        pu[k] = su;
+        pv[k] = sv;
+    }
+}
+#endif
+
 /* Chunk r: part[r*2K + k] = sum dy, part[r*2K + K + k] = sum dy * (x - mean) of column k over the chunk's rows;
  * statistics from scoef (F_COEF, recomputed) or the saved ones. */
 __kernel void bn_col_bwd_partial(__global const stype *x, ulong xoff, __global const stype *dy, ulong dyoff,
@@ -228,6 +383,12 @@ __kernel void bn_col_bwd_partial(__global const stype *x, ulong xoff, __global c
     __global float *pu = part + (ulong)r * 2 * K, *pv = pu + K;
     float sh1, m1, is1, u1, v1;
 #if defined(STRATEGY_CPU)
+    uint L = flat_period(K);
+    if (L) {
+        if (get_global_id(0) == 0)
+            col_sums_flat(xp, gp, yp, dzp, b0, b1, rows, K, L, smean, sinvstd, scoef, pC, pS, flags, pu, pv);
+        return;
+    }
     for (ulong t0 = get_global_id(0) * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
         ulong width = min((ulong)CN_TILE_COLS, K - t0);
         uint ng = (uint)(width / 16);

@@ -28,19 +28,18 @@
 #define GRADV(gp, yp) grad1((gp), (yp), 0, flags)
 #endif
 
-/* Statistics of the tile's columns over rows [b0, b1), each shifted by its row-0 value (see acc_t): blocks of 8
+/* Statistics of the tile's columns over rows [b0, b1), each shifted by shift[g] (see acc_t): blocks of 8
  * rows, two-pass (the second pass re-reads the block from L1), compensated Chan merge. Column mean = shift + m.
  * The first pass walks a group's 8 rows, K values apart, then the next group's: with rows of 512 bytes or more
  * that is 8 short streams the hardware prefetchers lose, so each load also prefetches its row of the next block
  * (CN_PREFETCH). AMD EPYC (Zen 4) VM, POCL 3.1, 2 threads: NHWC training forward (32,256,28,28) 1.78-1.89 ->
  * 1.46-1.48 ms, (64,128,28,28) 1.78-1.93 -> 1.53-1.62 ms; rows of 256 bytes ((8,64,16,32,32)) ran no faster with it
  * and do without. */
-static inline void FN(pa_stats)(__global const stype *xp, ulong b0, ulong b1, ulong K, uint ng, VT *shift, VT *m, VT *m2) {
+static inline void FN(pa_stats_from)(__global const stype *xp, ulong b0, ulong b1, ulong K, uint ng, const VT *shift,
+                                     VT *m, VT *m2) {
     VT am[TG], amc[TG], aq[TG], aqc[TG];
-    for (uint g = 0; g < ng; ++g) {
-        shift[g] = XLD(xp + g * PA_W);
+    for (uint g = 0; g < ng; ++g)
         am[g] = amc[g] = aq[g] = aqc[g] = (VT)(0.0f);
-    }
     ulong n = 0;
     const int long_rows = K * ESIZE >= 512;
     for (ulong b = b0; b < b1; b += 8) {
@@ -74,6 +73,12 @@ static inline void FN(pa_stats)(__global const stype *xp, ulong b0, ulong b1, ul
         m[g] = am[g] - amc[g];
         m2[g] = q < 0.0f ? (VT)(0.0f) : q;
     }
+}
+/* pa_stats_from with each column's shift its value in row 0 of xp */
+static inline void FN(pa_stats)(__global const stype *xp, ulong b0, ulong b1, ulong K, uint ng, VT *shift, VT *m, VT *m2) {
+    for (uint g = 0; g < ng; ++g)
+        shift[g] = XLD(xp + g * PA_W);
+    FN(pa_stats_from)(xp, b0, b1, K, ng, shift, m, m2);
 }
 
 /* Forward of the tile at column k0. F_STATS: batch statistics (training), running update (F_RUNNING), saved
