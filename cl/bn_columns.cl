@@ -119,7 +119,8 @@ static void col_stats_flat(__global const stype *xp, ulong b0, ulong b1, ulong K
 }
 #endif
 
-/* CPU: tiles of 256 columns strided over dimension 0; GPU: one column per work-item. Dimension 1: the chunk. */
+/* CPU: tiles of 256 columns strided over dimension 0 (narrow rows: the chunk walked flat, see flat_period); GPU: one
+ * column per work-item. Dimension 1: the chunk. */
 __kernel void bn_col_partial(__global const stype *x, ulong xoff, ulong rows, ulong K, uint R,
                              __global float *part) {
     uint r = get_global_id(1);
