@@ -76,7 +76,8 @@ __kernel void bn_pa_backward(__global const stype *x, ulong xoff, __global const
  * walk re-reads every row of the chunk, and the elementwise pass stores those columns' values one by one beside
  * streamed vectors. There a row chunk is walked flat instead, as super-rows of L = lcm(K, 16) values (P = L / K
  * rows): L lanes of whole vectors, lane j holding column j % K, folded per column after the walk. flat_period gives
- * L, or 0 where the flat walk does not apply (K a multiple of 16, K a tile or wider, L over CN_TILE_COLS). */
+ * L, or 0 where the flat walk does not apply (K a multiple of 16, K a tile or wider, L over CN_TILE_COLS). With
+ * K < CN_TILE_COLS the grid's dimension 0 is one item (launch_col_grid), which walks its chunk alone. */
 static inline uint flat_period(ulong K) {
     if (K >= CN_TILE_COLS || (K & 15) == 0)
         return 0;
@@ -85,8 +86,8 @@ static inline uint flat_period(ulong K) {
 }
 
 /* bn_col_partial's chunk [b0, b1) walked flat: the lanes' statistics (shifted by their column's row-0 value, as the
- * partials are), then per column the lanes and the rows left over after the last super-row merged (lanes of equal
- * count: mean of the lane means; M2 = the lanes' M2 + their spread about that mean). */
+ * partials are), and those of the rows left over after the last super-row; then per column its P lanes (equal
+ * counts) and the leftover rows merged: the count-weighted mean, M2 = their M2 + their spread about that mean. */
 static void col_stats_flat(__global const stype *xp, ulong b0, ulong b1, ulong K, uint L, __global float *pm,
                            __global float *pq) {
     uint P = L / (uint)K;
@@ -96,22 +97,16 @@ static void col_stats_flat(__global const stype *xp, ulong b0, ulong b1, ulong K
     for (uint j = 0; j < L; ++j)
         shf[j] = LOAD1(xp, j % K);
     pa_stats_from_w16(xp + b0 * K, 0, nsr, L, L / 16, sh, m, q);
-    float n = (float)(b1 - b0), fs = (float)nsr;
+    float n = (float)(b1 - b0), fs = (float)nsr, fl = (float)(b1 - r0);
     for (uint k = 0; k < K; ++k) {
-        float sum = 0.0f, m2 = 0.0f;
+        float ml, ql, sum = 0.0f;
+        pa_stats_from_w1(xp + k, r0, b1, K, 1, shf + k, &ml, &ql);
         for (uint p = 0; p < P; ++p)
             sum += mf[k + p * K];
-        sum *= fs;
-        for (ulong r = r0; r < b1; ++r)
-            sum += LOAD1(xp, r * K + k) - shf[k];
-        float mean = b1 > b0 ? sum / n : 0.0f;
+        float mean = b1 > b0 ? fma(fs, sum, fl * ml) / n : 0.0f, d = ml - mean, m2 = fma(fl * d, d, ql);
         for (uint p = 0; p < P; ++p) {
-            float d = mf[k + p * K] - mean;
+            d = mf[k + p * K] - mean;
             m2 += fma(fs * d, d, qf[k + p * K]);
-        }
-        for (ulong r = r0; r < b1; ++r) {
-            float d = (LOAD1(xp, r * K + k) - shf[k]) - mean;
-            m2 = fma(d, d, m2);
         }
         pm[k] = mean;
         pq[k] = m2;
@@ -131,8 +126,7 @@ __kernel void bn_col_partial(__global const stype *x, ulong xoff, ulong rows, ul
 #if defined(STRATEGY_CPU)
     uint L = flat_period(K);
     if (L) {
-        if (get_global_id(0) == 0)
-            col_stats_flat(xp, b0, b1, K, L, pm, pq);
+        col_stats_flat(xp, b0, b1, K, L, pm, pq);
         return;
     }
     for (ulong t0 = get_global_id(0) * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
@@ -192,7 +186,36 @@ static inline void col_coef(coef_t *out, ulong k, __global const float *scale, _
 }
 
 #if defined(STRATEGY_CPU)
-/* bn_col_apply at element e of the flat walk, with the coefficients of lane j */
+/* the coefficients of columns (c0 + j) % K, j < n, as five float arrays (a tile's: c0 its first column, n its width;
+ * the flat walk's lanes: n = L) */
+static inline void col_coefs(ulong c0, uint n, ulong K, __global const float *scale, __global const float *bias,
+                             __global const float *mean, __global const float *var, __global const float *coef,
+                             float eps, ulong pC, ulong pS, uint flags, float *cK, float *cm, float *c1, float *c2,
+                             float *c3) {
+    for (uint j = 0; j < n; ++j) {
+        coef_t c;
+        col_coef(&c, (c0 + j) % K, scale, bias, mean, var, coef, eps, pC, pS, flags);
+        cK[j] = c.K;
+        cm[j] = c.m;
+        c1[j] = c.k1;
+        c2[j] = c.k2;
+        c3[j] = c.k3;
+    }
+}
+
+/* bn_col_apply's 16 values at element e, with coefficient vectors K, m, k1, k2, k3 */
+static inline void col_apply16(__global const stype *xp, __global const stype *gp, __global const stype *ep,
+                               __global stype *op, ulong e, float16 cK, float16 cm, float16 c1, float16 c2,
+                               float16 c3, uint flags) {
+    float16 v = fma((LOAD16(xp, e) - cK) - cm, c2, c3);
+    if (gp)
+        v = fma(c1, grad16(gp, ep, e, flags), v);
+    else
+        v = act16(v, ep, e, flags);
+    store16_stream_any(v, op + e);
+}
+
+/* bn_col_apply at element e, with the coefficients at index j of the arrays */
 static inline void col_apply1(__global const stype *xp, __global const stype *gp, __global const stype *ep,
                               __global stype *op, ulong e, uint j, const float *cK, const float *cm, const float *c1,
                               const float *c2, const float *c3, uint flags) {
@@ -219,25 +242,12 @@ static void col_apply_flat(__global const stype *xp, __global const stype *gp, _
     float16 vK[CN_TILE_COLS / 16], vm[CN_TILE_COLS / 16], v1[CN_TILE_COLS / 16], v2[CN_TILE_COLS / 16],
         v3[CN_TILE_COLS / 16];
     float *cK = (float *)vK, *cm = (float *)vm, *c1 = (float *)v1, *c2 = (float *)v2, *c3 = (float *)v3;
-    for (uint j = 0; j < L; ++j) {
-        coef_t c;
-        col_coef(&c, (c0 + j) % K, scale, bias, mean, var, coef, eps, pC, pS, flags);
-        cK[j] = c.K;
-        cm[j] = c.m;
-        c1[j] = c.k1;
-        c2[j] = c.k2;
-        c3[j] = c.k3;
-    }
+    col_coefs(c0, L, K, scale, bias, mean, var, coef, eps, pC, pS, flags, cK, cm, c1, c2, c3);
     ulong e = e0;
     for (; e < ea; ++e)
         col_apply1(xp, gp, ep, op, e, (uint)((e % K + K - c0) % K), cK, cm, c1, c2, c3, flags);
     for (uint g = 0; e + 16 <= e1; e += 16) {
-        float16 v = fma((LOAD16(xp, e) - vK[g]) - vm[g], v2[g], v3[g]);
-        if (gp)
-            v = fma(v1[g], grad16(gp, ep, e, flags), v);
-        else
-            v = act16(v, ep, e, flags);
-        store16_stream_any(v, op + e);
+        col_apply16(xp, gp, ep, op, e, vK[g], vm[g], v1[g], v2[g], v3[g], flags);
         g = g + 1 == nv ? 0 : g + 1;
     }
     for (; e < e1; ++e)
@@ -260,8 +270,7 @@ __kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const s
 #if defined(STRATEGY_CPU)
     uint L = flat_period(K);
     if (L) {
-        if (get_global_id(0) == 0)
-            col_apply_flat(xp, gp, ep, op, b0, b1, K, L, scale, bias, mean, var, coef, eps, pC, pS, flags);
+        col_apply_flat(xp, gp, ep, op, b0, b1, K, L, scale, bias, mean, var, coef, eps, pC, pS, flags);
         return;
     }
     for (ulong t0 = get_global_id(0) * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
@@ -271,33 +280,13 @@ __kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const s
         float16 vK[CN_TILE_COLS / 16], vm[CN_TILE_COLS / 16], v1[CN_TILE_COLS / 16], v2[CN_TILE_COLS / 16],
             v3[CN_TILE_COLS / 16];
         float *cK = (float *)vK, *cm = (float *)vm, *c1 = (float *)v1, *c2 = (float *)v2, *c3 = (float *)v3;
-        for (uint j = 0; j < width; ++j) {
-            coef_t c;
-            col_coef(&c, t0 + j, scale, bias, mean, var, coef, eps, pC, pS, flags);
-            cK[j] = c.K;
-            cm[j] = c.m;
-            c1[j] = c.k1;
-            c2[j] = c.k2;
-            c3[j] = c.k3;
-        }
+        col_coefs(t0, width, K, scale, bias, mean, var, coef, eps, pC, pS, flags, cK, cm, c1, c2, c3);
         for (ulong b = b0; b < b1; ++b) {
             ulong base = b * K + t0;
-            for (uint g = 0; g < ng; ++g) {
-                float16 v = fma((LOAD16(xp, base + g * 16) - vK[g]) - vm[g], v2[g], v3[g]);
-                if (gp)
-                    v = fma(v1[g], grad16(gp, ep, base + g * 16, flags), v);
-                else
-                    v = act16(v, ep, base + g * 16, flags);
-                store16_stream_any(v, op + base + g * 16);
-            }
-            for (uint j = ng * 16; j < width; ++j) {
-                float v = fma((LOAD1(xp, base + j) - cK[j]) - cm[j], c2[j], c3[j]);
-                if (gp)
-                    v = fma(c1[j], grad1(gp, ep, base + j, flags), v);
-                else
-                    v = act1(v, ep, base + j, flags);
-                STORE1(v, op, base + j);
-            }
+            for (uint g = 0; g < ng; ++g)
+                col_apply16(xp, gp, ep, op, base + g * 16, vK[g], vm[g], v1[g], v2[g], v3[g], flags);
+            for (uint j = ng * 16; j < width; ++j)
+                col_apply1(xp, gp, ep, op, base + j, j, cK, cm, c1, c2, c3, flags);
         }
     }
 #else
@@ -331,7 +320,7 @@ __kernel void bn_col_apply(__global const stype *x, ulong xoff, __global const s
 
 #if defined(STRATEGY_CPU)
 /* bn_col_bwd_partial's chunk [b0, b1) walked flat (flat_period): each column's statistics laid out over its lanes,
- * the lanes' sums, then per column the sum of its lanes and of the rows left over after the last super-row */
+ * the lanes' sums, then per column the sums of the rows left over after the last super-row and of its lanes */
 static void col_sums_flat(__global const stype *xp, __global const stype *gp, __global const stype *yp,
                           __global stype *dzp, ulong b0, ulong b1, ulong rows, ulong K, uint L,
                           __global const float *smean, __global const float *sinvstd, __global const float *scoef,
@@ -350,18 +339,11 @@ static void col_sums_flat(__global const stype *xp, __global const stype *gp, __
     }
     pa_sums_w16(xp + o, gp + o, yp + o, dzp ? dzp + o : dzp, 0, nsr, L, L / 16, sh, m, u, v, flags);
     for (uint k = 0; k < K; ++k) {
-        float su = 0.0f, sv = 0.0f;
+        float su, sv;
+        pa_sums_w1(xp + k, gp + k, yp + k, dzp ? dzp + k : dzp, r0, b1, K, 1, shf + k, mf + k, &su, &sv, flags);
         for (uint p = 0; p < P; ++p) {
             su += uf[k + p * K];
             sv += vf[k + p * K];
-        }
-        for (ulong r = r0; r < b1; ++r) {
-            ulong i = r * K + k;
-            float g = grad1(gp, yp, i, flags);
-            if (flags & F_DZ)
-                STORE1(g, dzp, i);
-            su += g;
-            sv = fma(g, (LOAD1(xp, i) - shf[k]) - mf[k], sv);
         }
         pu[k] = su;
         pv[k] = sv;
@@ -386,8 +368,7 @@ __kernel void bn_col_bwd_partial(__global const stype *x, ulong xoff, __global c
 #if defined(STRATEGY_CPU)
     uint L = flat_period(K);
     if (L) {
-        if (get_global_id(0) == 0)
-            col_sums_flat(xp, gp, yp, dzp, b0, b1, rows, K, L, smean, sinvstd, scoef, pC, pS, flags, pu, pv);
+        col_sums_flat(xp, gp, yp, dzp, b0, b1, rows, K, L, smean, sinvstd, scoef, pC, pS, flags, pu, pv);
         return;
     }
     for (ulong t0 = get_global_id(0) * CN_TILE_COLS; t0 < K; t0 += get_global_size(0) * CN_TILE_COLS) {
