@@ -57,8 +57,9 @@ typedef half stype;
 #endif
 #if defined(CN_X86_F16)
 typedef short16 __attribute__((aligned(2))) cn_half16_bits; /* 16 halves' bits at any half's alignment */
+static inline short16 cn_half16_bits_at(__global const half *p) { return *(__global const cn_half16_bits *)p; }
 static inline float16 cn_load_half16(__global const half *p) {
-    return __builtin_ia32_vcvtph2ps512_mask(*(__global const cn_half16_bits *)p, (float16)(0.0f), (ushort)0xffff,
+    return __builtin_ia32_vcvtph2ps512_mask(cn_half16_bits_at(p), (float16)(0.0f), (ushort)0xffff,
                                             4 /* the current rounding: the conversion is exact */);
 }
 /* the bits of 16 halves rounded to nearest even, in a register (for whole-vector stores: store16_stream) */
@@ -220,7 +221,7 @@ static inline float grad1(__global const stype *dy, __global const stype *y, ulo
  * time (backward_ex on float16 (32,256,28,28) took 12.6 ms instead of 2.6 ms). */
 static inline int16 pos16(__global const stype *y, ulong i) {
 #if defined(CN_X86_F16)
-    short16 b = *(__global const cn_half16_bits *)(y + i);
+    short16 b = cn_half16_bits_at(y + i);
     return convert_int16((b > (short16)(0)) & (b <= (short16)(0x7c00)));
 #else
     return LOAD16(y, i) > 0.0f;
