@@ -22,7 +22,9 @@ static int word_is(const char *s, const char *lower) {
  * (4,256,28,28) or (16,64,32,32), x dy dx; step_ex (4,256,28,28): 0.76-0.84 streamed vs 0.90-1.23 ms plain) and by
  * far at 12.8 MB tensors ((16,256,28,28) training forward 1.1 vs 1.8 ms). The cap keeps a device that reports a
  * huge cache (a VM's 480 MiB) on streaming stores for the large tensors.
- * Intel CPUs (a CPU device of vendor id 0x8086) stream from 1 MiB: there a line a call wrote plainly on one core and
+ * Intel CPUs (a CPU device whose CL_DEVICE_VENDOR names Intel: POCL's "GenuineIntel", Intel's runtime "Intel(R)
+ * Corporation"; not the vendor id, which POCL 3.1 reports as 0x8086 on AMD CPUs too) stream from 1 MiB: there a
+ * line a call wrote plainly on one core and
  * the next call writes on the other (POCL hands work-groups to whichever thread asks first) costs more than the trip
  * to memory. Measured on a 2-core Intel Xeon VM (AVX-512, 2 MiB L2 a core, POCL 3.1), interleaved, plain vs streamed:
  * inference (256,1024) (2 MiB a call) 75-83 vs 49-51 us, training 95-103 vs 85-89 us, backward 136-141 vs 102-119
@@ -31,10 +33,9 @@ static int word_is(const char *s, const char *lower) {
  * wins there ((2,32,32,32) inference 15.5 vs 18.5-19.3 us, (32,1024) 11.8 vs 13.0 us). */
 #define STREAM_MIN_BYTES_CAP ((cl_ulong)8 << 20)
 #define STREAM_MIN_BYTES_INTEL_CPU ((cl_ulong)1 << 20)
-#define VENDOR_ID_INTEL 0x8086u
 
-static cl_ulong default_stream_min_bytes(cl_device_type type, cl_uint vendor, cl_ulong llc) {
-    if ((type & CL_DEVICE_TYPE_CPU) && vendor == VENDOR_ID_INTEL)
+static cl_ulong default_stream_min_bytes(cl_device_type type, int intel, cl_ulong llc) {
+    if ((type & CL_DEVICE_TYPE_CPU) && intel)
         return STREAM_MIN_BYTES_INTEL_CPU;
     return llc && llc / 4 < STREAM_MIN_BYTES_CAP ? llc / 4 : STREAM_MIN_BYTES_CAP;
 }
@@ -53,7 +54,7 @@ static int parse_u64(const char *s, unsigned long long *v) {
  * a call whose tensors take at least that many bytes together writes them with streaming stores, else plainly;
  * 0: always streaming).
  * Anything else is refused: a typo must not silently run the other strategy. */
-static clnorm_status read_knobs(clnorm_context *c, size_t max_wg, cl_ulong llc, cl_uint vendor) {
+static clnorm_status read_knobs(clnorm_context *c, size_t max_wg, cl_ulong llc, int intel) {
     const char *forced = getenv("CLNORM_STRATEGY");
     if (forced && *forced) {
         if (word_is(forced, "gpu"))
@@ -83,7 +84,7 @@ static clnorm_status read_knobs(clnorm_context *c, size_t max_wg, cl_ulong llc, 
                            "CLNORM_STREAM_MIN_BYTES must be a non-negative integer (bytes), got \"%s\"", stream);
         c->stream_min_bytes = (cl_ulong)v;
     } else {
-        c->stream_min_bytes = default_stream_min_bytes(c->type, vendor, llc);
+        c->stream_min_bytes = default_stream_min_bytes(c->type, intel, llc);
     }
     /* the reduction work-group: a power of two the device accepts; 1 item per group on the CPU strategy */
     size_t wg = c->strategy == CN_STRATEGY_CPU ? 1 : 256;
@@ -118,10 +119,11 @@ static clnorm_status fill_device_info(clnorm_context *c, cl_platform_id platform
     c->name = cn_device_full_name(platform, c->device);
     if (!c->name)
         return cn_fail(CLNORM_ERROR_HOST_MEMORY, "out of host memory reading the device name");
-    char driver[256] = "", pversion[256] = "";
+    char driver[256] = "", pversion[256] = "", vname[256] = "";
     cl_uint vendor = 0;
     clGetDeviceInfo(c->device, CL_DRIVER_VERSION, sizeof driver - 1, driver, NULL);
     clGetDeviceInfo(c->device, CL_DEVICE_VENDOR_ID, sizeof vendor, &vendor, NULL);
+    clGetDeviceInfo(c->device, CL_DEVICE_VENDOR, sizeof vname - 1, vname, NULL);
     clGetPlatformInfo(platform, CL_PLATFORM_VERSION, sizeof pversion - 1, pversion, NULL);
     size_t n = strlen(c->name) + strlen(driver) + strlen(pversion) + 64;
     if (!(c->cache_id = malloc(n)))
@@ -129,7 +131,7 @@ static clnorm_status fill_device_info(clnorm_context *c, cl_platform_id platform
     snprintf(c->cache_id, n, "%s | vendor 0x%x | driver %s | platform %s", c->name, vendor, driver, pversion);
     if (c->units == 0)
         c->units = 1;
-    clnorm_status st = read_knobs(c, max_wg, llc, vendor);
+    clnorm_status st = read_knobs(c, max_wg, llc, cn_contains_nocase(vname, "intel"));
     if (st != CLNORM_SUCCESS)
         return st;
     c->prefetch = c->strategy == CN_STRATEGY_CPU && (c->type & CL_DEVICE_TYPE_CPU) && cn_contains_nocase(pversion, "pocl");
