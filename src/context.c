@@ -24,13 +24,13 @@ static int word_is(const char *s, const char *lower) {
  * huge cache (a VM's 480 MiB) on streaming stores for the large tensors.
  * Intel CPUs (a CPU device whose CL_DEVICE_VENDOR names Intel: POCL's "GenuineIntel", Intel's runtime "Intel(R)
  * Corporation"; not the vendor id, which POCL 3.1 reports as 0x8086 on AMD CPUs too) stream from 1 MiB: there a
- * line a call wrote plainly on one core and
- * the next call writes on the other (POCL hands work-groups to whichever thread asks first) costs more than the trip
- * to memory. Measured on a 2-core Intel Xeon VM (AVX-512, 2 MiB L2 a core, POCL 3.1), interleaved, plain vs streamed:
- * inference (256,1024) (2 MiB a call) 75-83 vs 49-51 us, training 95-103 vs 85-89 us, backward 136-141 vs 102-119
- * us; (512,1024) inference 140-163 vs 95-97 us; NCHW (8,32,32,32) inference / backward 46-49 / 79 vs 39 / 65-69 us;
- * on one POCL thread the two variants tie (51 us), so it is the second core, not the store. Below 1 MiB plain still
- * wins there ((2,32,32,32) inference 15.5 vs 18.5-19.3 us, (32,1024) 11.8 vs 13.0 us). */
+ * line a call wrote plainly on one core and the next call writes on the other (POCL hands work-groups to whichever
+ * thread asks first) costs more than the trip to memory. Measured on a 2-core Intel Xeon VM (AVX-512, 2 MiB L2 a
+ * core, POCL 3.1), interleaved, plain vs streamed: inference (256,1024) (2 MiB a call) 75-83 vs 49-51 us, training
+ * 95-103 vs 85-89 us, backward 136-141 vs 102-119 us; (512,1024) inference 140-163 vs 95-97 us; NCHW (8,32,32,32)
+ * inference / backward 46-49 / 79 vs 39 / 65-69 us; on one POCL thread the two variants tie (51 us), so it is the
+ * second core, not the store. Below 1 MiB plain still wins there ((2,32,32,32) inference 15.5 vs 18.5-19.3 us,
+ * (32,1024) 11.8 vs 13.0 us). */
 #define STREAM_MIN_BYTES_CAP ((cl_ulong)8 << 20)
 #define STREAM_MIN_BYTES_INTEL_CPU ((cl_ulong)1 << 20)
 
